@@ -1,0 +1,216 @@
+"""The learning-time mask: a straight-through Gumbel-sigmoid on every scored weight.
+
+Attached with :mod:`torch.nn.utils.parametrize`, so ``module.weight`` reads ``W * m(pi)`` and the
+logits ``pi`` (the :class:`~dcwp_prune.MaskScores` Parameters, shared, not copied) receive
+gradients. ``detach_masks`` restores the plain modules with the original weight objects.
+
+Modes:
+    ``sample``: a fresh hard 0/1 mask per forward pass, straight-through gradient of the soft
+        sample (DCWP's pruning stage). In ``eval()`` it falls back to ``deterministic``.
+    ``deterministic``: ``1[pi >= 0]`` (DCWP's fixed mask).
+    ``soft``: ``sigmoid(pi)``.
+
+Variants of the sampling (``../shared/DCWP.md`` section 2.1):
+    ``official``: the official code feeds ``sigmoid(pi)`` as the Gumbel-sigmoid logit, so
+        ``P(m = 1) = sigmoid(sigmoid(pi))``, always in (0.5, 0.731).
+    ``clean``: the textbook form, ``P(m = 1) = sigmoid(pi / t)``.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Dict, List, Literal, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from .scores import MaskScores, resolve_tensor
+
+__all__ = [
+    "GumbelSigmoidMask",
+    "attach_masks",
+    "detach_masks",
+    "has_masks",
+    "set_mask_mode",
+    "unmasked_state_dict",
+]
+
+MaskMode = Literal["sample", "deterministic", "soft"]
+Variant = Literal["official", "clean"]
+_MODES = ("sample", "deterministic", "soft")
+_VARIANTS = ("official", "clean")
+
+# model -> [(parameter, requires_grad before attach_masks)]
+_SAVED_GRAD: "weakref.WeakKeyDictionary[nn.Module, List[Tuple[nn.Parameter, bool]]]" = weakref.WeakKeyDictionary()
+
+
+def _check_mode(mode: str, variant: str) -> None:
+    if mode not in _MODES:
+        raise ValueError(f"mask mode must be one of {_MODES}, got {mode!r}")
+    if variant not in _VARIANTS:
+        raise ValueError(f"variant must be one of {_VARIANTS}, got {variant!r}")
+
+
+class GumbelSigmoidMask(nn.Module):
+    """Parametrization ``W -> W * m(logit)`` with a straight-through Gumbel-sigmoid mask.
+
+    Args:
+        logit: the mask logits (same shape as the weight); registered as this module's Parameter.
+        mode: ``sample``, ``deterministic`` or ``soft``.
+        variant: ``official`` (sigmoid(logit) enters the Gumbel-sigmoid) or ``clean``.
+        temperature: Gumbel-sigmoid temperature ``t``.
+        eps: the ``1e-10`` inside ``log(-log(u + eps))``.
+
+    Example:
+        >>> import torch
+        >>> m = GumbelSigmoidMask(torch.nn.Parameter(torch.tensor([2.0, -2.0])), mode="deterministic")
+        >>> m(torch.ones(2)).tolist()
+        [1.0, 0.0]
+    """
+
+    def __init__(
+        self,
+        logit: nn.Parameter,
+        mode: MaskMode = "sample",
+        variant: Variant = "official",
+        temperature: float = 1.0,
+        eps: float = 1e-10,
+    ) -> None:
+        super().__init__()
+        _check_mode(mode, variant)
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.logit = logit
+        self.mode: str = mode
+        self.variant: str = variant
+        self.temperature = float(temperature)
+        self.eps = float(eps)
+
+    def mask(self) -> Tensor:
+        """The mask for the current mode (a fresh sample each call in ``sample`` mode)."""
+        mode = self.mode
+        if mode == "sample" and not self.training:
+            mode = "deterministic"
+        if mode == "deterministic":
+            return (self.logit >= 0).to(self.logit.dtype)
+        if mode == "soft":
+            return torch.sigmoid(self.logit)
+        s = torch.sigmoid(self.logit) if self.variant == "official" else self.logit
+        u0 = torch.rand_like(s)
+        u1 = torch.rand_like(s)
+        noise = torch.log(-torch.log(u0 + self.eps)) - torch.log(-torch.log(u1 + self.eps))
+        soft = torch.sigmoid((s + noise) / self.temperature)
+        hard = (soft > 0.5).to(soft.dtype)
+        return hard + soft - soft.detach()
+
+    def forward(self, weight: Tensor) -> Tensor:
+        return weight * self.mask().to(weight.dtype)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}, variant={self.variant}, temperature={self.temperature}"
+
+
+def has_masks(model: nn.Module) -> bool:
+    """True if any module of ``model`` carries a :class:`GumbelSigmoidMask`."""
+    return any(isinstance(m, GumbelSigmoidMask) for m in model.modules())
+
+
+def attach_masks(
+    model: nn.Module,
+    scores: MaskScores,
+    mode: MaskMode = "sample",
+    variant: Variant = "official",
+    temperature: float = 1.0,
+    freeze_weights: bool = True,
+) -> nn.Module:
+    """Parametrize every scored weight of ``model`` with a :class:`GumbelSigmoidMask`.
+
+    Args:
+        model: the network (plain modules; not already pruned with ``torch.nn.utils.prune``).
+        scores: mask logits keyed by FQN; their Parameters are shared with the masks.
+        mode, variant, temperature: see :class:`GumbelSigmoidMask`.
+        freeze_weights: set ``requires_grad=False`` on every other parameter (DCWP stage 3);
+            :func:`detach_masks` restores the previous flags.
+
+    Returns:
+        ``model`` (modified in place).
+
+    Raises:
+        RuntimeError: masks are already attached, or a weight is under ``torch.nn.utils.prune``.
+    """
+    _check_mode(mode, variant)
+    if has_masks(model):
+        raise RuntimeError("masks are already attached to this model; call detach_masks(model) first")
+    scores.check_model(model)
+    logit_ids = {id(p) for p in scores.parameters()}
+    _SAVED_GRAD[model] = [(p, p.requires_grad) for p in model.parameters() if id(p) not in logit_ids]
+    for fqn, (module, name) in scores.resolve(model).items():
+        if hasattr(module, f"{name}_orig"):
+            raise RuntimeError(
+                f"{fqn!r} is pruned with torch.nn.utils.prune; call prune.remove(module, {name!r}) before attaching masks"
+            )
+        logit = scores[fqn]
+        if logit.device != getattr(module, name).device:
+            raise ValueError(f"scores for {fqn!r} are on {logit.device}, the weight is not; call scores.to(device)")
+        parametrize.register_parametrization(module, name, GumbelSigmoidMask(logit, mode, variant, temperature))
+    if freeze_weights:
+        for p, _ in _SAVED_GRAD[model]:
+            p.requires_grad_(False)
+    for p in scores.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def set_mask_mode(model: nn.Module, mode: MaskMode) -> None:
+    """Switch every attached mask to ``mode``."""
+    _check_mode(mode, "official")
+    found = False
+    for m in model.modules():
+        if isinstance(m, GumbelSigmoidMask):
+            m.mode = mode
+            found = True
+    if not found:
+        raise RuntimeError("no masks are attached to this model; call attach_masks first")
+
+
+def detach_masks(model: nn.Module) -> nn.Module:
+    """Remove the masks: dense modules with the original (untouched) weight Parameters.
+
+    The ``requires_grad`` flags saved by :func:`attach_masks` are restored.
+    """
+    for module in list(model.modules()):
+        if not parametrize.is_parametrized(module):
+            continue
+        for name in list(module.parametrizations.keys()):
+            plist = module.parametrizations[name]
+            if any(isinstance(p, GumbelSigmoidMask) for p in plist):
+                parametrize.remove_parametrizations(module, name, leave_parametrized=False)
+    for p, flag in _SAVED_GRAD.pop(model, []):
+        p.requires_grad_(flag)
+    return model
+
+
+def unmasked_state_dict(model: nn.Module) -> Dict[str, Tensor]:
+    """The model's state dict with plain keys (``conv.weight``), masks left out, weights unmasked."""
+    out: Dict[str, Tensor] = {}
+    for key, value in model.state_dict().items():
+        if ".parametrizations." in f".{key}":
+            head, _, tail = key.partition("parametrizations.")
+            tensor_name, _, rest = tail.partition(".")
+            if rest != "original":
+                continue
+            key = f"{head}{tensor_name}"
+        out[key] = value
+    return out
+
+
+def mask_of(model: nn.Module, fqn: str) -> Optional[GumbelSigmoidMask]:
+    """The mask attached to tensor ``fqn``, or None."""
+    module, name = resolve_tensor(model, fqn)
+    if not parametrize.is_parametrized(module, name):
+        return None
+    for p in module.parametrizations[name]:
+        if isinstance(p, GumbelSigmoidMask):
+            return p
+    return None

@@ -1,0 +1,204 @@
+"""Structured (channel) pruning with :class:`DCWPImportance` through Torch-Pruning, with guards.
+
+``prune_channels`` is the safe one-call path: it refuses the models Torch-Pruning cannot trace,
+un-freezes weights while the dependency graph is built, ignores the classifier, checks that
+something was actually removed, and returns the pruning history needed to rebuild the model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import torch
+import torch_pruning as tp
+from torch import Tensor, nn
+
+from ._validation import _check_fraction
+from .importance import DCWPImportance
+from .scores import MaskScores
+
+__all__ = [
+    "UNSUPPORTED_ARCHITECTURES",
+    "StructuredResult",
+    "check_structured_support",
+    "count_macs_params",
+    "final_linear",
+    "load_pruning_history",
+    "prune_channels",
+]
+
+#: Module class name -> why Torch-Pruning (1.6) cannot prune it structurally.
+UNSUPPORTED_ARCHITECTURES: Dict[str, str] = {
+    "ShuffleNetV2": "its functional channel shuffle (view/transpose) is not traceable as a channel mapping",
+    "SwinTransformer": "patch merging and shifted-window attention need custom Torch-Pruning pruners",
+    "MaxVit": "its relative-position attention blocks need custom Torch-Pruning pruners",
+    "VisionTransformer": "torchvision's ViT reads static head/hidden sizes; not supported by dcwp-prune yet",
+    "RAFT": "optical-flow correlation volumes are not channel-prunable",
+}
+
+
+@dataclass
+class StructuredResult:
+    """What ``prune_channels`` did: MACs / params before and after, channels per layer, history."""
+
+    macs_before: int
+    macs_after: int
+    params_before: int
+    params_after: int
+    channels: Dict[str, List[int]] = field(default_factory=dict)  # layer -> [before, after]
+    history: List[Any] = field(default_factory=list)
+
+    @property
+    def macs_ratio(self) -> float:
+        return self.macs_before / max(self.macs_after, 1)
+
+    @property
+    def params_ratio(self) -> float:
+        return self.params_before / max(self.params_after, 1)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "macs_before": self.macs_before,
+            "macs_after": self.macs_after,
+            "params_before": self.params_before,
+            "params_after": self.params_after,
+            "macs_ratio": self.macs_ratio,
+            "params_ratio": self.params_ratio,
+            "channels": self.channels,
+        }
+
+
+def check_structured_support(model: nn.Module) -> None:
+    """Raise ``NotImplementedError`` naming the reason if ``model`` is in the unsupported list."""
+    for module in model.modules():
+        reason = UNSUPPORTED_ARCHITECTURES.get(type(module).__name__)
+        if reason:
+            raise NotImplementedError(
+                f"structured pruning does not support {type(module).__name__}: {reason}. "
+                f"Use unstructured pruning (DCWPMethod) for this model; unsupported: "
+                f"{', '.join(sorted(UNSUPPORTED_ARCHITECTURES))}"
+            )
+
+
+def final_linear(model: nn.Module) -> Optional[nn.Linear]:
+    """The classifier: the last ``nn.Linear`` registered in ``model`` (torchvision convention)."""
+    last = None
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            last = m
+    return last
+
+
+def count_macs_params(model: nn.Module, example_inputs: Tensor) -> tuple[int, int]:
+    """MACs and parameter count (Torch-Pruning's counter, which does not see unstructured zeros)."""
+    macs, params = tp.utils.count_ops_and_params(model, example_inputs)
+    return int(macs), int(params)
+
+
+def _channels(model: nn.Module) -> Dict[str, int]:
+    out = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.conv._ConvNd):
+            out[name] = m.out_channels
+        elif isinstance(m, nn.Linear):
+            out[name] = m.out_features
+    return out
+
+
+def prune_channels(
+    model: nn.Module,
+    scores: Union[MaskScores, Dict[str, Tensor]],
+    example_inputs: Tensor,
+    pruning_ratio: float = 0.5,
+    *,
+    global_pruning: bool = True,
+    ignored_layers: Optional[Sequence[nn.Module]] = None,
+    round_to: Optional[int] = None,
+    hard: bool = False,
+    min_keep: int = 1,
+) -> StructuredResult:
+    """Remove channels of ``model`` in place, ranked by :class:`DCWPImportance`.
+
+    Args:
+        model: a plain model (no prune hooks or parametrizations).
+        scores: DCWP scores (logits in :class:`MaskScores`, or FQN-keyed keep-probabilities).
+        example_inputs: a batch that ``model`` accepts, used for tracing and MACs.
+        pruning_ratio: fraction of channels to remove (Torch-Pruning's ``pruning_ratio``).
+        global_pruning: rank channels across layers (True) or within each layer.
+        ignored_layers: layers never pruned; default: the final ``nn.Linear`` (the classifier).
+        round_to: keep channel counts multiples of this (e.g. 8 for tensor cores).
+        hard, min_keep: see :class:`DCWPImportance`.
+
+    Returns:
+        A :class:`StructuredResult`; ``result.history`` rebuilds the model (``load_pruning_history``).
+
+    Raises:
+        NotImplementedError: the architecture is in ``UNSUPPORTED_ARCHITECTURES``.
+        RuntimeError: nothing was pruned.
+    """
+    _check_fraction(pruning_ratio, "pruning_ratio")
+    if pruning_ratio >= 1.0:
+        raise ValueError(f"pruning_ratio must be < 1 (1.0 would remove every channel), got {pruning_ratio}")
+    check_structured_support(model)
+    if ignored_layers is None:
+        head = final_linear(model)
+        ignored_layers = [head] if head is not None else []
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(True)
+    try:
+        importance = DCWPImportance(scores, model=model, hard=hard, min_keep=min_keep)
+        before_channels = _channels(model)
+        macs0, params0 = count_macs_params(model, example_inputs)
+        pruner = tp.pruner.BasePruner(
+            model, example_inputs, importance=importance, pruning_ratio=pruning_ratio,
+            global_pruning=global_pruning, ignored_layers=list(ignored_layers), round_to=round_to,
+            iterative_steps=1,
+        )
+        pruner.step()
+        history = [list(h) for h in pruner.pruning_history()]
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+    if importance.groups_scored == 0 or not history:
+        raise RuntimeError(
+            "structured pruning removed nothing: no dependency group had DCWP scores "
+            "(are the scored layers all ignored, or the ratio too small for one channel?)"
+        )
+    macs1, params1 = count_macs_params(model, example_inputs)
+    after = _channels(model)
+    changed = {k: [v, after[k]] for k, v in before_channels.items() if k in after and after[k] != v}
+    return StructuredResult(macs0, macs1, params0, params1, changed, history)
+
+
+def load_pruning_history(model: nn.Module, history: Sequence[Sequence[Any]], example_inputs: Tensor) -> nn.Module:
+    """Replay a pruning history on a freshly built (unpruned) ``model``; load the weights afterwards."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(True)
+    try:
+        dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
+        dg.load_pruning_history([[name, bool(is_out), list(idxs)] for name, is_out, idxs in history])
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+    return model
+
+
+def save_history(path: Union[str, os.PathLike], history: Sequence[Sequence[Any]]) -> None:
+    """Write the pruning history as JSON (plain names and indices; loading runs no code)."""
+    data = [[str(n), bool(o), [int(i) for i in idxs]] for n, o, idxs in history]
+    tmp = f"{os.fspath(path)}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+def read_history(path: Union[str, os.PathLike]) -> List[List[Any]]:
+    with open(path) as f:
+        return json.load(f)
