@@ -23,6 +23,10 @@ _OUT_FNS = (F.prune_conv_out_channels, F.prune_linear_out_channels)
 _IN_FNS = (F.prune_conv_in_channels, F.prune_linear_in_channels)
 _DW_FNS = (F.prune_depthwise_conv_out_channels, F.prune_depthwise_conv_in_channels)
 _BONUS = 2.0  # keep-fractions lie in [0, 1]; +2 puts the protected channels above every other one
+# Torch-Pruning's global cut prunes every channel with ``imp <= threshold``, so exact ties over-prune.
+# A float64 offset far below any meaningful score difference makes all channels distinct; ties are
+# then broken by (group order, channel position), earlier first, like a stable sort.
+_TIE_STEP = 2.0**-40
 
 
 class DCWPScoreShapeError(ValueError):
@@ -118,6 +122,7 @@ class DCWPImportance(tp.importance.Importance):
         self.threshold = float(threshold)
         self.min_keep = int(min_keep)
         self.groups_scored = 0
+        self._tick = 0
         self._keep: Dict[nn.Module, Tensor] = {}
         self._names: Dict[nn.Module, str] = {}
         for name, module, value, logits in self._resolve(scores, model, scores_are_logits):
@@ -203,9 +208,11 @@ class DCWPImportance(tp.importance.Importance):
         if not bool((den > 0).any()):
             return None
         imp = torch.where(den > 0, num / den.clamp_min(1), torch.ones_like(num))
+        imp += (self._tick + torch.arange(n, dtype=torch.float64)) * _TIE_STEP
+        self._tick += n
         self._protect(imp, _channel_groups(group))
         self.groups_scored += 1
-        return imp.float()
+        return imp
 
     def _protect(self, imp: Tensor, ch_groups: int) -> None:
         """Add a bonus to the ``min_keep`` best channels (per offset within each channel group)."""

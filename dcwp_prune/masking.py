@@ -102,7 +102,7 @@ class GumbelSigmoidMask(nn.Module):
         noise = torch.log(-torch.log(u0 + self.eps)) - torch.log(-torch.log(u1 + self.eps))
         soft = torch.sigmoid((s + noise) / self.temperature)
         hard = (soft > 0.5).to(soft.dtype)
-        return hard + soft - soft.detach()
+        return hard + (soft - soft.detach())  # exactly `hard` forward, d(soft) backward
 
     def forward(self, weight: Tensor) -> Tensor:
         return weight * self.mask().to(weight.dtype)

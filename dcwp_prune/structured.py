@@ -7,10 +7,11 @@ something was actually removed, and returns the pruning history needed to rebuil
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import torch
 import torch_pruning as tp
@@ -98,6 +99,24 @@ def count_macs_params(model: nn.Module, example_inputs: Tensor) -> tuple[int, in
     return int(macs), int(params)
 
 
+@contextlib.contextmanager
+def _traceable(model: nn.Module) -> Iterator[None]:
+    """All parameters trainable while Torch-Pruning traces (frozen ones are invisible to it).
+
+    Flags are restored by name: Torch-Pruning replaces the Parameters it prunes.
+    """
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    was_training = model.training
+    model.requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            yield
+    finally:
+        for n, p in model.named_parameters():
+            p.requires_grad_(flags.get(n, True))
+        model.train(was_training)
+
+
 def _channels(model: nn.Module) -> Dict[str, int]:
     out = {}
     for name, m in model.named_modules():
@@ -146,11 +165,7 @@ def prune_channels(
     if ignored_layers is None:
         head = final_linear(model)
         ignored_layers = [head] if head is not None else []
-    was_training = model.training
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(True)
-    try:
+    with _traceable(model):
         importance = DCWPImportance(scores, model=model, hard=hard, min_keep=min_keep)
         before_channels = _channels(model)
         macs0, params0 = count_macs_params(model, example_inputs)
@@ -161,10 +176,6 @@ def prune_channels(
         )
         pruner.step()
         history = [list(h) for h in pruner.pruning_history()]
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        model.train(was_training)
     if importance.groups_scored == 0 or not history:
         raise RuntimeError(
             "structured pruning removed nothing: no dependency group had DCWP scores "
@@ -178,15 +189,9 @@ def prune_channels(
 
 def load_pruning_history(model: nn.Module, history: Sequence[Sequence[Any]], example_inputs: Tensor) -> nn.Module:
     """Replay a pruning history on a freshly built (unpruned) ``model``; load the weights afterwards."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(True)
-    try:
+    with _traceable(model):
         dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
         dg.load_pruning_history([[name, bool(is_out), list(idxs)] for name, is_out, idxs in history])
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
     return model
 
 

@@ -1,0 +1,130 @@
+import pytest
+import torch
+import torch_pruning as tp
+from torch import nn
+from torch.nn.utils import prune
+
+from dcwp_prune import DCWPImportance, MaskScores, attach_masks, detach_masks
+from dcwp_prune.importance import DCWPScoreShapeError
+from tests._models import FlattenNet, GroupedNet, TinyCNN
+
+
+def _group(net, x, layer):
+    dg = tp.DependencyGraph().build_dependency(net, example_inputs=x)
+    return dg.get_pruning_group(layer, tp.prune_conv_out_channels, idxs=list(range(layer.out_channels)))
+
+
+def test_importance_is_kept_fraction_of_coupled_weights():
+    net = TinyCNN()
+    scores = MaskScores.from_model(net)
+    probs = {"conv1.weight": torch.rand(8, 3, 3, 3), "conv2.weight": torch.rand(6, 8, 3, 3)}
+    imp = DCWPImportance({**probs, "fc.weight": torch.rand(3, 6)}, model=net)
+    got = imp(_group(net, torch.randn(1, 3, 8, 8), net.conv1))
+    # channel c of conv1: its 27 output-row weights + the 54 weights of conv2 that read it
+    expected = (probs["conv1.weight"].flatten(1).sum(1) + probs["conv2.weight"].transpose(0, 1).flatten(1).sum(1)) / 81
+    best = int(expected.argmax())
+    expected[best] += 2.0  # min_keep protection
+    assert got.dtype == torch.float64
+    assert torch.allclose(got.float(), expected, atol=1e-6)
+    assert scores.keys()  # MaskScores variant is covered below
+
+
+def test_flatten_expansion_weights_each_input_once():
+    net = FlattenNet()
+    p_conv = torch.rand(4, 2, 3, 3)
+    p_fc1 = torch.rand(5, 16)
+    imp = DCWPImportance({"conv.weight": p_conv, "fc1.weight": p_fc1}, model=net, min_keep=0)
+    got = imp(_group(net, torch.randn(1, 2, 2, 2), net.conv))
+    cols = p_fc1.view(5, 4, 4).permute(1, 0, 2).reshape(4, -1)  # channel c owns fc1 inputs 4c..4c+3
+    expected = (p_conv.flatten(1).sum(1) + cols.sum(1)) / (18 + 20)
+    assert torch.allclose(got.float(), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("global_pruning", [True, False])
+def test_prunes_exactly_the_lowest_channels(global_pruning):
+    net = TinyCNN()
+    scores = MaskScores.from_model(net)
+    drop = [1, 4, 6, 7]
+    with torch.no_grad():
+        scores["conv1.weight"][drop] = -4.0
+        scores["conv2.weight"][:] = 3.0
+        scores["conv2.weight"][[0, 3, 5]] = -3.0
+    keep_weights = net.conv1.weight.detach()[[0, 2, 3, 5]].clone()
+    pruner = tp.pruner.BasePruner(net, torch.randn(1, 3, 8, 8), importance=DCWPImportance(scores),
+                                  pruning_ratio=0.5, global_pruning=global_pruning, ignored_layers=[net.fc])
+    pruner.step()
+    assert net.conv1.out_channels == 4
+    assert torch.equal(net.conv1.weight.detach(), keep_weights)
+    assert net.conv2.out_channels == 3
+    assert net(torch.randn(2, 3, 8, 8)).shape == (2, 3)
+
+
+def test_exact_ties_do_not_over_prune_globally():
+    net = TinyCNN()  # every logit at its 1.5 init: all 14 channels tie
+    pruner = tp.pruner.BasePruner(net, torch.randn(1, 3, 8, 8), importance=DCWPImportance(MaskScores.from_model(net)),
+                                  pruning_ratio=0.5, global_pruning=True, ignored_layers=[net.fc])
+    pruner.step()
+    assert net.conv1.out_channels + net.conv2.out_channels == 7
+
+
+def test_grouped_depthwise_transposed_run_and_shapes():
+    net = GroupedNet()
+    scores = MaskScores.from_model(net)
+    with torch.no_grad():
+        for p in scores.parameters():
+            p.normal_()
+    x = torch.randn(1, 3, 8, 8)
+    pruner = tp.pruner.BasePruner(net, x, importance=DCWPImportance(scores), pruning_ratio=0.5,
+                                  ignored_layers=[net.fc])
+    pruner.step()
+    assert net(x).shape == (1, 2)
+    assert net.c1.out_channels < 8 and net.grouped.groups == 2 and net.c1.out_channels % 2 == 0
+
+
+def test_grouped_conv_input_rows_are_exact():
+    from dcwp_prune.importance import _conv_rows
+
+    conv = nn.Conv2d(4, 6, 1, groups=2)
+    p = torch.arange(12.0).view(6, 2, 1, 1)
+    rows = _conv_rows(conv, p, out=False)
+    # input channel 0 (group 0, local 0) is read by outputs 0..2 at local position 0
+    assert rows.tolist() == [[0, 2, 4], [1, 3, 5], [6, 8, 10], [7, 9, 11]]
+
+
+def test_traps_raise():
+    net = TinyCNN()
+    scores = MaskScores.from_model(net)
+    net.requires_grad_(False)
+    with pytest.raises(RuntimeError, match=r"frozen weight \(requires_grad=False\).*requires_grad_\(True\)"):
+        DCWPImportance(scores)
+    net.requires_grad_(True)
+    attach_masks(net, scores)
+    with pytest.raises(RuntimeError, match="still carries a torch.nn.utils.prune hook or a parametrization"):
+        DCWPImportance(scores)
+    detach_masks(net)
+    prune.identity(net.conv1, "weight")
+    with pytest.raises(RuntimeError, match="still carries"):
+        DCWPImportance(scores)
+
+
+def test_input_errors():
+    net = TinyCNN()
+    with pytest.raises(ValueError, match="scores keyed by FQN need the model"):
+        DCWPImportance({"conv1.weight": torch.rand(8, 3, 3, 3)})
+    with pytest.raises(DCWPScoreShapeError, match=r"scores for 'conv1.weight' have shape \(8,\)"):
+        DCWPImportance({"conv1.weight": torch.rand(8)}, model=net)
+    with pytest.raises(ValueError, match=r"outside \[0, 1\]; pass scores_are_logits=True"):
+        DCWPImportance({"conv1.weight": torch.randn(8, 3, 3, 3) * 5}, model=net)
+    with pytest.raises(TypeError, match="scores must be MaskScores or a dict"):
+        DCWPImportance([1, 2])
+
+
+def test_stale_scores_after_pruning_raise():
+    net = TinyCNN()
+    x = torch.randn(1, 3, 8, 8)
+    imp = DCWPImportance(MaskScores.from_model(net))
+    pruner = tp.pruner.BasePruner(net, x, importance=imp, pruning_ratio=0.5, iterative_steps=2,
+                                  ignored_layers=[net.fc])
+    pruner.step()
+    with pytest.raises(DCWPScoreShapeError, match="one-shot pruning"):
+        pruner.step()
