@@ -23,6 +23,7 @@ from .scores import MaskScores
 
 __all__ = [
     "UNSUPPORTED_ARCHITECTURES",
+    "UnsupportedModelError",
     "StructuredResult",
     "check_structured_support",
     "count_macs_params",
@@ -39,6 +40,10 @@ UNSUPPORTED_ARCHITECTURES: Dict[str, str] = {
     "VisionTransformer": "torchvision's ViT reads static head/hidden sizes; not supported by dcwp-prune yet",
     "RAFT": "optical-flow correlation volumes are not channel-prunable",
 }
+
+
+class UnsupportedModelError(ValueError):
+    """The architecture cannot be pruned structurally (see ``UNSUPPORTED_ARCHITECTURES``)."""
 
 
 @dataclass
@@ -73,11 +78,11 @@ class StructuredResult:
 
 
 def check_structured_support(model: nn.Module) -> None:
-    """Raise ``NotImplementedError`` naming the reason if ``model`` is in the unsupported list."""
+    """Raise :class:`UnsupportedModelError` naming the reason if ``model`` is in the unsupported list."""
     for module in model.modules():
         reason = UNSUPPORTED_ARCHITECTURES.get(type(module).__name__)
         if reason:
-            raise NotImplementedError(
+            raise UnsupportedModelError(
                 f"structured pruning does not support {type(module).__name__}: {reason}. "
                 f"Use unstructured pruning (DCWPMethod) for this model; unsupported: "
                 f"{', '.join(sorted(UNSUPPORTED_ARCHITECTURES))}"
@@ -155,7 +160,7 @@ def prune_channels(
         A :class:`StructuredResult`; ``result.history`` rebuilds the model (``load_pruning_history``).
 
     Raises:
-        NotImplementedError: the architecture is in ``UNSUPPORTED_ARCHITECTURES``.
+        UnsupportedModelError: the architecture is in ``UNSUPPORTED_ARCHITECTURES``.
         RuntimeError: nothing was pruned.
     """
     _check_fraction(pruning_ratio, "pruning_ratio")

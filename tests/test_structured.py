@@ -4,7 +4,7 @@ import torchvision
 from torch import nn
 
 from dcwp_prune import MaskScores, prune_channels
-from dcwp_prune.structured import UNSUPPORTED_ARCHITECTURES, load_pruning_history, read_history, save_history
+from dcwp_prune.structured import UNSUPPORTED_ARCHITECTURES, UnsupportedModelError, load_pruning_history, read_history, save_history
 
 MODELS = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "vgg11_bn",
           "densenet121", "regnet_y_400mf", "convnext_tiny"]
@@ -44,7 +44,7 @@ def test_history_rebuilds_the_pruned_model(tmp_path):
 
 def test_unsupported_models_get_a_clear_error():
     model = torchvision.models.get_model("shufflenet_v2_x0_5", num_classes=3)
-    with pytest.raises(NotImplementedError, match="does not support ShuffleNetV2: its functional channel shuffle"):
+    with pytest.raises(UnsupportedModelError, match="does not support ShuffleNetV2: its functional channel shuffle"):
         prune_channels(model, _random_scores(model), torch.randn(1, 3, 32, 32), 0.5)
     assert "SwinTransformer" in UNSUPPORTED_ARCHITECTURES
 

@@ -1,0 +1,182 @@
+"""The sample contract shared by every dataset, the dataset registry, and split helpers.
+
+Every dataset yields ``BiasSample(image, label, bias, id)``: a float CHW image tensor in [0, 1]
+(before normalisation), the class label, the bias label, and a stable string id (a relative
+path, or a generator index). Per-sample results (mined bias-conflicting flags) are keyed by id,
+never by position.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from .._registry import Registry
+
+__all__ = [
+    "BiasDataset",
+    "BiasSample",
+    "DatasetError",
+    "create_dataset",
+    "list_datasets",
+    "register_dataset",
+    "stratified_split",
+]
+
+SPLITS = ("train", "valid", "test")
+
+
+class DatasetError(ValueError):
+    """Bad dataset input: missing folders, unparsable names, labels out of range, ..."""
+
+
+class BiasSample(NamedTuple):
+    """One sample: ``image`` (float CHW tensor), ``label``, ``bias`` label, stable string ``id``."""
+
+    image: Tensor
+    label: int
+    bias: int
+    id: str
+
+
+class BiasDataset(Dataset, abc.ABC):
+    """Base class: subclasses fill ``ids``, ``labels``, ``biases`` and implement ``load_image``.
+
+    Attributes:
+        num_classes: number of target classes (the bias takes values in the same range).
+        info: provenance for reports (dataset name, source, ratio, split, protocol).
+        transform: applied to the float CHW image tensor.
+    """
+
+    num_classes: int = 0
+
+    def __init__(self, transform: Optional[Callable[[Tensor], Tensor]] = None) -> None:
+        self.transform = transform
+        self.ids: List[str] = []
+        self.labels: List[int] = []
+        self.biases: List[int] = []
+        self.info: Dict[str, Any] = {}
+
+    @abc.abstractmethod
+    def load_image(self, index: int) -> Tensor:
+        """The float CHW image tensor in [0, 1] at ``index``, before ``transform``."""
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> BiasSample:
+        image = self.load_image(index)
+        if self.transform is not None:
+            image = self.transform(image)
+        return BiasSample(image, self.labels[index], self.biases[index], self.ids[index])
+
+    # ---------------------------------------------------------------------------------- views
+    @property
+    def label_tensor(self) -> Tensor:
+        return torch.as_tensor(self.labels, dtype=torch.long)
+
+    @property
+    def bias_tensor(self) -> Tensor:
+        return torch.as_tensor(self.biases, dtype=torch.long)
+
+    @property
+    def conflicting(self) -> Tensor:
+        """Ground-truth bias-conflicting flags (label != bias)."""
+        return self.label_tensor != self.bias_tensor
+
+    def group_counts(self) -> Tensor:
+        """C x C counts of (class, bias) groups."""
+        c = self.num_classes
+        counts = torch.zeros(c * c, dtype=torch.long)
+        counts.index_add_(0, self.label_tensor * c + self.bias_tensor, torch.ones(len(self), dtype=torch.long))
+        return counts.view(c, c)
+
+    def subset(self, indices: Sequence[int]) -> "BiasDataset":
+        """A view of the given positions (same images and transform)."""
+        return _Subset(self, indices)
+
+    def check_labels(self, where: str) -> None:
+        """Labels within range and no empty class (raises :class:`DatasetError`)."""
+        c = self.num_classes
+        for i, (y, b) in enumerate(zip(self.labels, self.biases)):
+            if not (0 <= y < c and 0 <= b < c):
+                raise DatasetError(
+                    f"{where}: sample {self.ids[i]!r} has label {y} / bias {b}, outside 0..{c - 1} "
+                    f"for {c} classes; is this the right dataset?"
+                )
+        present = set(self.labels)
+        empty = [k for k in range(c) if k not in present]
+        if empty:
+            raise DatasetError(f"{where}: class(es) {empty} have no samples; the split is incomplete")
+
+
+class _Subset(BiasDataset):
+    def __init__(self, parent: BiasDataset, indices: Sequence[int]) -> None:
+        super().__init__(parent.transform)
+        self.parent = parent
+        self.index = list(indices)
+        self.num_classes = parent.num_classes
+        self.ids = [parent.ids[i] for i in self.index]
+        self.labels = [parent.labels[i] for i in self.index]
+        self.biases = [parent.biases[i] for i in self.index]
+        self.info = dict(parent.info)
+
+    def load_image(self, index: int) -> Tensor:
+        return self.parent.load_image(self.index[index])
+
+
+def stratified_split(keys: Sequence[int], fraction: float, seed: int) -> tuple[List[int], List[int]]:
+    """Split positions so that each key (e.g. class * C + bias) keeps ``fraction`` in the second part.
+
+    Every key with at least two members keeps at least one in each part. Deterministic in ``seed``.
+    """
+    rng = np.random.default_rng(seed)
+    keys_arr = np.asarray(keys)
+    first: List[int] = []
+    second: List[int] = []
+    for key in np.unique(keys_arr):
+        members = np.flatnonzero(keys_arr == key)
+        members = members[rng.permutation(len(members))]
+        n = int(round(fraction * len(members)))
+        if len(members) >= 2:
+            n = min(max(n, 1), len(members) - 1)
+        second.extend(members[:n].tolist())
+        first.extend(members[n:].tolist())
+    return sorted(first), sorted(second)
+
+
+_DATASETS: Registry[Callable[..., BiasDataset]] = Registry("dataset")
+
+
+def register_dataset(name: str) -> Callable[[Callable[..., BiasDataset]], Callable[..., BiasDataset]]:
+    """Decorator registering a dataset factory ``fn(root=..., split=..., **options)``."""
+    return _DATASETS.register(name)
+
+
+def create_dataset(name: str, root: Optional[str] = None, split: str = "train", **options: Any) -> BiasDataset:
+    """Build a registered dataset split.
+
+    Args:
+        name: one of :func:`list_datasets`.
+        root: data root (holding e.g. ``cmnist/``); ``cmnist`` without a root is generated offline.
+        split: ``train``, ``valid`` or ``test``.
+        options: dataset-specific (``ratio``, ``transform``, ``source``, ...).
+
+    Raises:
+        KeyError: unknown dataset name (the message lists close matches).
+        DatasetError: bad input; the message names the path or value and the fix.
+    """
+    if split not in SPLITS:
+        raise DatasetError(f"split must be one of {SPLITS}, got {split!r}")
+    factory = _DATASETS.get(name)
+    return factory(root=root, split=split, **options)
+
+
+def list_datasets() -> List[str]:
+    """Registered dataset names."""
+    return _DATASETS.names()

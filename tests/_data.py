@@ -1,0 +1,40 @@
+"""Builders of tiny dataset trees in the DisEnt layout, for loader tests."""
+
+import os
+
+import numpy as np
+from PIL import Image
+
+
+def write_image(path, size=8, seed=0, ext=None):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    arr = np.random.default_rng(seed).integers(0, 255, size=(size, size, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(path)
+
+
+def make_release(root, name="cifar10c", num_classes=3, pct="1pct", per_class=4, valid=True, flat_eval=False,
+                 ext=".png"):
+    """Train align (per_class per class) + one conflicting sample per class, valid and test.
+
+    Ids contain underscores ("img_a_<n>"). flat_eval=True puts valid/test images directly in the
+    folder (the BFFHQ layout); otherwise in <class>/ subfolders.
+    """
+    base = os.path.join(root, name)
+    n = 0
+    for y in range(num_classes):
+        for k in range(per_class):
+            write_image(os.path.join(base, pct, "align", str(y), f"img_a_{n}_{y}_{y}{ext}"), seed=n)
+            n += 1
+        b = (y + 1) % num_classes
+        write_image(os.path.join(base, pct, "conflict", str(y), f"img_c_{n}_{y}_{b}{ext}"), seed=n)
+        n += 1
+    evals = (("valid",) if valid else ()) + ("test",)
+    for split in evals:
+        for y in range(num_classes):
+            for b in range(num_classes):
+                folder = os.path.join(base, split) if flat_eval else os.path.join(base, split, str(y))
+                if split == "valid" and not flat_eval:
+                    folder = os.path.join(base, pct, "valid", str(y))
+                write_image(os.path.join(folder, f"e_{split}_{n}_{y}_{b}{ext}"), seed=n)
+                n += 1
+    return base
