@@ -153,7 +153,11 @@ def attach_masks(
         logit = scores[fqn]
         if logit.device != getattr(module, name).device:
             raise ValueError(f"scores for {fqn!r} are on {logit.device}, the weight is not; call scores.to(device)")
-        parametrize.register_parametrization(module, name, GumbelSigmoidMask(logit, mode, variant, temperature))
+        mask = GumbelSigmoidMask(logit, "deterministic", variant, temperature)
+        # registering evaluates the parametrization once; in sample mode that would draw noise from the
+        # global RNG and shift every later draw (a resumed run would no longer match an uninterrupted one)
+        parametrize.register_parametrization(module, name, mask)
+        mask.mode = mode
     if freeze_weights:
         for p, _ in _SAVED_GRAD[model]:
             p.requires_grad_(False)

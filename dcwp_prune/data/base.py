@@ -54,6 +54,9 @@ class BiasDataset(Dataset, abc.ABC):
     """
 
     num_classes: int = 0
+    #: which samples are bias-conflicting: "differ" (label != bias) or "equal" (CelebA blond/male,
+    #: where the diagonal groups are the minority ones)
+    conflict_rule: str = "differ"
 
     def __init__(self, transform: Optional[Callable[[Tensor], Tensor]] = None) -> None:
         self.transform = transform
@@ -86,7 +89,9 @@ class BiasDataset(Dataset, abc.ABC):
 
     @property
     def conflicting(self) -> Tensor:
-        """Ground-truth bias-conflicting flags (label != bias)."""
+        """Ground-truth bias-conflicting flags (``label != bias``, or ``==`` under ``conflict_rule="equal"``)."""
+        if self.conflict_rule == "equal":
+            return self.label_tensor == self.bias_tensor
         return self.label_tensor != self.bias_tensor
 
     def group_counts(self) -> Tensor:
@@ -121,6 +126,7 @@ class _Subset(BiasDataset):
         self.parent = parent
         self.index = list(indices)
         self.num_classes = parent.num_classes
+        self.conflict_rule = parent.conflict_rule
         self.ids = [parent.ids[i] for i in self.index]
         self.labels = [parent.labels[i] for i in self.index]
         self.biases = [parent.biases[i] for i in self.index]

@@ -93,8 +93,10 @@ def _celeba(root: Optional[str] = None, split: str = "train", **options) -> Bias
     options.setdefault("label_col", "Blond_Hair")
     options.setdefault("bias_col", "Male")
     options.setdefault("num_classes", 2)
-    return CSVDataset(os.path.join(base, options.pop("csv", "metadata_blonde_subsampled.csv")),
-                      os.path.join(base, "celeba", "img_align_celeba"), split, name="celeba", **options)
+    ds = CSVDataset(os.path.join(base, options.pop("csv", "metadata_blonde_subsampled.csv")),
+                    os.path.join(base, "celeba", "img_align_celeba"), split, name="celeba", **options)
+    ds.conflict_rule = "equal"  # DCWP: blond males and non-blond females are the minority groups
+    return ds
 
 
 @register_dataset("waterbirds")

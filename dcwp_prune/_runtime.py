@@ -1,0 +1,177 @@
+"""Shared machinery of the training stages: device, logging, progress, checkpoints, the step loop."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+from dataclasses import dataclass, field
+from typing import Any, Callable, ContextManager, Dict, Iterator, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .checkpoint import get_rng_state, save_checkpoint
+from .distributed import DistEnv
+
+__all__ = ["Runtime", "StopRequested", "make_loader", "resolve_device", "run_loop", "unpack"]
+
+
+class StopRequested(KeyboardInterrupt):
+    """Raised after Ctrl-C once the current step finished and a checkpoint was written."""
+
+    def __init__(self, checkpoint: Optional[str]) -> None:
+        super().__init__(checkpoint)
+        self.checkpoint = checkpoint
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    return torch.device(name)
+
+
+@dataclass
+class Runtime:
+    """Where a run executes and what it records. Only rank 0 writes files."""
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    env: DistEnv = field(default_factory=DistEnv)
+    run_dir: Optional[str] = None
+    progress: bool = False
+    amp: bool = False
+    checkpoint_every: int = 0
+    seed: int = 0
+    label: str = ""  # e.g. "[quick]", shown in progress bars and logs
+
+    @property
+    def writes(self) -> bool:
+        return self.run_dir is not None and self.env.is_main
+
+    def autocast(self) -> ContextManager[Any]:
+        if self.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def path(self, *parts: str) -> str:
+        assert self.run_dir is not None, "path() needs a run folder"
+        return os.path.join(self.run_dir, *parts)
+
+    def log(self, record: Dict[str, Any]) -> None:
+        if self.writes:
+            with open(self.path("metrics.jsonl"), "a") as f:
+                f.write(json.dumps(record, sort_keys=True) + "\n")
+
+    def truncate_log(self, keep: Callable[[Dict[str, Any]], bool]) -> None:
+        """Drop records a resumed run will write again."""
+        if not self.writes or not os.path.isfile(self.path("metrics.jsonl")):
+            return
+        with open(self.path("metrics.jsonl")) as f:
+            records = [json.loads(line) for line in f if line.strip()]
+        tmp = self.path("metrics.jsonl.tmp")
+        with open(tmp, "w") as f:
+            for r in records:
+                if keep(r):
+                    f.write(json.dumps(r, sort_keys=True) + "\n")
+        os.replace(tmp, self.path("metrics.jsonl"))
+
+    def save_progress(self, stage: str, iteration: int, state: Dict[str, Any]) -> Optional[str]:
+        """Mid-stage checkpoint (models, optimizers, RNG, position)."""
+        if not self.writes:
+            return None
+        path = self.path("checkpoints", "progress.pt")
+        save_checkpoint(path, dict(state, stage=stage, iteration=iteration, rng=get_rng_state()))
+        return path
+
+
+def unpack(batch: Any) -> Tuple[Tensor, Tensor, Optional[Tensor], Optional[Sequence[str]]]:
+    """``(images, labels, biases or None, ids or None)`` from a BiasSample batch or an ``(x, y)`` tuple."""
+    if hasattr(batch, "image"):
+        return batch.image, batch.label, batch.bias, batch.id
+    if isinstance(batch, (list, tuple)) and len(batch) >= 2:
+        x, y = batch[0], batch[1]
+        b = batch[2] if len(batch) > 2 and isinstance(batch[2], Tensor) else None
+        ids = batch[3] if len(batch) > 3 else None
+        return x, y, b, ids
+    raise TypeError("batches must be BiasSample batches or (images, labels[, biases[, ids]]) tuples")
+
+
+def make_loader(dataset: Dataset, *, batch_size: Optional[int] = None, batch_sampler: Optional[Sampler] = None,
+                sampler: Optional[Sampler] = None, num_workers: int = 0, device: Optional[torch.device] = None,
+                seed: int = 0) -> DataLoader:
+    """A DataLoader with its own generator, so creating it never consumes the global RNG (exact resume)."""
+    kwargs: Dict[str, Any] = dict(num_workers=num_workers, pin_memory=bool(device is not None and device.type == "cuda"),
+                                  generator=torch.Generator().manual_seed(seed))
+    if num_workers > 0:
+        kwargs.update(persistent_workers=True, prefetch_factor=4)
+    if batch_sampler is not None:
+        return DataLoader(dataset, batch_sampler=batch_sampler, **kwargs)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, **kwargs)
+
+
+class _StopFlag:
+    """SIGINT sets a flag (the loop saves and stops after the step); a second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "_StopFlag":
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread
+            self._previous = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def run_loop(name: str, total: int, start: int, step: Callable[[int], Dict[str, float]], runtime: Runtime,
+             snapshot: Callable[[], Dict[str, Any]], on_eval: Optional[Callable[[int], None]] = None,
+             eval_every: int = 0) -> None:
+    """Run ``step(it)`` for ``it`` in ``[start, total)`` with progress, NaN checks, evals and checkpoints."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, initial=start, desc=f"{name} {runtime.label}".strip(), unit="it", dynamic_ncols=True,
+               disable=not (runtime.progress and runtime.env.is_main), leave=True)
+    try:
+        with _StopFlag() as stop:
+            for it in range(start, total):
+                logs = step(it)
+                bad = {k: v for k, v in logs.items() if not math.isfinite(v)}
+                if bad:
+                    raise FloatingPointError(
+                        f"{name}: {', '.join(bad)} became {list(bad.values())[0]} at iteration {it + 1}; "
+                        "lower the learning rate (or check the data), then resume from the last checkpoint"
+                    )
+                bar.update(1)
+                if (it + 1) % 10 == 0 or it + 1 == total:
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()}, refresh=False)
+                    runtime.log({"stage": name, "iteration": it + 1, **logs})
+                if on_eval is not None and eval_every and ((it + 1) % eval_every == 0 or it + 1 == total):
+                    on_eval(it + 1)
+                periodic = runtime.checkpoint_every and (it + 1) % runtime.checkpoint_every == 0 and it + 1 < total
+                if periodic or stop.requested:
+                    path = runtime.save_progress(name, it + 1, snapshot())
+                    if stop.requested:
+                        raise StopRequested(path)
+    finally:
+        bar.close()
+
+
+def batches(loader: DataLoader) -> Iterator[Any]:
+    """Iterate an (infinite) loader forever, re-creating the iterator only if it ends."""
+    while True:
+        yield from loader

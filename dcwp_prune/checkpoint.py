@@ -1,0 +1,67 @@
+"""Atomic checkpoints that load with ``weights_only=True``.
+
+A checkpoint is a dict of tensors, numbers, strings, lists and dicts only (RNG states are stored
+as uint8 tensors), so loading it can never execute code.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from typing import Any, Dict, Union
+
+import numpy as np
+import torch
+
+from .version import __version__
+
+__all__ = ["get_rng_state", "load_checkpoint", "save_checkpoint", "set_rng_state"]
+
+
+def save_checkpoint(path: Union[str, os.PathLike], state: Dict[str, Any]) -> None:
+    """Write ``state`` atomically: a temp file in the same folder, then ``os.replace``."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(dict(state, dcwp_prune_version=__version__), tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_checkpoint(path: Union[str, os.PathLike], map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` (no code runs)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def get_rng_state() -> Dict[str, Any]:
+    """Torch (CPU and CUDA), numpy and Python RNG states, as tensors."""
+    py = random.getstate()
+    np_state = np.random.get_state()
+    state: Dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": [int(py[0]), list(py[1]), py[2] if py[2] is None else float(py[2])],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]),
+                  float(np_state[4])],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,71 @@
+"""Save and rebuild pruned models without pickles: safetensors weights plus JSON metadata.
+
+Unstructured: a plain state dict whose pruned weights are zeros (``prune.remove`` applied), loadable
+into a fresh model. Structured: the smaller state dict plus the Torch-Pruning history that shrinks a
+freshly built model to the same shapes before the weights are loaded.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from typing import Any, Dict, Optional, Sequence
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from .models import create_model
+
+__all__ = ["load_pruned_model", "plain_pruned_copy", "save_pruned_model"]
+
+
+def plain_pruned_copy(model: nn.Module) -> nn.Module:
+    """A copy with every ``torch.nn.utils.prune`` reparametrization made permanent (zeros kept)."""
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        for name in [b[:-5] for b, _ in module.named_buffers(recurse=False) if b.endswith("_mask")]:
+            if hasattr(module, f"{name}_orig"):
+                prune.remove(module, name)
+    return model
+
+
+def save_pruned_model(folder: str, model: nn.Module, *, arch: str, num_classes: int, input_shape: Sequence[int],
+                      history: Optional[list] = None, extra: Optional[Dict[str, Any]] = None) -> None:
+    """Write ``model.safetensors`` and ``model.json`` (and ``pruning_history.json`` when structured)."""
+    from safetensors.torch import save_file
+
+    plain = plain_pruned_copy(model)
+    state = {k: v.detach().contiguous().cpu() for k, v in plain.state_dict().items()}
+    tmp = os.path.join(folder, "model.safetensors.tmp")
+    save_file(state, tmp)
+    os.replace(tmp, os.path.join(folder, "model.safetensors"))
+    meta = {"arch": arch, "num_classes": num_classes, "input_shape": list(input_shape),
+            "structured": history is not None, **(extra or {})}
+    if history is not None:
+        from .structured import save_history
+
+        save_history(os.path.join(folder, "pruning_history.json"), history)
+    with open(os.path.join(folder, "model.json.tmp"), "w") as f:
+        json.dump(meta, f, indent=1)
+    os.replace(os.path.join(folder, "model.json.tmp"), os.path.join(folder, "model.json"))
+
+
+def load_pruned_model(folder: str, map_location: str = "cpu") -> nn.Module:
+    """Rebuild the model saved by :func:`save_pruned_model` (no pickle is read)."""
+    from safetensors.torch import load_file
+
+    meta_path = os.path.join(folder, "model.json")
+    if not os.path.isfile(meta_path):
+        raise FileNotFoundError(f"{folder!r} holds no saved model (model.json is missing)")
+    with open(meta_path) as f:
+        meta = json.load(f)
+    model = create_model(meta["arch"], meta["num_classes"])
+    if meta.get("structured"):
+        from .structured import load_pruning_history, read_history
+
+        example = torch.zeros(1, *meta["input_shape"])
+        load_pruning_history(model, read_history(os.path.join(folder, "pruning_history.json")), example)
+    model.load_state_dict(load_file(os.path.join(folder, "model.safetensors"), device=map_location))
+    return model

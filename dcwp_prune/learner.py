@@ -1,0 +1,109 @@
+"""Stage 3: learn the mask logits on the frozen f_D (weights, biases and BN affine stay fixed)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._runtime import Runtime, run_loop, unpack
+from .config import MaskLearnConfig
+from .distributed import wrap_ddp
+from .masking import attach_masks, detach_masks, unmasked_state_dict
+from .models import FeatureTap
+from .objectives import sparsity_penalty, supcon_loss
+from .scores import MaskScores
+
+__all__ = ["kept_fraction", "learn_mask_scores"]
+
+
+def kept_fraction(scores: MaskScores, warn: bool = True) -> Dict[str, float]:
+    """Kept fraction (``logit >= 0``) per layer and ``"total"``; warns when a layer is fully pruned."""
+    per_layer = {k: 1.0 - v for k, v in scores.sparsity(per_layer=True).items()}  # type: ignore[union-attr]
+    dead = [k for k, v in per_layer.items() if v == 0.0]
+    if dead and warn:
+        warnings.warn(f"dead layer(s): every weight of {', '.join(dead)} is pruned; lower lambda_sparse", stacklevel=2)
+    return {"total": 1.0 - float(scores.sparsity()), **per_layer}  # type: ignore[arg-type]
+
+
+def learn_mask_scores(
+    model: nn.Module, batches: Iterator[Any], flags_of: Callable[[Sequence[str]], Tensor], cfg: MaskLearnConfig,
+    runtime: Optional[Runtime] = None, *, scores: Optional[MaskScores] = None, gumbel: str = "official",
+    positives: str = "official", resume: Optional[Dict[str, Any]] = None,
+    on_eval: Optional[Callable[[int, MaskScores], None]] = None,
+) -> MaskScores:
+    """Learn DCWP mask logits on a trained ``model`` (its weights are not changed).
+
+    Loss per step: ``CE + lambda_sparse * sum(logits) + lambda_con * SupCon(z, y, mined)``, with a fresh
+    straight-through Gumbel-sigmoid mask per forward pass. Only the logits are optimised (Adam).
+    As in the official code the network stays in train mode, so BN running statistics follow the
+    masked network (``cfg.freeze_bn`` keeps them fixed instead).
+
+    Args:
+        model: the trained f_D (plain modules).
+        batches: endless iterator of batches sampled with mined samples upweighted.
+        flags_of: sample ids -> mined bias-conflicting flags (bool tensor).
+        cfg: schedule and loss weights.
+        scores: logits to continue from (default: ``init`` for every conv / linear weight).
+        gumbel: ``official`` (sigmoid(logit) enters the Gumbel-sigmoid) or ``clean``.
+        positives: contrastive positives, ``official`` or ``symmetric``.
+        on_eval: called with (iteration, scores) every ``cfg.eval_every`` iterations, masks deterministic.
+
+    Returns:
+        The learned :class:`MaskScores`; ``model`` is returned to plain modules.
+    """
+    runtime = runtime or Runtime()
+    dev = runtime.device
+    if scores is None:
+        scores = MaskScores.from_model(model, include=cfg.include or None, exclude=cfg.exclude or None, init=cfg.init)
+    scores.to(dev)
+    opt = torch.optim.Adam(scores.parameters(), lr=cfg.lr)
+    start = 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        scores.load_state_dict(resume["scores"])
+        opt.load_state_dict(resume["opt"])
+        start = int(resume["iteration"])
+    attach_masks(model, scores, mode="sample", variant=gumbel, temperature=cfg.gumbel_temperature)  # type: ignore[arg-type]
+    model.train()
+    if cfg.freeze_bn:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+    ddp = wrap_ddp(model, runtime.env, dev)
+    tap = FeatureTap(model)
+
+    def step(it: int) -> Dict[str, float]:
+        x, y, _, ids = unpack(next(batches))
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        with tap, runtime.autocast():
+            logits = ddp(x)
+        ce = F.cross_entropy(logits.float(), y)
+        loss = ce + cfg.lambda_sparse * sparsity_penalty(scores.parameters())
+        logs = {"ce": float(ce.detach())}
+        if cfg.lambda_con > 0:
+            con = supcon_loss(tap.features, y, flags_of(ids).to(dev), cfg.temperature, positives)  # type: ignore[arg-type]
+            loss = loss + cfg.lambda_con * con
+            logs["con"] = float(con.detach())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        logs["loss"] = float(loss.detach())
+        return logs
+
+    def snapshot() -> Dict[str, Any]:
+        return {"model": unmasked_state_dict(model), "scores": scores.state_dict(), "opt": opt.state_dict()}
+
+    def evaluate_now(it: int) -> None:
+        runtime.log({"stage": "mask", "iteration": it, "kept": kept_fraction(scores)})
+        if on_eval is not None:
+            on_eval(it, scores)
+
+    try:
+        run_loop("mask", cfg.iterations, start, step, runtime, snapshot, evaluate_now, cfg.eval_every)
+    finally:
+        detach_masks(model)
+    return scores

@@ -1,0 +1,128 @@
+"""Stage 2: mine the bias-conflicting samples, keyed by sample id."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from ._runtime import Runtime, unpack
+from .distributed import all_reduce_sum
+
+__all__ = ["MinedSet", "mine_conflicting"]
+
+
+@dataclass
+class MinedSet:
+    """Mined bias-conflicting flags keyed by sample id, with quality against the truth if known."""
+
+    ids: List[str]
+    flags: Tensor  # bool, aligned with ids
+    method: str
+    precision: Optional[float] = None
+    recall: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        self._index = {i: k for k, i in enumerate(self.ids)}
+
+    @property
+    def count(self) -> int:
+        return int(self.flags.sum())
+
+    def flags_for(self, ids: Sequence[str]) -> Tensor:
+        """Flags of the given sample ids (KeyError naming an unknown id)."""
+        try:
+            return self.flags[[self._index[i] for i in ids]]
+        except KeyError as err:
+            raise KeyError(f"sample id {err.args[0]!r} was not mined; mined ids come from another dataset?") from None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"method": self.method, "precision": self.precision, "recall": self.recall, "count": self.count,
+                "conflicting_ids": [i for i, f in zip(self.ids, self.flags.tolist()) if f], "num_samples": len(self.ids)}
+
+    def save(self, path: str, all_ids: bool = True) -> None:
+        data = self.to_dict()
+        if all_ids:
+            data["ids"] = self.ids
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str) -> "MinedSet":
+        with open(path) as f:
+            data = json.load(f)
+        conflicting = set(data["conflicting_ids"])
+        flags = torch.tensor([i in conflicting for i in data["ids"]], dtype=torch.bool)
+        return cls(data["ids"], flags, data["method"], data.get("precision"), data.get("recall"))
+
+
+def _quality(flags: Tensor, truth: Optional[Tensor]) -> tuple[Optional[float], Optional[float]]:
+    if truth is None:
+        return None, None
+    hits = int((flags & truth).sum())
+    precision = hits / int(flags.sum()) if int(flags.sum()) else None
+    recall = hits / int(truth.sum()) if int(truth.sum()) else None
+    return precision, recall
+
+
+def mine_conflicting(
+    method: str, ids: Sequence[str], *, labels_loader: Optional[DataLoader] = None, model_b: Optional[nn.Module] = None,
+    pseudo_scores: Optional[Tensor] = None, tau: float = 0.8, truth: Optional[Tensor] = None,
+    runtime: Optional[Runtime] = None,
+) -> MinedSet:
+    """Flag bias-conflicting training samples.
+
+    Args:
+        method: ``wrong`` (f_B misclassifies the sample), ``ensemble`` (epoch-averaged
+            ``1 - p_B(y|x) > tau``) or ``oracle`` (the true conflict labels; ablations only).
+        ids: sample ids in dataset order.
+        labels_loader: an evaluation loader over the training set (for ``wrong``).
+        model_b: the biased model (for ``wrong``).
+        pseudo_scores: per-sample scores from stage 1 (for ``ensemble``).
+        truth: true conflict flags, for precision / recall (and required by ``oracle``).
+    """
+    runtime = runtime or Runtime()
+    n = len(ids)
+    if method == "wrong":
+        if model_b is None or labels_loader is None:
+            raise ValueError("mining 'wrong' needs the biased model and a loader over the training set")
+        flags = _misclassified(model_b, labels_loader, n, runtime)
+    elif method == "ensemble":
+        if pseudo_scores is None:
+            raise ValueError("mining 'ensemble' needs the epoch-averaged scores of stage 1 (biased.loss='confident_ce')")
+        flags = pseudo_scores > tau
+    elif method == "oracle":
+        if truth is None:
+            raise ValueError("mining 'oracle' needs the true bias labels")
+        flags = truth.clone()
+    else:
+        raise ValueError(f"mining method must be 'wrong', 'ensemble' or 'oracle', got {method!r}")
+    flags = flags.bool().cpu()
+    precision, recall = _quality(flags, None if truth is None else truth.bool().cpu())
+    return MinedSet(list(ids), flags, method, precision, recall)
+
+
+@torch.no_grad()
+def _misclassified(model: nn.Module, loader: DataLoader, n: int, runtime: Runtime) -> Tensor:
+    """argmax != y for every sample, from the same sharded pass as :func:`probability_of_label`."""
+    was_training = model.training
+    model.eval()
+    wrong = torch.zeros(n, dtype=torch.float64)
+    positions = list(iter(loader.sampler))
+    offset = 0
+    for batch in loader:
+        x, y, _, _ = unpack(batch)
+        with runtime.autocast():
+            pred = model(x.to(runtime.device, non_blocking=True)).argmax(1).cpu()
+        idx = torch.as_tensor(positions[offset:offset + len(pred)])
+        wrong[idx] = (pred != y).double()
+        offset += len(pred)
+    model.train(was_training)
+    return all_reduce_sum(wrong, runtime.env) > 0.5

@@ -1,0 +1,143 @@
+"""Model factory: built-in CMNIST nets and every torchvision classification model, plus feature taps."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Callable, List, Optional
+
+import torch
+from torch import Tensor, nn
+
+from .._registry import Registry, unknown_name_message
+from .builtin import MLP, CMNISTCNN
+
+__all__ = ["FeatureTap", "classifier_of", "create_model", "list_models", "register_model"]
+
+_BUILTIN: Registry[Callable[..., nn.Module]] = Registry("model")
+_BUILTIN.register("cnn")(CMNISTCNN)
+_BUILTIN.register("mlp")(MLP)
+
+
+def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a factory ``fn(num_classes=...) -> nn.Module`` under ``name``."""
+    return _BUILTIN.register(name)
+
+
+def _torchvision_names() -> List[str]:
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def list_models() -> List[str]:
+    """Built-in names plus every torchvision classification model."""
+    return sorted(set(_BUILTIN.names()) | set(_torchvision_names()))
+
+
+def classifier_of(model: nn.Module) -> nn.Linear:
+    """The final ``nn.Linear`` (the classifier); its input is the penultimate feature."""
+    last = None
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            last = m
+    if last is None:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear classifier; DCWP needs one for its features")
+    return last
+
+
+def _replace_classifier(model: nn.Module, num_classes: int) -> None:
+    head = classifier_of(model)
+    if head.out_features == num_classes:
+        return
+    for name, m in model.named_modules():
+        if m is head:
+            parent_name, _, attr = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, attr, nn.Linear(head.in_features, num_classes, bias=head.bias is not None))
+            return
+
+
+def _load_file(model: nn.Module, path: str) -> None:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path!r} does not hold a state dict")
+    own = model.state_dict()
+    skipped = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if skipped:
+        warnings.warn(f"{path}: not loading {skipped} (shape differs, e.g. a classifier for another class count)")
+    missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
+    missing = [k for k in missing if k not in skipped]
+    if missing or unexpected:
+        raise ValueError(f"{path!r} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def create_model(name: str, num_classes: int, weights: Optional[str] = None) -> nn.Module:
+    """Build ``name`` with a ``num_classes``-way head.
+
+    Args:
+        name: ``cnn``, ``mlp``, a registered name, or any torchvision classification model.
+        num_classes: the number of target classes.
+        weights: a torchvision weights name (``DEFAULT``, ``IMAGENET1K_V1``; offline it must be in the
+            torch hub cache) or a local state-dict file (loaded with ``weights_only=True``).
+
+    Raises:
+        KeyError: unknown model name (the message lists close matches).
+    """
+    is_file = weights is not None and (os.path.sep in weights or weights.endswith((".pt", ".pth", ".bin")))
+    if name in _BUILTIN:
+        if weights is not None and not is_file:
+            raise ValueError(f"built-in model {name!r} has no named weights; pass a state-dict file instead")
+        model = _BUILTIN.get(name)(num_classes=num_classes)
+    else:
+        import torchvision
+
+        if name not in _torchvision_names():
+            raise KeyError(unknown_name_message("model", name, list_models()))
+        if weights is None or is_file:
+            model = torchvision.models.get_model(name, num_classes=num_classes)
+        else:
+            try:
+                model = torchvision.models.get_model(name, weights=weights)
+            except (OSError, RuntimeError) as err:  # no network and nothing cached
+                raise RuntimeError(
+                    f"could not load torchvision weights {weights!r} for {name} ({err}); offline, put the file in "
+                    f"the torch hub cache ({torch.hub.get_dir()}/checkpoints) or pass a local file"
+                ) from None
+            _replace_classifier(model, num_classes)
+    if is_file:
+        if not os.path.isfile(weights):  # type: ignore[arg-type]
+            raise FileNotFoundError(f"weights file {weights!r} does not exist")
+        _load_file(model, weights)  # type: ignore[arg-type]
+    return model
+
+
+class FeatureTap:
+    """Captures the input of the classifier (the penultimate feature) on every forward pass.
+
+    Example:
+        >>> model = create_model("mlp", 10)
+        >>> with FeatureTap(model) as tap:
+        ...     _ = model(torch.zeros(2, 3, 28, 28))
+        >>> tuple(tap.features.shape)
+        (2, 100)
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.head = classifier_of(model)
+        self.features: Optional[Tensor] = None
+        self._handle = None
+
+    def _hook(self, module: nn.Module, inputs: tuple) -> None:
+        self.features = torch.flatten(inputs[0], 1)
+
+    def __enter__(self) -> "FeatureTap":
+        self._handle = self.head.register_forward_pre_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+        self._handle = None

@@ -1,0 +1,392 @@
+"""``run_dcwp``: the five DCWP stages end to end, with a run folder, checkpoints and resume.
+
+Stage 1 trains f_D and f_B, stage 2 mines bias-conflicting samples, stage 3 learns mask logits on
+the frozen f_D, the scores then prune f_D (``DCWPMethod``, or ``DCWPImportance`` structurally),
+stage 4 fine-tunes the survivors and stage 5 evaluates on valid and test. Every stage start
+reseeds the RNG and every stage end is checkpointed, so ``resume`` continues an interrupted run
+and (on CPU, one process) ends with the same numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._runtime import Runtime, StopRequested, batches, make_loader, resolve_device
+from .biased import train_biased_model
+from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from .config import RunConfig, validate
+from .data import BiasDataset, create_dataset, default_transform
+from .distributed import DistEnv, barrier, init_distributed
+from .evaluate import ShardSampler, evaluate
+from .finetune import finetune
+from .learner import kept_fraction, learn_mask_scores
+from .mining import MinedSet, mine_conflicting
+from .models import create_model
+from .presets import quick_schedule
+from .prune_method import dcwp_global_unstructured, pruned_sparsity
+from .sampling import InfiniteBatchSampler, upweight
+from .scores import MaskScores
+
+__all__ = ["DCWPResult", "SELECT_METRIC", "resolve_variant", "run_dcwp"]
+
+#: Validation metric used to pick the best fine-tuning iterate, per dataset.
+SELECT_METRIC = {"bffhq": "conflicting", "celeba": "worst_group", "waterbirds": "worst_group", "csv": "worst_group"}
+_STAGES = ("biased", "mining", "mask", "finetune", "final")
+_LOG_STAGE = {"biased": 0, "vanilla": 0, "mining": 1, "mask": 2, "mask_eval": 2, "prune": 2, "finetune": 3,
+              "finetune_eval": 3, "final": 4}
+
+
+@dataclass
+class DCWPResult:
+    """What a run produced. ``metrics[name][split]`` holds :class:`BiasGroupAccuracy` outputs."""
+
+    run_dir: Optional[str]
+    config: RunConfig
+    metrics: Dict[str, Dict[str, Any]]
+    selected: str  # "last" or "best_valid": which iterate the saved model is
+    sparsity: float
+    kept: Dict[str, float]
+    mined: Dict[str, Any]
+    structured: Optional[Dict[str, Any]] = None
+    info: Dict[str, Any] = field(default_factory=dict)
+    model: Optional[nn.Module] = None
+    scores: Optional[MaskScores] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"run_dir": self.run_dir, "config": self.config.to_dict(), "metrics": self.metrics,
+                "selected": self.selected, "sparsity": self.sparsity, "kept": self.kept, "mined": self.mined,
+                "structured": self.structured, "info": self.info}
+
+
+def resolve_variant(config: RunConfig) -> Dict[str, Any]:
+    """The settings the variant decides (explicit config values win).
+
+    ``official``: mask-learning upweight 80 whatever lambda_up is, the executed (asymmetric)
+    contrastive positives, sigmoid(logit) inside the Gumbel-sigmoid, the last iterate. ``clean``:
+    mask-learning upweight = lambda_up, symmetric positives, the raw logit, the best-on-valid iterate.
+    """
+    official = config.variant == "official"
+    return {
+        "mask_upweight": config.mask.upweight or (80.0 if official else config.finetune.upweight),
+        "positives": config.mask.positives or ("official" if official else "symmetric"),
+        "gumbel": config.mask.gumbel or ("official" if official else "clean"),
+        "selected": "last" if official else "best_valid",
+        "score_transform": "train" if official else "eval",
+    }
+
+
+# ------------------------------------------------------------------------------------ run folder
+def _prepare_run_dir(config: RunConfig, env: DistEnv) -> RunConfig:
+    out = config.out
+    marker = os.path.join(out, "config.json")
+    if config.resume:
+        if not os.path.isfile(marker):
+            raise FileNotFoundError(f"cannot resume: {out!r} holds no run (no config.json); start it without --resume")
+        with open(marker) as f:
+            saved = RunConfig.from_dict(json.load(f))
+        keep = {k: getattr(config, k) for k in ("device", "progress")}
+        return saved.replace(resume=True, out=out, overwrite=False, **keep)
+    if os.path.exists(out) and os.listdir(out):
+        if not config.overwrite:
+            raise FileExistsError(f"run folder {out!r} already exists; pass --resume to continue it or --overwrite "
+                                  "to replace it (or choose another --out)")
+        if env.is_main:
+            shutil.rmtree(out)
+    barrier(env)
+    return config
+
+
+def _write_json(path: str, data: Any) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True, default=str)
+    os.replace(tmp, path)
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+    import random
+
+    random.seed(seed)
+
+
+# ------------------------------------------------------------------------------------ data
+@dataclass
+class _Data:
+    train: BiasDataset
+    train_scoring: BiasDataset
+    valid: BiasDataset
+    test: BiasDataset
+    num_classes: int
+
+
+def _load_data(config: RunConfig, score_transform: str) -> _Data:
+    d = config.data
+    opts: Dict[str, Any] = {"ratio": d.ratio}
+    if d.name in ("cmnist", "cmnist-generated") and d.root is None:
+        opts.update(source=d.source, mnist_root=d.mnist_root, seed=config.seed)
+    elif d.name in ("cmnist", "cifar10c", "bffhq"):
+        opts.update(valid_fraction=d.valid_fraction, seed=config.seed)
+        if d.name == "bffhq":
+            opts["test_protocol"] = d.test_protocol
+    if d.name not in ("cmnist", "cmnist-generated", "cifar10c", "bffhq"):
+        opts.pop("ratio")
+    split = {s: create_dataset(d.name, root=d.root, split=s, transform=default_transform(d.name, s, d.image_size), **opts)
+             for s in ("train", "valid", "test")}
+    scoring = split["train"].subset(range(len(split["train"])))
+    scoring.transform = split["train"].transform if score_transform == "train" else split["test"].transform
+    return _Data(split["train"], scoring, split["valid"], split["test"], split["train"].num_classes)
+
+
+class _Loaders:
+    def __init__(self, config: RunConfig, data: _Data, rt: Runtime) -> None:
+        self.config, self.data, self.rt = config, data, rt
+
+    def train(self, stage: int, start: int, weights: Optional[torch.Tensor] = None) -> Any:
+        env, d = self.rt.env, self.config.data
+        sampler = InfiniteBatchSampler(len(self.data.train), d.batch_size, weights, seed=self.config.seed * 100 + stage,
+                                       start_batch=start, rank=env.rank, world_size=env.world_size)
+        return batches(make_loader(self.data.train, batch_sampler=sampler, num_workers=d.num_workers,
+                                   device=self.rt.device, seed=self.config.seed + stage))
+
+    def eval(self, dataset: BiasDataset) -> Any:
+        env = self.rt.env
+        return make_loader(dataset, batch_size=self.config.data.eval_batch_size,
+                           sampler=ShardSampler(len(dataset), env.rank, env.world_size),
+                           num_workers=self.config.data.num_workers, device=self.rt.device, seed=self.config.seed)
+
+    def evaluate(self, model: nn.Module, splits: tuple = ("valid", "test")) -> Dict[str, Any]:
+        return {s: evaluate(model, self.eval(getattr(self.data, s)), self.data.num_classes, self.rt) for s in splits}
+
+
+# ------------------------------------------------------------------------------------ stages
+class _Run:
+    def __init__(self, config: RunConfig, rt: Runtime, data: _Data) -> None:
+        self.config, self.rt, self.data = config, rt, data
+        self.variant = resolve_variant(config)
+        self.loaders = _Loaders(config, data, rt)
+        self.progress: Optional[Dict[str, Any]] = None
+        progress_path = os.path.join(config.out, "checkpoints", "progress.pt")
+        if config.resume and os.path.isfile(progress_path):
+            self.progress = load_checkpoint(progress_path)
+        self.results: Dict[str, Any] = {}
+
+    # helpers ---------------------------------------------------------------------------------
+    def ckpt(self, name: str) -> str:
+        return os.path.join(self.config.out, "checkpoints", f"{name}.pt")
+
+    def done(self, name: str) -> Optional[Dict[str, Any]]:
+        return load_checkpoint(self.ckpt(name)) if self.config.resume and os.path.isfile(self.ckpt(name)) else None
+
+    def finish(self, name: str, state: Dict[str, Any]) -> None:
+        if self.rt.writes:
+            save_checkpoint(self.ckpt(name), state)
+            stale = self.ckpt("progress")
+            if os.path.isfile(stale):
+                os.unlink(stale)
+        barrier(self.rt.env)
+
+    def begin(self, index: int, name: str) -> Optional[Dict[str, Any]]:
+        """Reseed for the stage; return its progress checkpoint when resuming mid-stage."""
+        _seed_everything(self.config.seed * 1000 + index)
+        if self.progress is not None and self.progress.get("stage") == name:
+            state, self.progress = self.progress, None
+            set_rng_state(state["rng"])
+            it = int(state["iteration"])
+            self.rt.truncate_log(lambda r: _LOG_STAGE.get(r.get("stage"), 9) < index
+                                 or (_LOG_STAGE.get(r.get("stage")) == index and r.get("iteration", 0) <= it))
+            return state
+        self.rt.truncate_log(lambda r: _LOG_STAGE.get(r.get("stage"), 9) < index)
+        return None
+
+    def new_model(self) -> nn.Module:
+        c = self.config
+        model = create_model(c.model, self.data.num_classes, weights=c.weights).to(self.rt.device)
+        if c.channels_last and self.rt.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    # stage 1 ---------------------------------------------------------------------------------
+    def biased(self) -> Dict[str, Any]:
+        c = self.config
+        model_d, model_b = self.new_model(), self.new_model()
+        done = self.done("stage1_biased")
+        if done is not None:
+            model_d.load_state_dict(done["model_d"])
+            model_b.load_state_dict(done["model_b"])
+            return {**done, "model_d": model_d, "model_b": model_b}
+        resume = self.begin(0, "biased")
+        if c.model_file:
+            model_d.load_state_dict(create_model(c.model, self.data.num_classes, weights=c.model_file).state_dict())
+        train_d = None if c.model_file else model_d
+        train_b = None if c.mining.method == "oracle" else model_b
+        n = len(self.data.train)
+        out = train_biased_model(
+            train_b, self.loaders.train(1, int(resume["iteration"]) if resume else 0), c.biased, self.rt,
+            model_d=train_d, score_loader=self.loaders.eval(self.data.train_scoring), num_samples=n,
+            pseudo_every=max(1, n // c.data.batch_size), resume=resume)
+        vanilla = self.loaders.evaluate(model_d)
+        self.rt.log({"stage": "vanilla", **vanilla})
+        state = {"model_d": model_d.state_dict(), "model_b": model_b.state_dict(), "vanilla": vanilla,
+                 "pseudo_scores": out["pseudo_scores"] if out["pseudo_scores"] is not None else torch.zeros(0)}
+        self.finish("stage1_biased", state)
+        return {**state, "model_d": model_d, "model_b": model_b}
+
+    # stage 2 ---------------------------------------------------------------------------------
+    def mining(self, model_b: nn.Module, pseudo: torch.Tensor) -> MinedSet:
+        path = os.path.join(self.config.out, "mined.json")
+        if self.config.resume and os.path.isfile(path):
+            return MinedSet.load(path)
+        self.begin(1, "mining")
+        train = self.data.train
+        mined = mine_conflicting(self.config.mining.method, train.ids, labels_loader=self.loaders.eval(self.data.train_scoring),
+                                 model_b=model_b, pseudo_scores=pseudo if len(pseudo) else None,
+                                 tau=self.config.mining.tau, truth=train.conflicting, runtime=self.rt)
+        self.rt.log({"stage": "mining", "count": mined.count, "precision": mined.precision, "recall": mined.recall,
+                     "true_conflicting": int(train.conflicting.sum()), "num_samples": len(train)})
+        if self.rt.writes:
+            mined.save(path)
+        barrier(self.rt.env)
+        return mined
+
+    # stage 3 ---------------------------------------------------------------------------------
+    def mask(self, model_d: nn.Module, mined: MinedSet) -> MaskScores:
+        c = self.config
+        done = self.done("stage3_mask")
+        if done is not None:
+            model_d.load_state_dict(done["model"])
+            return MaskScores(done["scores"], model=model_d)
+        resume = self.begin(2, "mask")
+        weights = upweight(self.data_flags(mined), self.variant["mask_upweight"])
+
+        def on_eval(it: int, scores: MaskScores) -> None:
+            self.rt.log({"stage": "mask_eval", "iteration": it, **self.loaders.evaluate(model_d, ("valid",))})
+
+        scores = learn_mask_scores(
+            model_d, self.loaders.train(3, int(resume["iteration"]) if resume else 0, weights), mined.flags_for, c.mask,
+            self.rt, gumbel=self.variant["gumbel"], positives=self.variant["positives"], resume=resume, on_eval=on_eval)
+        scores.bind(model_d)
+        if self.rt.writes:
+            scores.save(os.path.join(c.out, "scores.safetensors"))
+        self.finish("stage3_mask", {"model": model_d.state_dict(), "scores": scores.state_dict()})
+        return scores
+
+    def data_flags(self, mined: MinedSet) -> torch.Tensor:
+        return mined.flags_for(self.data.train.ids)
+
+    # prune -----------------------------------------------------------------------------------
+    def prune(self, model: nn.Module, scores: MaskScores) -> Optional[Dict[str, Any]]:
+        p = self.config.prune
+        if p.structured:
+            from .structured import prune_channels
+
+            example = self.data.valid[0].image.unsqueeze(0).to(self.rt.device)
+            result = prune_channels(model, scores, example, p.pruning_ratio, global_pruning=p.global_pruning,
+                                    round_to=p.round_to)
+            info = dict(result.to_dict(), history=result.history)
+        else:
+            given = {k: getattr(p, k) for k in ("amount", "sparsity", "threshold") if getattr(p, k) is not None}
+            dcwp_global_unstructured(model, scores.probs(), **(given or {"threshold": 0.5}))
+            info = None
+        self.rt.log({"stage": "prune", "structured": p.structured, "sparsity": self.sparsity(model, scores),
+                     **({k: v for k, v in info.items() if k != "history"} if info else {})})
+        return info
+
+    def sparsity(self, model: nn.Module, scores: MaskScores) -> float:
+        if self.config.prune.structured:
+            return float(scores.sparsity())
+        return float(pruned_sparsity(model))
+
+    # stage 4 ---------------------------------------------------------------------------------
+    def finetune(self, model: nn.Module, mined: MinedSet) -> Dict[str, Any]:
+        c = self.config
+        done = self.done("stage4_finetune")
+        if done is not None:
+            model.load_state_dict(done["model"])
+            return done
+        resume = self.begin(3, "finetune")
+        weights = upweight(self.data_flags(mined), c.finetune.upweight)
+        out = finetune(model, self.loaders.train(4, int(resume["iteration"]) if resume else 0, weights), mined.flags_for,
+                       c.finetune, self.rt, positives=self.variant["positives"], evaluate_fn=self.loaders.evaluate,
+                       select_metric=SELECT_METRIC.get(c.data.name, "accuracy"), resume=resume)
+        state = {"model": model.state_dict(), **out}
+        self.finish("stage4_finetune", state)
+        return state
+
+    # stage 5 ---------------------------------------------------------------------------------
+    def final(self, model: nn.Module, tuned: Dict[str, Any], vanilla: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+        self.begin(4, "final")
+        metrics = {"vanilla": vanilla, "dcwp_last": self.loaders.evaluate(model)}
+        best = tuned.get("best")
+        if best is not None:
+            metrics["dcwp_best_valid"] = {"valid": best["valid"], "test": best["test"], "iteration": best["iteration"]}
+        self.rt.log({"stage": "final", **{k: v for k, v in metrics.items()}})
+        return metrics
+
+
+def _runtime(config: RunConfig) -> Runtime:
+    device = resolve_device(config.device)
+    env = init_distributed(device)
+    if env.enabled and device.type == "cuda":
+        device = torch.device("cuda", env.local_rank)
+    return Runtime(device=device, env=env, run_dir=config.out, progress=config.progress, amp=config.amp,
+                   checkpoint_every=config.checkpoint_every, seed=config.seed, label="[quick]" if config.quick else "")
+
+
+def run_dcwp(config: RunConfig) -> DCWPResult:
+    """Run DCWP end to end (stages 1-5) into ``config.out``.
+
+    The run folder receives ``config.json`` (the resolved config), ``metrics.jsonl``, ``mined.json``,
+    ``scores.safetensors``, the pruned model (``model.safetensors`` + ``model.json``), ``results.json``
+    and ``checkpoints/``. With ``config.resume`` an interrupted run continues from its last checkpoint.
+
+    Raises:
+        FileExistsError: the run folder exists and neither ``resume`` nor ``overwrite`` is set.
+        StopRequested: Ctrl-C; a checkpoint was written first (resume with ``resume=True``).
+    """
+    validate(config)
+    rt = _runtime(config)
+    config = _prepare_run_dir(config, rt.env)
+    variant = resolve_variant(config)
+    _seed_everything(config.seed)
+    data = _load_data(config, variant["score_transform"])
+    if config.quick and not config.resume:
+        config = quick_schedule(config, len(data.train))
+    rt.checkpoint_every, rt.label = config.checkpoint_every, "[quick]" if config.quick else ""
+    if rt.writes:
+        os.makedirs(os.path.join(config.out, "checkpoints"), exist_ok=True)
+        _write_json(os.path.join(config.out, "config.json"), config.to_dict())
+    run = _Run(config, rt, data)
+    stage1 = run.biased()
+    mined = run.mining(stage1["model_b"], stage1["pseudo_scores"])
+    model = stage1["model_d"]
+    scores = run.mask(model, mined)
+    structured = run.prune(model, scores)
+    tuned = run.finetune(model, mined)
+    metrics = run.final(model, tuned, stage1["vanilla"])
+    selected = variant["selected"] if tuned.get("best_state") is not None else "last"
+    if selected == "best_valid":
+        model.load_state_dict(tuned["best_state"])
+    result = DCWPResult(config.out, config, metrics, selected, run.sparsity(model, scores), kept_fraction(scores, warn=False),
+                        mined.to_dict() | {"conflicting_ids": None}, structured,
+                        info={"data": data.train.info, "test": data.test.info, "device": str(rt.device),
+                              "world_size": rt.env.world_size, "variant": variant, "num_classes": data.num_classes},
+                        model=model, scores=scores)
+    if rt.writes:
+        from .export import save_pruned_model
+
+        shape = list(data.valid[0].image.shape)
+        save_pruned_model(config.out, model, arch=config.model, num_classes=data.num_classes, input_shape=shape,
+                          history=structured["history"] if structured else None, extra={"selected": selected})
+        _write_json(os.path.join(config.out, "results.json"), result.to_dict())
+    barrier(rt.env)
+    return result

@@ -1,0 +1,12 @@
+"""Runs ``run_dcwp`` on a config JSON file: a subprocess target for the resume and torchrun tests."""
+
+import json
+import sys
+
+from dcwp_prune.config import RunConfig
+from dcwp_prune.pipeline import run_dcwp
+
+if __name__ == "__main__":
+    with open(sys.argv[1]) as f:
+        config = RunConfig.from_dict(json.load(f))
+    run_dcwp(config)

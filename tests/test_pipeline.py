@@ -1,0 +1,156 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from dcwp_prune.config import RunConfig
+from dcwp_prune.data import create_dataset
+from dcwp_prune.export import load_pruned_model
+from dcwp_prune.pipeline import resolve_variant, run_dcwp
+from dcwp_prune.presets import build_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny(out, **over):
+    base = {"model": "mlp", "out": str(out), "progress": False, "data": {"ratio": 2.0, "batch_size": 64},
+            "biased": {"iterations": 40, "biased_iterations": 30},
+            "mask": {"iterations": 30, "eval_every": 15, "lr": 0.1, "lambda_sparse": 1e-7},
+            "finetune": {"iterations": 20, "eval_every": 10}, "checkpoint_every": 10}
+    for k, v in over.items():
+        base[k] = {**base[k], **v} if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return build_config("cmnist", base)
+
+
+def test_end_to_end_unstructured(tmp_path):
+    result = run_dcwp(tiny(tmp_path / "run"))
+    assert set(result.metrics) == {"vanilla", "dcwp_last", "dcwp_best_valid"}
+    for name in ("vanilla", "dcwp_last"):
+        for split in ("valid", "test"):
+            assert 0.0 <= result.metrics[name][split]["accuracy"] <= 1.0
+            assert len(result.metrics[name][split]["group_accuracy"]) == 10
+    assert 0.0 < result.sparsity < 1.0
+    assert result.selected == "last" and result.mined["method"] == "wrong"
+    files = set(os.listdir(tmp_path / "run"))
+    assert {"config.json", "metrics.jsonl", "mined.json", "scores.safetensors", "model.safetensors", "model.json",
+            "results.json"} <= files
+    saved = load_pruned_model(str(tmp_path / "run")).eval()
+    x = create_dataset("cmnist", split="test")[0].image.unsqueeze(0)
+    with torch.no_grad():
+        assert torch.allclose(saved(x), result.model.eval()(x), atol=1e-5)
+    zeros = sum(int((p == 0).sum()) for n, p in saved.named_parameters() if n.endswith("weight"))
+    assert zeros > 0
+    with pytest.raises(FileExistsError, match="already exists; pass --resume to continue it or --overwrite"):
+        run_dcwp(tiny(tmp_path / "run"))
+
+
+def test_official_and_clean_differ_exactly_where_specified():
+    off = resolve_variant(build_config("cmnist", {"data": {"ratio": 2.0}}))
+    clean = resolve_variant(build_config("cmnist", {"data": {"ratio": 2.0}, "variant": "clean"}))
+    assert off == {"mask_upweight": 80.0, "positives": "official", "gumbel": "official", "selected": "last",
+                   "score_transform": "train"}
+    assert clean == {"mask_upweight": 30.0, "positives": "symmetric", "gumbel": "clean", "selected": "best_valid",
+                     "score_transform": "eval"}
+    explicit = resolve_variant(build_config("cmnist", {"variant": "clean", "mask": {"positives": "official"}}))
+    assert explicit["positives"] == "official"
+
+
+def test_clean_variant_selects_on_valid(tmp_path):
+    result = run_dcwp(tiny(tmp_path / "run", variant="clean"))
+    best = result.metrics["dcwp_best_valid"]
+    assert result.selected == "best_valid" and best["iteration"] in (10, 20)
+    history = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl") if '"finetune_eval"' in l]
+    assert best["valid"]["accuracy"] == max(h["valid"]["accuracy"] for h in history)
+
+
+def test_structured_mode_shrinks_macs_and_evaluates(tmp_path):
+    cfg = tiny(tmp_path / "run", model="cnn", prune={"structured": True, "pruning_ratio": 0.5},
+               biased={"iterations": 6, "biased_iterations": 6}, mask={"iterations": 6, "eval_every": 6},
+               finetune={"iterations": 4, "eval_every": 4})
+    result = run_dcwp(cfg)
+    assert result.structured["macs_ratio"] > 2.0
+    assert result.metrics["dcwp_last"]["test"]["accuracy"] is not None
+    saved = load_pruned_model(str(tmp_path / "run")).eval()
+    x = create_dataset("cmnist", split="test")[0].image.unsqueeze(0)
+    with torch.no_grad():
+        assert torch.allclose(saved(x), result.model.eval()(x), atol=1e-5)
+
+
+def test_user_supplied_model_and_oracle_mining(tmp_path):
+    from dcwp_prune.models import create_model
+
+    trained = create_model("mlp", 10)
+    torch.save(trained.state_dict(), tmp_path / "fd.pt")
+    result = run_dcwp(tiny(tmp_path / "run", model_file=str(tmp_path / "fd.pt"), mining={"method": "oracle"}))
+    assert result.mined["precision"] == 1.0 and result.mined["recall"] == 1.0
+    biased_logs = [l for l in open(tmp_path / "run" / "metrics.jsonl") if '"stage": "biased"' in l]
+    assert not biased_logs  # neither f_D nor f_B was trained
+
+
+def test_nan_loss_is_reported(tmp_path):
+    with pytest.raises(FloatingPointError, match="biased: loss_d became (nan|inf) at iteration .*lower the learning rate"):
+        run_dcwp(tiny(tmp_path / "run", biased={"lr": 1e12, "iterations": 40}))
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"mining.method must be one of \['wrong', 'ensemble', 'oracle'\], got 'magic'"):
+        run_dcwp(tiny(tmp_path / "a", mining={"method": "magic"}))
+    with pytest.raises(ValueError, match="pass at most one of amount / sparsity / threshold"):
+        run_dcwp(tiny(tmp_path / "b", prune={"amount": 0.5, "sparsity": 0.5}))
+    with pytest.raises(ValueError, match=r"unknown MaskLearnConfig option\(s\) \['lamda'\]"):
+        RunConfig.from_dict({"mask": {"lamda": 1}})
+    with pytest.raises(FileNotFoundError, match="cannot resume: .* holds no run"):
+        run_dcwp(tiny(tmp_path / "c", resume=True))
+
+
+def _results(path):
+    with open(os.path.join(path, "results.json")) as f:
+        data = json.load(f)
+    return data["metrics"], data["sparsity"], data["mined"]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
+    over = dict(mask={"iterations": 300, "eval_every": 100, "lr": 0.1, "lambda_sparse": 1e-8})
+    run_dcwp(tiny(tmp_path / "straight", **over))
+    cfg = tiny(tmp_path / "killed", **over)
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "_run_pipeline.py"), str(tmp_path / "cfg.json")],
+                            cwd=ROOT)
+    ckpt = tmp_path / "killed" / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((ckpt / "stage1_biased.pt").exists() and (ckpt / "progress.pt").exists()):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "results.json").exists(), "the run finished before it could be killed"
+    assert torch.load(ckpt / "progress.pt", weights_only=True)["stage"] == "mask"
+    run_dcwp(cfg.replace(resume=True))
+    assert _results(tmp_path / "killed") == _results(tmp_path / "straight")
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one(tmp_path):
+    over = dict(mask={"iterations": 30, "eval_every": 15, "lr": 0.1, "lambda_sparse": 1e-7, "lambda_con": 0.0},
+                finetune={"iterations": 20, "eval_every": 10, "lambda_con": 0.0})
+    run_dcwp(tiny(tmp_path / "one", **over))
+    cfg = tiny(tmp_path / "two", **over)
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           "29517", os.path.join(ROOT, "tests", "_run_pipeline.py"), str(tmp_path / "cfg.json")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = _results(tmp_path / "one"), _results(tmp_path / "two")
+    info = json.loads((tmp_path / "two" / "results.json").read_text())["info"]
+    assert info["world_size"] == 2
+    assert one[2]["count"] == two[2]["count"]
+    for name in ("vanilla", "dcwp_last"):
+        for split in ("valid", "test"):
+            assert abs(one[0][name][split]["accuracy"] - two[0][name][split]["accuracy"]) <= 0.02
+    assert abs(one[1] - two[1]) <= 0.01
