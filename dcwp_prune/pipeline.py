@@ -25,8 +25,8 @@ from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .config import RunConfig, validate
 from .data import BiasDataset, create_dataset, default_transform
 from .distributed import DistEnv, barrier, init_distributed
-from .evaluate import ShardSampler, evaluate
-from .finetune import finetune
+from .evaluation import ShardSampler, evaluate
+from .finetuning import finetune
 from .learner import kept_fraction, learn_mask_scores
 from .mining import MinedSet, mine_conflicting
 from .models import create_model

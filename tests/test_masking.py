@@ -23,17 +23,21 @@ def test_sample_keep_probability(logit, variant, expected):
     assert abs(float(draws.mean()) - expected) < 0.01
 
 
-def test_straight_through_gradient_is_soft_sample_gradient():
-    m = _mask(0.5, variant="clean")
+@pytest.mark.parametrize("variant,t", [("clean", 1.0), ("official", 1.0), ("official", 0.5)])
+def test_straight_through_forward_is_hard_backward_is_soft(variant, t):
+    logit = nn.Parameter(torch.linspace(-3, 3, 1000))
+    m = GumbelSigmoidMask(logit, variant=variant, temperature=t)
     torch.manual_seed(3)
-    out = m.mask().sum()
-    out.backward()
+    hard = m.mask()
+    (hard * torch.arange(1000.0)).sum().backward()
     torch.manual_seed(3)
-    s = m.logit.detach().clone().requires_grad_(True)
-    u0, u1 = torch.rand_like(s), torch.rand_like(s)
-    soft = torch.sigmoid(s + torch.log(-torch.log(u0 + 1e-10)) - torch.log(-torch.log(u1 + 1e-10)))
-    soft.sum().backward()
-    assert torch.allclose(m.logit.grad, s.grad)
+    ref = logit.detach().clone().requires_grad_(True)
+    u = torch.rand_like(ref).clamp(1e-10, 1 - 1e-7)
+    s = torch.sigmoid(ref) if variant == "official" else ref
+    soft = torch.sigmoid((s + torch.log(u) - torch.log1p(-u)) / t)
+    (soft * torch.arange(1000.0)).sum().backward()
+    assert torch.equal(hard, (soft > 0.5).float().detach())
+    assert torch.allclose(logit.grad, ref.grad, rtol=1e-4, atol=1e-7)
 
 
 def test_deterministic_soft_and_eval_fallback():
