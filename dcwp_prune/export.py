@@ -7,28 +7,33 @@ freshly built model to the same shapes before the weights are loaded.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from typing import Any, Dict, Optional, Sequence
 
 import torch
 from torch import nn
-from torch.nn.utils import prune
 
 from .models import create_model
 
-__all__ = ["load_pruned_model", "plain_pruned_copy", "save_pruned_model"]
+__all__ = ["load_pruned_model", "plain_state_dict", "save_pruned_model"]
 
 
-def plain_pruned_copy(model: nn.Module) -> nn.Module:
-    """A copy with every ``torch.nn.utils.prune`` reparametrization made permanent (zeros kept)."""
-    model = copy.deepcopy(model)
-    for module in model.modules():
-        for name in [b[:-5] for b, _ in module.named_buffers(recurse=False) if b.endswith("_mask")]:
-            if hasattr(module, f"{name}_orig"):
-                prune.remove(module, name)
-    return model
+def plain_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
+    """The state dict with every ``torch.nn.utils.prune`` reparametrization made permanent.
+
+    ``<name>_orig * <name>_mask`` becomes ``<name>`` (zeros kept); the model itself is not changed.
+    """
+    state = model.state_dict()
+    out: Dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key.endswith("_orig") and f"{key[:-5]}_mask" in state:
+            out[key[:-5]] = (value * state[f"{key[:-5]}_mask"]).detach()
+        elif key.endswith("_mask") and f"{key[:-5]}_orig" in state:
+            continue
+        else:
+            out[key] = value.detach()
+    return out
 
 
 def save_pruned_model(folder: str, model: nn.Module, *, arch: str, num_classes: int, input_shape: Sequence[int],
@@ -36,8 +41,7 @@ def save_pruned_model(folder: str, model: nn.Module, *, arch: str, num_classes: 
     """Write ``model.safetensors`` and ``model.json`` (and ``pruning_history.json`` when structured)."""
     from safetensors.torch import save_file
 
-    plain = plain_pruned_copy(model)
-    state = {k: v.detach().contiguous().cpu() for k, v in plain.state_dict().items()}
+    state = {k: v.contiguous().cpu() for k, v in plain_state_dict(model).items()}
     tmp = os.path.join(folder, "model.safetensors.tmp")
     save_file(state, tmp)
     os.replace(tmp, os.path.join(folder, "model.safetensors"))

