@@ -48,6 +48,7 @@ class Runtime:
     checkpoint_every: int = 0
     seed: int = 0
     label: str = ""  # e.g. "[quick]", shown in progress bars and logs
+    compile: bool = False  # torch.compile the training forward of stages 1 and 4
 
     @property
     def writes(self) -> bool:
@@ -57,6 +58,10 @@ class Runtime:
         if self.amp and self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    def maybe_compile(self, module: torch.nn.Module) -> torch.nn.Module:
+        """``torch.compile(module)`` when the run asks for it (stages 1 and 4; the masked stage 3 is eager)."""
+        return torch.compile(module) if self.compile else module  # type: ignore[return-value]
 
     def path(self, *parts: str) -> str:
         assert self.run_dir is not None, "path() needs a run folder"

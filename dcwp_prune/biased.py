@@ -81,8 +81,8 @@ def train_biased_model(
         model_d: the network that DCWP prunes later, trained with plain CE.
         score_loader, num_samples, pseudo_every: an evaluation loader over the training set; with
             ``cfg.loss == "confident_ce"`` (the ensemble mining method) f_B scores every sample every
-            ``pseudo_every`` iterations (one epoch) and the average ``1 - p(y|x)`` is returned as
-            ``pseudo_scores``.
+            ``pseudo_every`` iterations (one epoch) and the average ``1 - p(y|x)`` over these passes
+            is returned as ``pseudo_scores`` (one pass at the end if f_B trained less than an epoch).
         resume: a progress checkpoint of this stage.
 
     Returns:
@@ -100,10 +100,11 @@ def train_biased_model(
         pick = lambda f: getattr(cfg, prefix + f) if getattr(cfg, prefix + f, None) is not None else getattr(cfg, f)  # noqa: E731
         model.train()
         opt = make_optimizer(model.parameters(), pick("optimizer"), pick("lr"), pick("weight_decay"))
-        nets[key] = {"model": model, "ddp": wrap_ddp(model, runtime.env, dev), "iters": iters, "opt": opt,
+        nets[key] = {"model": model, "ddp": runtime.maybe_compile(wrap_ddp(model, runtime.env, dev)), "iters": iters, "opt": opt,
                      "sched": make_scheduler(opt, pick("lr_decay_step"), pick("lr_gamma"))}
     ensemble = cfg.loss == "confident_ce" and "b" in nets and score_loader is not None
     pseudo = torch.zeros(num_samples, dtype=torch.float64) if ensemble else None
+    passes = torch.zeros((), dtype=torch.long)
     every = max(1, pseudo_every)
     start = 0
     if resume is not None:
@@ -114,6 +115,7 @@ def train_biased_model(
             net["sched"].load_state_dict(resume[f"sched_{key}"])
         if pseudo is not None and "pseudo_scores" in resume:
             pseudo = resume["pseudo_scores"].clone()
+            passes = resume["pseudo_passes"].clone()
 
     def step(it: int) -> Dict[str, float]:
         x, y, _, _ = unpack(next(batches))
@@ -131,9 +133,13 @@ def train_biased_model(
             net["sched"].step()
             logs[f"loss_{key}"] = float(loss.detach())
         if pseudo is not None and it < iters_b and (it + 1) % every == 0:
-            p = probability_of_label(nets["b"]["model"], score_loader, num_samples, runtime)  # type: ignore[arg-type]
-            pseudo.add_((1 - p) * every / iters_b)
+            score_pass()
         return logs
+
+    def score_pass() -> None:
+        p = probability_of_label(nets["b"]["model"], score_loader, num_samples, runtime)  # type: ignore[arg-type]
+        pseudo.add_(1 - p)  # type: ignore[union-attr]
+        passes.add_(1)
 
     def snapshot() -> Dict[str, Any]:
         state: Dict[str, Any] = {}
@@ -141,8 +147,12 @@ def train_biased_model(
             state.update({f"model_{key}": net["model"].state_dict(), f"opt_{key}": net["opt"].state_dict(),
                           f"sched_{key}": net["sched"].state_dict()})
         if pseudo is not None:
-            state["pseudo_scores"] = pseudo
+            state.update(pseudo_scores=pseudo, pseudo_passes=passes)
         return state
 
     run_loop("biased", total, start, step, runtime, snapshot)
-    return {"pseudo_scores": pseudo}
+    if pseudo is None:
+        return {"pseudo_scores": None}
+    if int(passes) == 0:  # f_B trained for less than an epoch: score once at the end
+        score_pass()
+    return {"pseudo_scores": pseudo / int(passes)}

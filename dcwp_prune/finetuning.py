@@ -51,7 +51,7 @@ def finetune(
         sched.load_state_dict(resume["sched"])
         state = {"history": list(resume["history"]), "best": resume["best"], "best_state": resume["best_state"]}
         start = int(resume["iteration"])
-    ddp = wrap_ddp(model, runtime.env, dev)
+    ddp = runtime.maybe_compile(wrap_ddp(model, runtime.env, dev))
     tap = FeatureTap(model)
 
     def step(it: int) -> Dict[str, float]:

@@ -17,7 +17,13 @@ from torch_pruning.pruner import function as F
 
 from .scores import MaskScores, resolve_tensor
 
-__all__ = ["DCWPImportance", "DCWPScoreShapeError"]
+__all__ = [
+    "DCWPImportance",
+    "DCWPScoreShapeError",
+    "UNSUPPORTED_ARCHITECTURES",
+    "UnsupportedModelError",
+    "check_structured_support",
+]
 
 _OUT_FNS = (F.prune_conv_out_channels, F.prune_linear_out_channels)
 _IN_FNS = (F.prune_conv_in_channels, F.prune_linear_in_channels)
@@ -27,6 +33,32 @@ _BONUS = 2.0  # keep-fractions lie in [0, 1]; +2 puts the protected channels abo
 # A float64 offset far below any meaningful score difference makes all channels distinct; ties are
 # then broken by (group order, channel position), earlier first, like a stable sort.
 _TIE_STEP = 2.0**-40
+
+
+#: Module class name -> why Torch-Pruning (1.6) cannot prune it structurally.
+UNSUPPORTED_ARCHITECTURES: Dict[str, str] = {
+    "ShuffleNetV2": "its functional channel shuffle (view/transpose) is not traceable as a channel mapping",
+    "SwinTransformer": "patch merging and shifted-window attention need custom Torch-Pruning pruners",
+    "MaxVit": "its relative-position attention blocks need custom Torch-Pruning pruners",
+    "VisionTransformer": "torchvision's ViT reads static head/hidden sizes; not supported by dcwp-prune yet",
+    "RAFT": "optical-flow correlation volumes are not channel-prunable",
+}
+
+
+class UnsupportedModelError(ValueError):
+    """The architecture cannot be pruned structurally (see ``UNSUPPORTED_ARCHITECTURES``)."""
+
+
+def check_structured_support(model: nn.Module) -> None:
+    """Raise :class:`UnsupportedModelError` naming the reason if ``model`` is in the unsupported list."""
+    for module in model.modules():
+        reason = UNSUPPORTED_ARCHITECTURES.get(type(module).__name__)
+        if reason:
+            raise UnsupportedModelError(
+                f"structured pruning does not support {type(module).__name__}: {reason}. "
+                f"Use unstructured pruning (DCWPMethod) for this model; unsupported: "
+                f"{', '.join(sorted(UNSUPPORTED_ARCHITECTURES))}"
+            )
 
 
 class DCWPScoreShapeError(ValueError):
@@ -125,6 +157,9 @@ class DCWPImportance(tp.importance.Importance):
         self._tick = 0
         self._keep: Dict[nn.Module, Tensor] = {}
         self._names: Dict[nn.Module, str] = {}
+        bound = model if model is not None else (scores.model if isinstance(scores, MaskScores) else None)
+        if bound is not None:
+            check_structured_support(bound)
         for name, module, value, logits in self._resolve(scores, model, scores_are_logits):
             weight = getattr(module, "weight", None)
             if not isinstance(weight, Tensor) or tuple(weight.shape) != tuple(value.shape):

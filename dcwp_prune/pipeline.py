@@ -339,7 +339,8 @@ def _runtime(config: RunConfig) -> Runtime:
     if env.enabled and device.type == "cuda":
         device = torch.device("cuda", env.local_rank)
     return Runtime(device=device, env=env, run_dir=config.out, progress=config.progress, amp=config.amp,
-                   checkpoint_every=config.checkpoint_every, seed=config.seed, label="[quick]" if config.quick else "")
+                   checkpoint_every=config.checkpoint_every, seed=config.seed, label="[quick]" if config.quick else "",
+                   compile=config.compile)
 
 
 def run_dcwp(config: RunConfig) -> DCWPResult:
@@ -366,6 +367,10 @@ def run_dcwp(config: RunConfig) -> DCWPResult:
         os.makedirs(os.path.join(config.out, "checkpoints"), exist_ok=True)
         _write_json(os.path.join(config.out, "config.json"), config.to_dict())
     run = _Run(config, rt, data)
+    if config.prune.structured:  # fail now, not after hours of training
+        from .structured import check_structured_support
+
+        check_structured_support(run.new_model())
     stage1 = run.biased()
     mined = run.mining(stage1["model_b"], stage1["pseudo_scores"])
     model = stage1["model_d"]

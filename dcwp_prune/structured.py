@@ -18,7 +18,12 @@ import torch_pruning as tp
 from torch import Tensor, nn
 
 from ._validation import _check_fraction
-from .importance import DCWPImportance
+from .importance import (
+    UNSUPPORTED_ARCHITECTURES,
+    DCWPImportance,
+    UnsupportedModelError,
+    check_structured_support,
+)
 from .scores import MaskScores
 
 __all__ = [
@@ -31,19 +36,6 @@ __all__ = [
     "load_pruning_history",
     "prune_channels",
 ]
-
-#: Module class name -> why Torch-Pruning (1.6) cannot prune it structurally.
-UNSUPPORTED_ARCHITECTURES: Dict[str, str] = {
-    "ShuffleNetV2": "its functional channel shuffle (view/transpose) is not traceable as a channel mapping",
-    "SwinTransformer": "patch merging and shifted-window attention need custom Torch-Pruning pruners",
-    "MaxVit": "its relative-position attention blocks need custom Torch-Pruning pruners",
-    "VisionTransformer": "torchvision's ViT reads static head/hidden sizes; not supported by dcwp-prune yet",
-    "RAFT": "optical-flow correlation volumes are not channel-prunable",
-}
-
-
-class UnsupportedModelError(ValueError):
-    """The architecture cannot be pruned structurally (see ``UNSUPPORTED_ARCHITECTURES``)."""
 
 
 @dataclass
@@ -75,18 +67,6 @@ class StructuredResult:
             "params_ratio": self.params_ratio,
             "channels": self.channels,
         }
-
-
-def check_structured_support(model: nn.Module) -> None:
-    """Raise :class:`UnsupportedModelError` naming the reason if ``model`` is in the unsupported list."""
-    for module in model.modules():
-        reason = UNSUPPORTED_ARCHITECTURES.get(type(module).__name__)
-        if reason:
-            raise UnsupportedModelError(
-                f"structured pruning does not support {type(module).__name__}: {reason}. "
-                f"Use unstructured pruning (DCWPMethod) for this model; unsupported: "
-                f"{', '.join(sorted(UNSUPPORTED_ARCHITECTURES))}"
-            )
 
 
 def final_linear(model: nn.Module) -> Optional[nn.Linear]:

@@ -128,3 +128,13 @@ def test_stale_scores_after_pruning_raise():
     pruner.step()
     with pytest.raises(DCWPScoreShapeError, match="one-shot pruning"):
         pruner.step()
+
+
+def test_unsupported_architecture_refused_up_front():
+    import torchvision
+
+    from dcwp_prune.importance import UnsupportedModelError
+
+    model = torchvision.models.get_model("shufflenet_v2_x0_5", num_classes=3)
+    with pytest.raises(UnsupportedModelError, match="does not support ShuffleNetV2"):
+        DCWPImportance(MaskScores.from_model(model))

@@ -92,6 +92,21 @@ def test_user_supplied_model_and_oracle_mining(tmp_path):
     assert not biased_logs  # neither f_D nor f_B was trained
 
 
+def test_ensemble_mining_path(tmp_path):
+    result = run_dcwp(tiny(tmp_path / "run", mining={"method": "ensemble", "tau": 0.5},
+                           biased={"loss": "confident_ce", "iterations": 40, "biased_iterations": 40}))
+    assert result.mined["method"] == "ensemble" and result.mined["count"] > 0
+    assert result.mined["precision"] is not None
+
+
+def test_structured_support_checked_before_training(tmp_path):
+    from dcwp_prune.importance import UnsupportedModelError
+
+    with pytest.raises(UnsupportedModelError, match="ShuffleNetV2"):
+        run_dcwp(tiny(tmp_path / "run", model="shufflenet_v2_x0_5", prune={"structured": True}))
+    assert not (tmp_path / "run" / "checkpoints" / "stage1_biased.pt").exists()
+
+
 def test_nan_loss_is_reported(tmp_path):
     with pytest.raises(FloatingPointError, match="biased: loss_d became (nan|inf) at iteration .*lower the learning rate"):
         run_dcwp(tiny(tmp_path / "run", biased={"lr": 1e12, "iterations": 40}))
@@ -154,3 +169,11 @@ def test_torchrun_two_processes_match_one(tmp_path):
         for split in ("valid", "test"):
             assert abs(one[0][name][split]["accuracy"] - two[0][name][split]["accuracy"]) <= 0.02
     assert abs(one[1] - two[1]) <= 0.01
+
+
+@pytest.mark.slow
+def test_compile_option_runs(tmp_path):
+    result = run_dcwp(tiny(tmp_path / "run", compile=True))
+    assert result.metrics["dcwp_last"]["test"]["accuracy"] is not None
+    cons = [json.loads(l)["con"] for l in open(tmp_path / "run" / "metrics.jsonl") if '"stage": "finetune"' in l]
+    assert cons and all(c == c for c in cons)  # features reached the contrastive term through the compiled forward
