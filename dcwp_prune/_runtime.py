@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .checkpoint import get_rng_state, save_checkpoint
 from .distributed import DistEnv
 
-__all__ = ["Runtime", "StopRequested", "make_loader", "resolve_device", "run_loop", "unpack"]
+__all__ = ["Runtime", "StopFlag", "StopRequested", "make_loader", "resolve_device", "run_loop", "unpack"]
 
 
 class StopRequested(KeyboardInterrupt):
@@ -49,6 +49,7 @@ class Runtime:
     seed: int = 0
     label: str = ""  # e.g. "[quick]", shown in progress bars and logs
     compile: bool = False  # torch.compile the training forward of stages 1 and 4
+    stop: Optional["StopFlag"] = None  # a run-wide Ctrl-C flag; loops install their own when None
 
     @property
     def writes(self) -> bool:
@@ -119,7 +120,7 @@ def make_loader(dataset: Dataset, *, batch_size: Optional[int] = None, batch_sam
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, **kwargs)
 
 
-class _StopFlag:
+class StopFlag:
     """SIGINT sets a flag (the loop saves and stops after the step); a second Ctrl-C interrupts at once."""
 
     def __init__(self) -> None:
@@ -131,7 +132,7 @@ class _StopFlag:
             raise KeyboardInterrupt
         self.requested = True
 
-    def __enter__(self) -> "_StopFlag":
+    def __enter__(self) -> "StopFlag":
         try:
             self._previous = signal.signal(signal.SIGINT, self._handler)
         except ValueError:  # not the main thread
@@ -151,8 +152,12 @@ def run_loop(name: str, total: int, start: int, step: Callable[[int], Dict[str, 
 
     bar = tqdm(total=total, initial=start, desc=f"{name} {runtime.label}".strip(), unit="it", dynamic_ncols=True,
                disable=not (runtime.progress and runtime.env.is_main), leave=True)
+    own = runtime.stop is None
+    stop = StopFlag() if own else runtime.stop
     try:
-        with _StopFlag() as stop:
+        with stop if own else contextlib.nullcontext():  # type: ignore[attr-defined]
+            if stop.requested:  # Ctrl-C arrived between stages: checkpoint before the first step
+                raise StopRequested(runtime.save_progress(name, start, snapshot()))
             for it in range(start, total):
                 logs = step(it)
                 bad = {k: v for k, v in logs.items() if not math.isfinite(v)}

@@ -195,8 +195,9 @@ def _run(config: Any) -> None:
     click.echo(f"dcwp-prune {__version__}: {config.model} on {config.data.name} -> {config.out}{label}", err=True)
     try:
         result = run_dcwp(config)
-    except StopRequested as stop:
-        click.echo(f"\ninterrupted; checkpoint saved ({stop.checkpoint}). Resume with:\n  "
+    except KeyboardInterrupt as stop:  # StopRequested: checkpoint written; a second Ctrl-C: the last one
+        saved = f"checkpoint saved ({stop.checkpoint})" if isinstance(stop, StopRequested) else "stopped at once"
+        click.echo(f"\ninterrupted; {saved}. Resume with:\n  "
                    f"dcwp-prune {shlex.quote(config.model)} --data {config.data.name} "
                    f"--out {shlex.quote(config.out)} --resume", err=True)
         sys.exit(130)

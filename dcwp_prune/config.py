@@ -127,6 +127,7 @@ class FinetuneConfig(_Dict):
     lr_decay_step: int = 10000
     lr_gamma: float = 0.1
     lambda_con: float = 0.05
+    temperature: float = 0.07
     upweight: float = 80.0  # lambda_up
     eval_every: int = 100
 

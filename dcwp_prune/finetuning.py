@@ -5,16 +5,14 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable, Dict, Iterator, Optional, Sequence
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._runtime import Runtime, run_loop, unpack
+from ._runtime import Runtime, run_loop
+from ._step import task_loss
 from .biased import make_optimizer, make_scheduler
 from .config import FinetuneConfig
 from .distributed import wrap_ddp
 from .models import FeatureTap
-from .objectives import supcon_loss
 
 __all__ = ["finetune"]
 
@@ -55,16 +53,7 @@ def finetune(
     tap = FeatureTap(model)
 
     def step(it: int) -> Dict[str, float]:
-        x, y, _, ids = unpack(next(batches))
-        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-        with tap, runtime.autocast():
-            logits = ddp(x)
-        ce = F.cross_entropy(logits.float(), y)
-        loss, logs = ce, {"ce": float(ce.detach())}
-        if cfg.lambda_con > 0:
-            con = supcon_loss(tap.features, y, flags_of(ids).to(dev), positives=positives)  # type: ignore[arg-type]
-            loss = loss + cfg.lambda_con * con
-            logs["con"] = float(con.detach())
+        loss, logs = task_loss(ddp, tap, next(batches), flags_of, cfg.lambda_con, cfg.temperature, positives, runtime)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -6,15 +6,15 @@ import warnings
 from typing import Any, Callable, Dict, Iterator, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._runtime import Runtime, run_loop, unpack
+from ._runtime import Runtime, run_loop
+from ._step import task_loss
 from .config import MaskLearnConfig
 from .distributed import wrap_ddp
 from .masking import attach_masks, detach_masks, unmasked_state_dict
 from .models import FeatureTap
-from .objectives import sparsity_penalty, supcon_loss
+from .objectives import sparsity_penalty
 from .scores import MaskScores
 
 __all__ = ["kept_fraction", "learn_mask_scores"]
@@ -77,17 +77,8 @@ def learn_mask_scores(
     tap = FeatureTap(model)
 
     def step(it: int) -> Dict[str, float]:
-        x, y, _, ids = unpack(next(batches))
-        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-        with tap, runtime.autocast():
-            logits = ddp(x)
-        ce = F.cross_entropy(logits.float(), y)
-        loss = ce + cfg.lambda_sparse * sparsity_penalty(scores.parameters())
-        logs = {"ce": float(ce.detach())}
-        if cfg.lambda_con > 0:
-            con = supcon_loss(tap.features, y, flags_of(ids).to(dev), cfg.temperature, positives)  # type: ignore[arg-type]
-            loss = loss + cfg.lambda_con * con
-            logs["con"] = float(con.detach())
+        loss, logs = task_loss(ddp, tap, next(batches), flags_of, cfg.lambda_con, cfg.temperature, positives, runtime)
+        loss = loss + cfg.lambda_sparse * sparsity_penalty(scores.parameters())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

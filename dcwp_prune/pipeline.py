@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._runtime import Runtime, StopRequested, batches, make_loader, resolve_device
+from ._runtime import Runtime, StopFlag, batches, make_loader, resolve_device
 from .biased import train_biased_model
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .config import RunConfig, validate
@@ -356,6 +356,11 @@ def run_dcwp(config: RunConfig) -> DCWPResult:
     """
     validate(config)
     rt = _runtime(config)
+    with StopFlag() as rt.stop:
+        return _run_stages(config, rt)
+
+
+def _run_stages(config: RunConfig, rt: Runtime) -> DCWPResult:
     config = _prepare_run_dir(config, rt.env)
     variant = resolve_variant(config)
     _seed_everything(config.seed)

@@ -11,7 +11,7 @@ import argparse
 
 import torch
 import torchvision
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 from torchvision.transforms import Resize
 
 from dcwp_prune import (BiasedTrainConfig, FinetuneConfig, InfiniteBatchSampler, MaskLearnConfig, dcwp_global_unstructured,

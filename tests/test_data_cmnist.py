@@ -93,7 +93,6 @@ def test_source_errors(tmp_path):
 
 def test_full_mnist_source_through_torchvision_files(tmp_path):
     """Writes tiny MNIST idx files in torchvision's raw layout and generates from them."""
-    import gzip
     import struct
 
     raw = tmp_path / "MNIST" / "raw"
