@@ -203,6 +203,11 @@ def _run(config: Any) -> None:
         sys.exit(130)
     except _USER_ERRORS as err:
         raise _fail(err) from None
+    except FloatingPointError as err:  # a diverged loss: the last checkpoint is intact
+        click.echo(f"Error: {err}\nEdit {os.path.join(config.out, 'config.json')} (e.g. a lower lr) and resume with: "
+                   f"dcwp-prune {shlex.quote(config.model)} --data {config.data.name} --out {shlex.quote(config.out)} "
+                   "--resume", err=True)
+        sys.exit(1)
     if result.run_dir is None or not os.path.isfile(os.path.join(config.out, "results.json")):
         return  # not rank 0
     report = build_report(config.out)

@@ -168,6 +168,23 @@ class _Loaders:
         return {s: evaluate(model, self.eval(getattr(self.data, s)), self.data.num_classes, self.rt) for s in splits}
 
 
+def _check_model_fits(model: nn.Module, data: _Data, config: RunConfig) -> None:
+    """One forward pass on a real sample (and the structured-support check) before any training."""
+    x = data.valid[0].image.unsqueeze(0).to(next(model.parameters()).device)
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    except RuntimeError as err:
+        raise ValueError(
+            f"model {config.model!r} cannot take {config.data.name} images of shape {tuple(x.shape[1:])} "
+            f"({str(err).splitlines()[0]}); pass an --image-size the model accepts or choose another model"
+        ) from None
+    if config.prune.structured:
+        from .structured import check_structured_support
+
+        check_structured_support(model)
+
+
 # ------------------------------------------------------------------------------------ stages
 class _Run:
     def __init__(self, config: RunConfig, rt: Runtime, data: _Data) -> None:
@@ -372,10 +389,7 @@ def _run_stages(config: RunConfig, rt: Runtime) -> DCWPResult:
         os.makedirs(os.path.join(config.out, "checkpoints"), exist_ok=True)
         _write_json(os.path.join(config.out, "config.json"), config.to_dict())
     run = _Run(config, rt, data)
-    if config.prune.structured:  # fail now, not after hours of training
-        from .structured import check_structured_support
-
-        check_structured_support(run.new_model())
+    _check_model_fits(run.new_model(), data, config)  # fail now, not after hours of training
     stage1 = run.biased()
     mined = run.mining(stage1["model_b"], stage1["pseudo_scores"])
     model = stage1["model_d"]

@@ -158,6 +158,15 @@ def test_user_errors_exit_2_without_traceback(args, message, tmp_path):
     assert "Traceback" not in result.output
 
 
+def test_diverged_loss_exits_1_with_resume_hint(tmp_path):
+    (tmp_path / "nan.toml").write_text(TINY_TOML.replace("biased_iterations = 20", "biased_iterations = 20\nlr = 1e12"))
+    result = CliRunner().invoke(main, ["mlp", "--data", "cmnist", "--config", str(tmp_path / "nan.toml"), "--out",
+                                       str(tmp_path / "run"), "--no-progress"])
+    assert result.exit_code == 1, result.output
+    assert "became" in result.output and "config.json" in result.output and "--resume" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_existing_run_folder_exits_2(run_dir):
     result = CliRunner().invoke(main, ["mlp", "--data", "cmnist", "--out", str(run_dir)])
     assert result.exit_code == 2 and "already exists; pass --resume to continue it or --overwrite" in result.output

@@ -107,6 +107,11 @@ def test_structured_support_checked_before_training(tmp_path):
     assert not (tmp_path / "run" / "checkpoints" / "stage1_biased.pt").exists()
 
 
+def test_model_that_cannot_take_the_images_is_refused_before_training(tmp_path):
+    with pytest.raises(ValueError, match=r"model 'mlp' cannot take cmnist images of shape \(3, 32, 32\).*--image-size"):
+        run_dcwp(tiny(tmp_path / "run", data={"image_size": 32}))
+
+
 def test_nan_loss_is_reported(tmp_path):
     with pytest.raises(FloatingPointError, match="biased: loss_d became (nan|inf) at iteration .*lower the learning rate"):
         run_dcwp(tiny(tmp_path / "run", biased={"lr": 1e12, "iterations": 40}))
@@ -177,3 +182,11 @@ def test_compile_option_runs(tmp_path):
     assert result.metrics["dcwp_last"]["test"]["accuracy"] is not None
     cons = [json.loads(l)["con"] for l in open(tmp_path / "run" / "metrics.jsonl") if '"stage": "finetune"' in l]
     assert cons and all(c == c for c in cons)  # features reached the contrastive term through the compiled forward
+
+
+def test_torchvision_model_structured_end_to_end(tmp_path):
+    short = {"iterations": 4, "eval_every": 4}
+    result = run_dcwp(tiny(tmp_path / "run", model="mobilenet_v3_small", biased={"iterations": 4, "biased_iterations": 4},
+                           mask=short, finetune=short, prune={"structured": True}))
+    assert result.structured["macs_ratio"] > 1.5
+    assert load_pruned_model(str(tmp_path / "run"))(torch.zeros(1, 3, 28, 28)).shape == (1, 10)

@@ -102,7 +102,7 @@ def create_model(name: str, num_classes: int, weights: Optional[str] = None) -> 
             try:
                 model = torchvision.models.get_model(name, weights=weights)
             except (OSError, RuntimeError) as err:  # no network and nothing cached
-                raise RuntimeError(
+                raise FileNotFoundError(
                     f"could not load torchvision weights {weights!r} for {name} ({err}); offline, put the file in "
                     f"the torch hub cache ({torch.hub.get_dir()}/checkpoints) or pass a local file"
                 ) from None
