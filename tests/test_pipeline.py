@@ -189,4 +189,4 @@ def test_torchvision_model_structured_end_to_end(tmp_path):
     result = run_dcwp(tiny(tmp_path / "run", model="mobilenet_v3_small", biased={"iterations": 4, "biased_iterations": 4},
                            mask=short, finetune=short, prune={"structured": True}))
     assert result.structured["macs_ratio"] > 1.5
-    assert load_pruned_model(str(tmp_path / "run"))(torch.zeros(1, 3, 28, 28)).shape == (1, 10)
+    assert load_pruned_model(str(tmp_path / "run")).eval()(torch.zeros(1, 3, 28, 28)).shape == (1, 10)
