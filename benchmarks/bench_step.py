@@ -24,7 +24,7 @@ CASES = [("cnn", 28, 256), ("resnet18", 64, 64)]
 def worker(mode: str, model_name: str, size: int, batch: int, steps: int, device: str) -> dict:
     from dcwp_prune import MaskScores, attach_masks, create_model
     from dcwp_prune.models import FeatureTap
-    from dcwp_prune.objectives import sparsity_penalty, supcon_loss
+    from dcwp_prune.objectives import add_sparsity_grad_, supcon_loss
 
     torch.manual_seed(0)
     dev = torch.device(device)
@@ -44,10 +44,12 @@ def worker(mode: str, model_name: str, size: int, batch: int, steps: int, device
         with tap:
             logits = model(x)
         loss = F.cross_entropy(logits, y)
-        if mode == "mask":
-            loss = loss + 1e-8 * sparsity_penalty(scores.parameters()) + 0.05 * supcon_loss(tap.features, y, flags)
+        if mode == "mask":  # as learn_mask_scores does it
+            loss = loss + 0.05 * supcon_loss(tap.features, y, flags)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if mode == "mask":
+            add_sparsity_grad_(scores.parameters(), 1e-8)
         opt.step()
 
     for _ in range(3):

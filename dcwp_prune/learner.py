@@ -14,7 +14,7 @@ from .config import MaskLearnConfig
 from .distributed import wrap_ddp
 from .masking import attach_masks, detach_masks, unmasked_state_dict
 from .models import FeatureTap
-from .objectives import sparsity_penalty
+from .objectives import add_sparsity_grad_, sparsity_penalty
 from .scores import MaskScores
 
 __all__ = ["kept_fraction", "learn_mask_scores"]
@@ -78,11 +78,13 @@ def learn_mask_scores(
 
     def step(it: int) -> Dict[str, float]:
         loss, logs = task_loss(ddp, tap, next(batches), flags_of, cfg.lambda_con, cfg.temperature, positives, runtime)
-        loss = loss + cfg.lambda_sparse * sparsity_penalty(scores.parameters())
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        add_sparsity_grad_(scores.parameters(), cfg.lambda_sparse)  # the linear term's gradient, in place
+        with torch.no_grad():
+            penalty = sparsity_penalty(scores.parameters())
         opt.step()
-        logs["loss"] = float(loss.detach())
+        logs["loss"] = float(loss.detach()) + cfg.lambda_sparse * float(penalty)
         return logs
 
     def snapshot() -> Dict[str, Any]:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["GCELoss", "gce_loss", "sparsity_penalty", "supcon_loss"]
+__all__ = ["GCELoss", "add_sparsity_grad_", "gce_loss", "sparsity_penalty", "supcon_loss"]
 
 
 def gce_loss(logits: Tensor, targets: Tensor, q: float = 0.7, form: Literal["official", "textbook"] = "official") -> Tensor:
@@ -80,3 +80,15 @@ def supcon_loss(
 def sparsity_penalty(logits: Iterable[Tensor]) -> Tensor:
     """DCWP's sparsity term: the plain sum of all mask logits (linear, unbounded below)."""
     return torch.stack([t.sum() for t in logits]).sum()
+
+
+@torch.no_grad()
+def add_sparsity_grad_(logits: Iterable[Tensor], lambda_sparse: float) -> None:
+    """Add the gradient of ``lambda_sparse * sparsity_penalty(logits)`` (the constant ``lambda_sparse``)
+    to each ``.grad`` in place: the same update as back-propagating the term, without an expand per tensor.
+    """
+    for p in logits:
+        if p.grad is None:
+            p.grad = torch.full_like(p, lambda_sparse)
+        else:
+            p.grad.add_(lambda_sparse)

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from dcwp_prune.objectives import GCELoss, gce_loss, sparsity_penalty, supcon_loss
+from dcwp_prune.objectives import GCELoss, add_sparsity_grad_, gce_loss, sparsity_penalty, supcon_loss
 
 
 def test_gce_value_and_gradient_against_formula():
@@ -64,3 +64,14 @@ def test_supcon_masks_differ_and_no_positive_is_zero_not_nan():
 def test_sparsity_penalty_is_sum_of_logits():
     a, b = torch.tensor([1.0, -2.0]), torch.tensor([[0.5]])
     assert float(sparsity_penalty([a, b])) == -0.5
+
+
+def test_in_place_sparsity_gradient_equals_autograd():
+    a = torch.randn(3, 4, requires_grad=True)
+    b = torch.randn(5, requires_grad=True)
+    (a.sum() * 2).backward()
+    add_sparsity_grad_([a, b], 1e-3)
+    ref_a = torch.randn(3, 4, requires_grad=True)
+    ref_b = torch.randn(5, requires_grad=True)
+    (ref_a.sum() * 2 + 1e-3 * sparsity_penalty([ref_a, ref_b])).backward()
+    assert torch.equal(a.grad, ref_a.grad) and torch.equal(b.grad, ref_b.grad)
