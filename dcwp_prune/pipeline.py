@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -212,9 +212,13 @@ class _Run:
                 os.unlink(stale)
         barrier(self.rt.env)
 
-    def begin(self, index: int, name: str) -> Optional[Dict[str, Any]]:
-        """Reseed for the stage; return its progress checkpoint when resuming mid-stage."""
+    def begin(self, index: int, name: str, setup: Optional[Callable[[], None]] = None) -> Optional[Dict[str, Any]]:
+        """Reseed for the stage, run ``setup`` (e.g. model creation, so it never depends on earlier
+        stages' RNG use), and return the progress checkpoint when resuming mid-stage (its RNG state
+        restored after ``setup``)."""
         _seed_everything(self.config.seed * 1000 + index)
+        if setup is not None:
+            setup()
         if self.progress is not None and self.progress.get("stage") == name:
             state, self.progress = self.progress, None
             set_rng_state(state["rng"])
@@ -235,13 +239,15 @@ class _Run:
     # stage 1 ---------------------------------------------------------------------------------
     def biased(self) -> Dict[str, Any]:
         c = self.config
-        model_d, model_b = self.new_model(), self.new_model()
         done = self.done("stage1_biased")
         if done is not None:
+            model_d, model_b = self.new_model(), self.new_model()
             model_d.load_state_dict(done["model_d"])
             model_b.load_state_dict(done["model_b"])
             return {**done, "model_d": model_d, "model_b": model_b}
-        resume = self.begin(0, "biased")
+        models: List[nn.Module] = []
+        resume = self.begin(0, "biased", setup=lambda: models.extend([self.new_model(), self.new_model()]))
+        model_d, model_b = models
         if c.model_file:
             model_d.load_state_dict(create_model(c.model, self.data.num_classes, weights=c.model_file).state_dict())
         train_d = None if c.model_file else model_d
