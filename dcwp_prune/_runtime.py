@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ._atomic import write_text
 from .checkpoint import get_rng_state, save_checkpoint
 from .distributed import DistEnv
 
@@ -79,12 +80,7 @@ class Runtime:
             return
         with open(self.path("metrics.jsonl")) as f:
             records = [json.loads(line) for line in f if line.strip()]
-        tmp = self.path("metrics.jsonl.tmp")
-        with open(tmp, "w") as f:
-            for r in records:
-                if keep(r):
-                    f.write(json.dumps(r, sort_keys=True) + "\n")
-        os.replace(tmp, self.path("metrics.jsonl"))
+        write_text(self.path("metrics.jsonl"), "".join(json.dumps(r, sort_keys=True) + "\n" for r in records if keep(r)))
 
     def save_progress(self, stage: str, iteration: int, state: Dict[str, Any]) -> Optional[str]:
         """Mid-stage checkpoint (models, optimizers, RNG, position)."""

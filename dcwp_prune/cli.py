@@ -317,6 +317,7 @@ def _prune(model_file: str, arch: str, scores_path: str, num_classes: Optional[i
     import torch
 
     from . import MaskScores, dcwp_global_unstructured, pruned_sparsity
+    from ._atomic import write_json
     from .export import save_pruned_model
     from .models import create_model
 
@@ -343,8 +344,7 @@ def _prune(model_file: str, arch: str, scores_path: str, num_classes: Optional[i
         history = None
     save_pruned_model(out, model, arch=arch, num_classes=num_classes or _num_classes_of(arch, state),
                       input_shape=[3, size, size], history=history, extra={"scores": os.path.abspath(scores_path)})
-    with open(os.path.join(out, "prune_report.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+    write_json(os.path.join(out, "prune_report.json"), summary)
     click.echo(json.dumps({k: v for k, v in summary.items() if k != "channels"}, indent=1))
     click.echo(f"wrote {os.path.join(out, 'model.safetensors')}")
 
@@ -367,6 +367,7 @@ def evaluate_command(run_dir: str, device: str) -> None:
 def _evaluate(run_dir: str, device: str) -> Dict[str, Any]:
     from ._runtime import Runtime, resolve_device
     from .config import RunConfig
+    from ._atomic import write_json
     from .export import load_pruned_model
     from .pipeline import _Loaders, _load_data, resolve_variant
     from .report import load_results
@@ -377,10 +378,7 @@ def _evaluate(run_dir: str, device: str) -> Dict[str, Any]:
     data = _load_data(config, resolve_variant(config)["score_transform"])
     model = load_pruned_model(run_dir).to(rt.device)
     metrics = _Loaders(config, data, rt).evaluate(model)
-    tmp = os.path.join(run_dir, "evaluation.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump({"selected": results["selected"], **metrics}, f, indent=1)
-    os.replace(tmp, os.path.join(run_dir, "evaluation.json"))
+    write_json(os.path.join(run_dir, "evaluation.json"), {"selected": results["selected"], **metrics})
     return metrics
 
 

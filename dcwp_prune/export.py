@@ -14,6 +14,7 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 from torch import nn
 
+from ._atomic import write_json
 from .models import create_model
 
 __all__ = ["load_pruned_model", "plain_state_dict", "save_pruned_model"]
@@ -51,9 +52,7 @@ def save_pruned_model(folder: str, model: nn.Module, *, arch: str, num_classes: 
         from .structured import save_history
 
         save_history(os.path.join(folder, "pruning_history.json"), history)
-    with open(os.path.join(folder, "model.json.tmp"), "w") as f:
-        json.dump(meta, f, indent=1)
-    os.replace(os.path.join(folder, "model.json.tmp"), os.path.join(folder, "model.json"))
+    write_json(os.path.join(folder, "model.json"), meta)
 
 
 def load_pruned_model(folder: str, map_location: str = "cpu") -> nn.Module:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -11,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from ._atomic import write_json
 from ._runtime import Runtime, unpack
 from .distributed import all_reduce_sum
 
@@ -49,10 +49,7 @@ class MinedSet:
         data = self.to_dict()
         if all_ids:
             data["ids"] = self.ids
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
+        write_json(path, data, indent=None)
 
     @classmethod
     def load(cls, path: str) -> "MinedSet":

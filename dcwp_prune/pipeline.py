@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._atomic import write_json
 from ._runtime import Runtime, StopFlag, batches, make_loader, resolve_device
 from .biased import train_biased_model
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
@@ -102,13 +103,6 @@ def _prepare_run_dir(config: RunConfig, env: DistEnv) -> RunConfig:
             shutil.rmtree(out)
     barrier(env)
     return config
-
-
-def _write_json(path: str, data: Any) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True, default=str)
-    os.replace(tmp, path)
 
 
 def _seed_everything(seed: int) -> None:
@@ -393,7 +387,7 @@ def _run_stages(config: RunConfig, rt: Runtime) -> DCWPResult:
     rt.checkpoint_every, rt.label = config.checkpoint_every, "[quick]" if config.quick else ""
     if rt.writes:
         os.makedirs(os.path.join(config.out, "checkpoints"), exist_ok=True)
-        _write_json(os.path.join(config.out, "config.json"), config.to_dict())
+        write_json(os.path.join(config.out, "config.json"), config.to_dict())
     run = _Run(config, rt, data)
     _check_model_fits(run.new_model(), data, config)  # fail now, not after hours of training
     stage1 = run.biased()
@@ -417,6 +411,6 @@ def _run_stages(config: RunConfig, rt: Runtime) -> DCWPResult:
         shape = list(data.valid[0].image.shape)
         save_pruned_model(config.out, model, arch=config.model, num_classes=data.num_classes, input_shape=shape,
                           history=structured["history"] if structured else None, extra={"selected": selected})
-        _write_json(os.path.join(config.out, "results.json"), result.to_dict())
+        write_json(os.path.join(config.out, "results.json"), result.to_dict())
     barrier(rt.env)
     return result

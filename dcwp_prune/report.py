@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
+from ._atomic import write_json, write_text
 from .checkpoint import load_checkpoint
 from .config import RunConfig
 from .export import load_pruned_model
@@ -128,15 +129,9 @@ def build_report(run_dir: str, latency_reps: int = 10) -> Dict[str, Any]:
     plot_curves(_records(run_dir), os.path.join(run_dir, "training_curves.png"), title)
     report["files"] = sorted(set(report["files"]) | {"report.json", "report.md", "kept_per_layer.png",
                                                     "group_accuracy.png", "training_curves.png"})
-    _write(os.path.join(run_dir, "report.json"), json.dumps(report, indent=1, sort_keys=True))
-    _write(os.path.join(run_dir, "report.md"), render_markdown(report))
+    write_json(os.path.join(run_dir, "report.json"), report)
+    write_text(os.path.join(run_dir, "report.md"), render_markdown(report))
     return report
-
-
-def _write(path: str, text: str) -> None:
-    with open(f"{path}.tmp", "w") as f:
-        f.write(text)
-    os.replace(f"{path}.tmp", path)
 
 
 def _pct(v: Optional[float]) -> str:

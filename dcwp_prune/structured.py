@@ -17,6 +17,7 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
+from ._atomic import write_json
 from ._validation import _check_fraction
 from .importance import (
     UNSUPPORTED_ARCHITECTURES,
@@ -183,10 +184,7 @@ def load_pruning_history(model: nn.Module, history: Sequence[Sequence[Any]], exa
 def save_history(path: Union[str, os.PathLike], history: Sequence[Sequence[Any]]) -> None:
     """Write the pruning history as JSON (plain names and indices; loading runs no code)."""
     data = [[str(n), bool(o), [int(i) for i in idxs]] for n, o, idxs in history]
-    tmp = f"{os.fspath(path)}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
+    write_json(path, data, indent=None)
 
 
 def read_history(path: Union[str, os.PathLike]) -> List[List[Any]]:
