@@ -11,7 +11,8 @@ from torch.utils.data import DataLoader
 
 from ._runtime import Runtime, run_loop, unpack
 from .config import BiasedTrainConfig
-from .distributed import all_reduce_sum, wrap_ddp
+from .distributed import wrap_ddp
+from .evaluation import per_sample
 from .objectives import gce_loss
 
 __all__ = ["make_optimizer", "make_scheduler", "probability_of_label", "train_biased_model"]
@@ -43,28 +44,10 @@ def biased_loss(logits: Tensor, y: Tensor, cfg: BiasedTrainConfig) -> Tensor:
     return F.cross_entropy(logits[confident], y[confident])
 
 
-@torch.no_grad()
 def probability_of_label(model: nn.Module, loader: DataLoader, n: int, runtime: Runtime) -> Tensor:
     """``p(y_n | x_n)`` for every sample (positions 0..n-1 of the loader's dataset, sharded across ranks)."""
-    was_training = model.training
-    model.eval()
-    out = torch.zeros(n, dtype=torch.float64)
-    seen = torch.zeros(n, dtype=torch.float64)
-    sampler = loader.sampler
-    positions = list(iter(sampler)) if sampler is not None else list(range(n))
-    offset = 0
-    for batch in loader:
-        x, y, _, _ = unpack(batch)
-        with runtime.autocast():
-            logits = model(x.to(runtime.device, non_blocking=True))
-        p = torch.softmax(logits.float(), 1).gather(1, y.to(runtime.device).view(-1, 1)).squeeze(1).cpu().double()
-        idx = torch.as_tensor(positions[offset:offset + len(p)])
-        out[idx] = p
-        seen[idx] = 1
-        offset += len(p)
-    model.train(was_training)
-    out, seen = all_reduce_sum(out, runtime.env), all_reduce_sum(seen, runtime.env)
-    return out / seen.clamp_min(1)
+    return per_sample(model, loader, n, lambda logits, y: torch.softmax(logits, 1).gather(1, y.view(-1, 1)).squeeze(1),
+                      runtime)
 
 
 def train_biased_model(

@@ -11,8 +11,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ._atomic import write_json
-from ._runtime import Runtime, unpack
-from .distributed import all_reduce_sum
+from ._runtime import Runtime
+from .evaluation import per_sample
 
 __all__ = ["MinedSet", "mine_conflicting"]
 
@@ -106,20 +106,6 @@ def mine_conflicting(
     return MinedSet(list(ids), flags, method, precision, recall)
 
 
-@torch.no_grad()
 def _misclassified(model: nn.Module, loader: DataLoader, n: int, runtime: Runtime) -> Tensor:
-    """argmax != y for every sample, from the same sharded pass as :func:`probability_of_label`."""
-    was_training = model.training
-    model.eval()
-    wrong = torch.zeros(n, dtype=torch.float64)
-    positions = list(iter(loader.sampler))
-    offset = 0
-    for batch in loader:
-        x, y, _, _ = unpack(batch)
-        with runtime.autocast():
-            pred = model(x.to(runtime.device, non_blocking=True)).argmax(1).cpu()
-        idx = torch.as_tensor(positions[offset:offset + len(pred)])
-        wrong[idx] = (pred != y).double()
-        offset += len(pred)
-    model.train(was_training)
-    return all_reduce_sum(wrong, runtime.env) > 0.5
+    """argmax != y for every sample (sharded across ranks)."""
+    return per_sample(model, loader, n, lambda logits, y: (logits.argmax(1) != y).double(), runtime) > 0.5
