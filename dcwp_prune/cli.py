@@ -274,19 +274,6 @@ def _num_classes_of(arch: str, state: Dict[str, Any]) -> int:
     return int(state[key].shape[0])
 
 
-def _read_state(path: str) -> Dict[str, Any]:
-    import torch
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"model file {path!r} does not exist")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("model", state) if isinstance(state, dict) else state
-
-
 @main.command("prune")
 @click.option("--model-file", required=True, type=click.Path(), help="State dict (.pt/.pth with weights_only, or .safetensors).")
 @click.option("--arch", required=True, help="Model name the state dict belongs to (see --list-models).")
@@ -319,12 +306,12 @@ def _prune(model_file: str, arch: str, scores_path: str, num_classes: Optional[i
     from . import MaskScores, dcwp_global_unstructured, pruned_sparsity
     from ._atomic import write_json
     from .export import save_pruned_model
-    from .models import create_model
+    from .models import create_model, read_state_dict
 
     if os.path.isdir(out) and os.listdir(out) and not overwrite:
         raise FileExistsError(f"output folder {out!r} already exists; pass --overwrite to replace its files")
     _check_model_name(arch)
-    state = _read_state(model_file)
+    state = read_state_dict(model_file)
     model = create_model(arch, num_classes or _num_classes_of(arch, state))
     model.load_state_dict(state)
     scores = MaskScores.load(scores_path, model=model)

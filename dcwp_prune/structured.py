@@ -33,7 +33,6 @@ __all__ = [
     "StructuredResult",
     "check_structured_support",
     "count_macs_params",
-    "final_linear",
     "load_pruning_history",
     "prune_channels",
 ]
@@ -68,15 +67,6 @@ class StructuredResult:
             "params_ratio": self.params_ratio,
             "channels": self.channels,
         }
-
-
-def final_linear(model: nn.Module) -> Optional[nn.Linear]:
-    """The classifier: the last ``nn.Linear`` registered in ``model`` (torchvision convention)."""
-    last = None
-    for m in model.modules():
-        if isinstance(m, nn.Linear):
-            last = m
-    return last
 
 
 def count_macs_params(model: nn.Module, example_inputs: Tensor) -> tuple[int, int]:
@@ -149,8 +139,7 @@ def prune_channels(
         raise ValueError(f"pruning_ratio must be < 1 (1.0 would remove every channel), got {pruning_ratio}")
     check_structured_support(model)
     if ignored_layers is None:
-        head = final_linear(model)
-        ignored_layers = [head] if head is not None else []
+        ignored_layers = [m for m in model.modules() if isinstance(m, nn.Linear)][-1:]  # the classifier
     with _traceable(model):
         importance = DCWPImportance(scores, model=model, hard=hard, min_keep=min_keep)
         before_channels = _channels(model)

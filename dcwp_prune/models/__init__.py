@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 from torch import Tensor, nn
@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from .._registry import Registry, unknown_name_message
 from .builtin import MLP, CMNISTCNN
 
-__all__ = ["FeatureTap", "classifier_of", "create_model", "list_models", "register_model"]
+__all__ = ["FeatureTap", "classifier_of", "create_model", "list_models", "read_state_dict", "register_model"]
 
 _BUILTIN: Registry[Callable[..., nn.Module]] = Registry("model")
 _BUILTIN.register("cnn")(CMNISTCNN)
@@ -58,12 +58,25 @@ def _replace_classifier(model: nn.Module, num_classes: int) -> None:
             return
 
 
-def _load_file(model: nn.Module, path: str) -> None:
+def read_state_dict(path: str) -> Dict[str, Tensor]:
+    """A state dict from ``.safetensors`` or a torch file (``weights_only=True``; a ``{"model": ...}``
+    checkpoint is unwrapped). Loading never runs code."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weights file {path!r} does not exist")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict):
         raise ValueError(f"{path!r} does not hold a state dict")
+    return state
+
+
+def _load_file(model: nn.Module, path: str) -> None:
+    state = read_state_dict(path)
     own = model.state_dict()
     skipped = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     if skipped:
@@ -86,7 +99,7 @@ def create_model(name: str, num_classes: int, weights: Optional[str] = None) -> 
     Raises:
         KeyError: unknown model name (the message lists close matches).
     """
-    is_file = weights is not None and (os.path.sep in weights or weights.endswith((".pt", ".pth", ".bin")))
+    is_file = weights is not None and (os.path.sep in weights or weights.endswith((".pt", ".pth", ".bin", ".safetensors")))
     if name in _BUILTIN:
         if weights is not None and not is_file:
             raise ValueError(f"built-in model {name!r} has no named weights; pass a state-dict file instead")
@@ -108,8 +121,6 @@ def create_model(name: str, num_classes: int, weights: Optional[str] = None) -> 
                 ) from None
             _replace_classifier(model, num_classes)
     if is_file:
-        if not os.path.isfile(weights):  # type: ignore[arg-type]
-            raise FileNotFoundError(f"weights file {weights!r} does not exist")
         _load_file(model, weights)  # type: ignore[arg-type]
     return model
 
