@@ -47,7 +47,6 @@ class Runtime:
     progress: bool = False
     amp: bool = False
     checkpoint_every: int = 0
-    seed: int = 0
     label: str = ""  # e.g. "[quick]", shown in progress bars and logs
     compile: bool = False  # torch.compile the training forward of stages 1 and 4
     stop: Optional["StopFlag"] = None  # a run-wide Ctrl-C flag; loops install their own when None

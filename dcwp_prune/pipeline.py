@@ -356,7 +356,6 @@ def _runtime(config: RunConfig) -> Runtime:
     if env.enabled and device.type == "cuda":
         device = torch.device("cuda", env.local_rank)
     return Runtime(device=device, env=env, run_dir=config.out, progress=config.progress, amp=config.amp,
-                   checkpoint_every=config.checkpoint_every, seed=config.seed, label="[quick]" if config.quick else "",
                    compile=config.compile)
 
 

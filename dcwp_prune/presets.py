@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 from ._registry import unknown_name_message
 from .config import RunConfig
 
-__all__ = ["LAMBDA_UP", "PRESETS", "build_config", "list_presets", "quick_schedule"]
+__all__ = ["LAMBDA_UP", "PRESETS", "build_config", "quick_schedule"]
 
 #: Fine-tuning upweight lambda_up per conflict ratio (%) for CMNIST and CIFAR10-C.
 LAMBDA_UP = {0.5: 80.0, 1.0: 50.0, 2.0: 30.0, 5.0: 10.0}
@@ -50,10 +50,6 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         "finetune": {"lr": 5e-4, "lr_decay_step": 10000, "upweight": 20.0},
     },
 }
-
-
-def list_presets() -> List[str]:
-    return sorted(PRESETS)
 
 
 def _merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
