@@ -139,10 +139,15 @@ class StopFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def run_loop(name: str, total: int, start: int, step: Callable[[int], Dict[str, float]], runtime: Runtime,
+def run_loop(name: str, total: int, start: int, step: Callable[[int], Dict[str, Any]], runtime: Runtime,
              snapshot: Callable[[], Dict[str, Any]], on_eval: Optional[Callable[[int], None]] = None,
              eval_every: int = 0) -> None:
-    """Run ``step(it)`` for ``it`` in ``[start, total)`` with progress, NaN checks, evals and checkpoints."""
+    """Run ``step(it)`` for ``it`` in ``[start, total)`` with progress, NaN checks, evals and checkpoints.
+
+    ``step`` returns its logged values as tensors or floats; they are read back (a device sync) and
+    checked for NaN / inf every 10 iterations and before every evaluation and checkpoint, so a
+    diverged state is reported within 10 steps and never checkpointed.
+    """
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, initial=start, desc=f"{name} {runtime.label}".strip(), unit="it", dynamic_ncols=True,
@@ -154,26 +159,33 @@ def run_loop(name: str, total: int, start: int, step: Callable[[int], Dict[str, 
             if stop.requested:  # Ctrl-C arrived between stages: checkpoint before the first step
                 raise StopRequested(runtime.save_progress(name, start, snapshot()))
             for it in range(start, total):
-                logs = step(it)
-                bad = {k: v for k, v in logs.items() if not math.isfinite(v)}
-                if bad:
-                    raise FloatingPointError(
-                        f"{name}: {', '.join(bad)} became {list(bad.values())[0]} at iteration {it + 1}; "
-                        "lower the learning rate (or check the data), then resume from the last checkpoint"
-                    )
+                logs = step(it)  # detached tensors: read back only at report points (no per-step sync)
                 bar.update(1)
-                if (it + 1) % 10 == 0 or it + 1 == total:
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()}, refresh=False)
-                    runtime.log({"stage": name, "iteration": it + 1, **logs})
-                if on_eval is not None and eval_every and ((it + 1) % eval_every == 0 or it + 1 == total):
-                    on_eval(it + 1)
+                evaluate = on_eval is not None and eval_every and ((it + 1) % eval_every == 0 or it + 1 == total)
                 periodic = runtime.checkpoint_every and (it + 1) % runtime.checkpoint_every == 0 and it + 1 < total
+                if (it + 1) % 10 == 0 or it + 1 == total or evaluate or periodic or stop.requested:
+                    values = _finite(name, it + 1, logs)  # before any evaluation or checkpoint of this state
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
+                    runtime.log({"stage": name, "iteration": it + 1, **values})
+                if evaluate:
+                    on_eval(it + 1)  # type: ignore[misc]
                 if periodic or stop.requested:
                     path = runtime.save_progress(name, it + 1, snapshot())
                     if stop.requested:
                         raise StopRequested(path)
     finally:
         bar.close()
+
+
+def _finite(name: str, iteration: int, logs: Dict[str, Any]) -> Dict[str, float]:
+    values = {k: float(v) for k, v in logs.items()}
+    bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+    if bad:
+        raise FloatingPointError(
+            f"{name}: {', '.join(bad)} became {list(bad.values())[0]} at iteration {iteration} or earlier; "
+            "lower the learning rate (or check the data), then resume from the last checkpoint"
+        )
+    return values
 
 
 def batches(loader: DataLoader) -> Iterator[Any]:

@@ -100,7 +100,7 @@ def train_biased_model(
             pseudo = resume["pseudo_scores"].clone()
             passes = resume["pseudo_passes"].clone()
 
-    def step(it: int) -> Dict[str, float]:
+    def step(it: int) -> Dict[str, Tensor]:
         x, y, _, _ = unpack(next(batches))
         x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
         logs = {}
@@ -114,7 +114,7 @@ def train_biased_model(
             loss.backward()
             net["opt"].step()
             net["sched"].step()
-            logs[f"loss_{key}"] = float(loss.detach())
+            logs[f"loss_{key}"] = loss.detach()
         if pseudo is not None and it < iters_b and (it + 1) % every == 0:
             score_pass()
         return logs

@@ -52,13 +52,13 @@ def finetune(
     ddp = runtime.maybe_compile(wrap_ddp(model, runtime.env, dev))
     tap = FeatureTap(model)
 
-    def step(it: int) -> Dict[str, float]:
+    def step(it: int) -> Dict[str, Tensor]:
         loss, logs = task_loss(ddp, tap, next(batches), flags_of, cfg.lambda_con, cfg.temperature, positives, runtime)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-        logs["loss"] = float(loss.detach())
+        logs["loss"] = loss.detach()
         return logs
 
     def on_eval(it: int) -> None:

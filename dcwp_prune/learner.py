@@ -76,7 +76,7 @@ def learn_mask_scores(
     ddp = wrap_ddp(model, runtime.env, dev)
     tap = FeatureTap(model)
 
-    def step(it: int) -> Dict[str, float]:
+    def step(it: int) -> Dict[str, Tensor]:
         loss, logs = task_loss(ddp, tap, next(batches), flags_of, cfg.lambda_con, cfg.temperature, positives, runtime)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -84,7 +84,7 @@ def learn_mask_scores(
         with torch.no_grad():
             penalty = sparsity_penalty(scores.parameters())
         opt.step()
-        logs["loss"] = float(loss.detach()) + cfg.lambda_sparse * float(penalty)
+        logs["loss"] = loss.detach() + cfg.lambda_sparse * penalty
         return logs
 
     def snapshot() -> Dict[str, Any]:
