@@ -9,13 +9,19 @@ from typing import Callable, Dict, Generic, Iterable, List, TypeVar
 T = TypeVar("T")
 
 
-def unknown_name_message(kind: str, name: str, available: Iterable[str]) -> str:
-    """``unknown dataset 'bffq'; did you mean 'bffhq'? available: ...``."""
+def unknown_name_message(kind: str, name: str, available: Iterable[str], listing: str = "") -> str:
+    """``unknown dataset 'bffq'; did you mean 'bffhq'? available: ...``: close matches first.
+
+    Up to 12 names are listed in full; a longer list is summarised by its count and ``listing`` (the
+    option that prints it all, e.g. ``--list-models``).
+    """
     names = sorted(available)
     close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    shown = ", ".join(names[:40]) + (", ..." if len(names) > 40 else "")
-    return f"unknown {kind} {name!r}{hint} available: {shown}"
+    if len(names) <= 12:
+        return f"unknown {kind} {name!r}{hint} available: {', '.join(names)}"
+    where = f"{listing} prints" if listing else "there are"
+    return f"unknown {kind} {name!r}{hint} ({where} all {len(names)} {kind}s)"
 
 
 class Registry(Generic[T]):

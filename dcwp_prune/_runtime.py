@@ -7,6 +7,8 @@ import json
 import math
 import os
 import signal
+import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Dict, Iterator, Optional, Sequence, Tuple
 
@@ -50,6 +52,7 @@ class Runtime:
     label: str = ""  # e.g. "[quick]", shown in progress bars and logs
     compile: bool = False  # torch.compile the training forward of stages 1 and 4
     stop: Optional["StopFlag"] = None  # a run-wide Ctrl-C flag; loops install their own when None
+    on_checkpoint: Optional[Callable[[], None]] = None  # called after every checkpoint write (run folder commit)
 
     @property
     def writes(self) -> bool:
@@ -87,7 +90,13 @@ class Runtime:
             return None
         path = self.path("checkpoints", "progress.pt")
         save_checkpoint(path, dict(state, stage=stage, iteration=iteration, rng=get_rng_state()))
+        self.checkpointed()
         return path
+
+    def checkpointed(self) -> None:
+        """Tell the run folder that a checkpoint exists now (an old run set aside may be deleted)."""
+        if self.on_checkpoint is not None:
+            self.on_checkpoint()
 
 
 def unpack(batch: Any) -> Tuple[Tensor, Tensor, Optional[Tensor], Optional[Sequence[str]]]:
@@ -148,10 +157,8 @@ def run_loop(name: str, total: int, start: int, step: Callable[[int], Dict[str, 
     checked for NaN / inf every 10 iterations and before every evaluation and checkpoint, so a
     diverged state is reported within 10 steps and never checkpointed.
     """
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, initial=start, desc=f"{name} {runtime.label}".strip(), unit="it", dynamic_ncols=True,
-               disable=not (runtime.progress and runtime.env.is_main), leave=True)
+    bar = progress_bar(f"{name} {runtime.label}".strip(), total, start, runtime.progress and runtime.env.is_main)
+    first: Dict[str, float] = {}  # the first logged value of each loss: the reference for an explosion
     own = runtime.stop is None
     stop = StopFlag() if own else runtime.stop
     try:
@@ -164,7 +171,7 @@ def run_loop(name: str, total: int, start: int, step: Callable[[int], Dict[str, 
                 evaluate = on_eval is not None and eval_every and ((it + 1) % eval_every == 0 or it + 1 == total)
                 periodic = runtime.checkpoint_every and (it + 1) % runtime.checkpoint_every == 0 and it + 1 < total
                 if (it + 1) % 10 == 0 or it + 1 == total or evaluate or periodic or stop.requested:
-                    values = _finite(name, it + 1, logs)  # before any evaluation or checkpoint of this state
+                    values = _finite(name, it + 1, logs, first)  # before any evaluation or checkpoint of this state
                     bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
                     runtime.log({"stage": name, "iteration": it + 1, **values})
                 if evaluate:
@@ -177,14 +184,85 @@ def run_loop(name: str, total: int, start: int, step: Callable[[int], Dict[str, 
         bar.close()
 
 
-def _finite(name: str, iteration: int, logs: Dict[str, Any]) -> Dict[str, float]:
+#: A loss above this, or above EXPLODE_FACTOR times its first logged value, has diverged: no
+#: classification, contrastive or sparsity loss of a healthy run comes near it.
+EXPLODE_ABSOLUTE = 1e6
+EXPLODE_FACTOR = 1e4
+
+
+class LineProgress:
+    """Progress for a log file: one plain line every ``every`` percent (and at the end), with rate and ETA.
+
+    Used instead of a tqdm bar when stderr is not a terminal, so a log holds a few lines per stage
+    rather than every refresh of a bar joined by carriage returns.
+    """
+
+    def __init__(self, desc: str, total: int, initial: int = 0, every: float = 10.0, stream: Any = None) -> None:
+        self.desc, self.total, self.n, self.every = desc, total, initial, every
+        self.stream = stream if stream is not None else sys.stderr
+        self.postfix: Dict[str, str] = {}
+        self._start_n, self._start_t = initial, time.monotonic()
+        self._next = self._threshold(initial)
+
+    def _threshold(self, n: int) -> int:
+        step = max(1, int(self.total * self.every / 100))
+        return (n // step + 1) * step
+
+    def set_postfix(self, values: Dict[str, str], refresh: bool = False) -> None:
+        self.postfix = dict(values)
+
+    def update(self, k: int = 1) -> None:
+        self.n += k
+        if self.n >= self._next or self.n >= self.total:
+            self._next = self._threshold(self.n)
+            self._print()
+
+    def _print(self) -> None:
+        elapsed = time.monotonic() - self._start_t
+        done = self.n - self._start_n
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - self.n) / rate if rate > 0 else 0.0
+        pct = 100.0 * self.n / max(self.total, 1)
+        extra = "".join(f", {k}={v}" for k, v in self.postfix.items())
+        print(f"{self.desc}: {self.n}/{self.total} ({pct:.0f}%) {rate:.3g} it/s, elapsed {_hms(elapsed)}, "
+              f"ETA {_hms(eta)}{extra}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def progress_bar(desc: str, total: int, initial: int, enabled: bool) -> Any:
+    """A tqdm bar on a terminal, :class:`LineProgress` lines when stderr is a file or pipe, or nothing."""
+    if enabled and not sys.stderr.isatty():
+        return LineProgress(desc, total, initial)
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="it", dynamic_ncols=True, disable=not enabled, leave=True)
+
+
+def _finite(name: str, iteration: int, logs: Dict[str, Any], first: Dict[str, float]) -> Dict[str, float]:
+    """The logged values as floats; raise ``FloatingPointError`` on NaN / inf or an exploding loss."""
     values = {k: float(v) for k, v in logs.items()}
     bad = {k: v for k, v in values.items() if not math.isfinite(v)}
     if bad:
         raise FloatingPointError(
             f"{name}: {', '.join(bad)} became {list(bad.values())[0]} at iteration {iteration} or earlier; "
-            "lower the learning rate (or check the data), then resume from the last checkpoint"
+            "lower the learning rate (or check the data)"
         )
+    for k, v in values.items():
+        if not k.startswith("loss"):
+            continue
+        ref = first.setdefault(k, v)
+        if abs(v) > EXPLODE_ABSOLUTE or abs(v) > EXPLODE_FACTOR * max(abs(ref), 1.0):
+            raise FloatingPointError(
+                f"{name}: {k} exploded to {v:.3g} at iteration {iteration} (first logged value {ref:.3g}); the "
+                "training diverged: lower the learning rate"
+            )
     return values
 
 

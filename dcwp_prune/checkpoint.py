@@ -39,7 +39,16 @@ def load_checkpoint(path: Union[str, os.PathLike], map_location: Union[str, torc
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    import pickle
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"checkpoint {path!r} was refused by the safe loader (torch.load weights_only=True): it was not "
+                         "written by dcwp-prune; delete it to continue from the previous checkpoint") from None
+    except (RuntimeError, EOFError, OSError, KeyError, IndexError, ValueError, TypeError) as err:
+        raise ValueError(f"checkpoint {path!r} is damaged ({type(err).__name__}); delete it to continue from the "
+                         "previous checkpoint, or start the run again") from None
 
 
 def get_rng_state() -> Dict[str, Any]:

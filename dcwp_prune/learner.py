@@ -33,7 +33,7 @@ def learn_mask_scores(
     model: nn.Module, batches: Iterator[Any], flags_of: Callable[[Sequence[str]], Tensor], cfg: MaskLearnConfig,
     runtime: Optional[Runtime] = None, *, scores: Optional[MaskScores] = None, gumbel: str = "official",
     positives: str = "official", resume: Optional[Dict[str, Any]] = None,
-    on_eval: Optional[Callable[[int, MaskScores], None]] = None,
+    on_eval: Optional[Callable[[int, MaskScores], Optional[Dict[str, Any]]]] = None,
 ) -> MaskScores:
     """Learn DCWP mask logits on a trained ``model`` (its weights are not changed).
 
@@ -50,7 +50,8 @@ def learn_mask_scores(
         scores: logits to continue from (default: ``init`` for every conv / linear weight).
         gumbel: ``official`` (sigmoid(logit) enters the Gumbel-sigmoid) or ``clean``.
         positives: contrastive positives, ``official`` or ``symmetric``.
-        on_eval: called with (iteration, scores) every ``cfg.eval_every`` iterations, masks deterministic.
+        on_eval: called with (iteration, scores) every ``cfg.eval_every`` iterations, masks deterministic;
+            what it returns joins the one ``mask_eval`` record of that iteration (with ``kept``).
 
     Returns:
         The learned :class:`MaskScores`; ``model`` is returned to plain modules.
@@ -91,9 +92,10 @@ def learn_mask_scores(
         return {"model": unmasked_state_dict(model), "scores": scores.state_dict(), "opt": opt.state_dict()}
 
     def evaluate_now(it: int) -> None:
-        runtime.log({"stage": "mask", "iteration": it, "kept": kept_fraction(scores)})
+        record: Dict[str, Any] = {"stage": "mask_eval", "iteration": it, "kept": kept_fraction(scores)}
         if on_eval is not None:
-            on_eval(it, scores)
+            record.update(on_eval(it, scores) or {})
+        runtime.log(record)
 
     try:
         run_loop("mask", cfg.iterations, start, step, runtime, snapshot, evaluate_now, cfg.eval_every)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
@@ -25,7 +25,7 @@ from .biased import train_biased_model
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .config import RunConfig, validate
 from .data import BiasDataset, create_dataset, default_transform
-from .distributed import DistEnv, barrier, init_distributed
+from .distributed import barrier, init_distributed
 from .evaluation import ShardSampler, evaluate
 from .finetuning import finetune
 from .learner import kept_fraction, learn_mask_scores
@@ -41,6 +41,10 @@ __all__ = ["DCWPResult", "SELECT_METRIC", "resolve_variant", "run_dcwp"]
 #: Validation metric used to pick the best fine-tuning iterate, per dataset.
 SELECT_METRIC = {"bffhq": "conflicting", "celeba": "worst_group", "waterbirds": "worst_group", "csv": "worst_group"}
 _STAGES = ("biased", "mining", "mask", "finetune", "final")
+#: Above this mined fraction the biased model has not learned the bias (it diverged or trained too
+#: little): the standard releases hold 0.5-5 % bias-conflicting samples, and mining more than half
+#: of the data cannot single them out.
+IMPLAUSIBLE_MINED_FRACTION = 0.5
 _LOG_STAGE = {"biased": 0, "vanilla": 0, "mining": 1, "mask": 2, "mask_eval": 2, "prune": 2, "finetune": 3,
               "finetune_eval": 3, "final": 4}
 
@@ -60,11 +64,12 @@ class DCWPResult:
     info: Dict[str, Any] = field(default_factory=dict)
     model: Optional[nn.Module] = None
     scores: Optional[MaskScores] = None
+    warnings: List[str] = field(default_factory=list)  # results that must not be read as normal ones
 
     def to_dict(self) -> Dict[str, Any]:
         return {"run_dir": self.run_dir, "config": self.config.to_dict(), "metrics": self.metrics,
                 "selected": self.selected, "sparsity": self.sparsity, "kept": self.kept, "mined": self.mined,
-                "structured": self.structured, "info": self.info}
+                "structured": self.structured, "info": self.info, "warnings": self.warnings}
 
 
 def resolve_variant(config: RunConfig) -> Dict[str, Any]:
@@ -84,25 +89,24 @@ def resolve_variant(config: RunConfig) -> Dict[str, Any]:
     }
 
 
-# ------------------------------------------------------------------------------------ run folder
-def _prepare_run_dir(config: RunConfig, env: DistEnv) -> RunConfig:
-    out = config.out
-    marker = os.path.join(out, "config.json")
-    if config.resume:
-        if not os.path.isfile(marker):
-            raise FileNotFoundError(f"cannot resume: {out!r} holds no run (no config.json); start it without --resume")
-        with open(marker) as f:
-            saved = RunConfig.from_dict(json.load(f))
-        keep = {k: getattr(config, k) for k in ("device", "progress")}
-        return saved.replace(resume=True, out=out, overwrite=False, **keep)
-    if os.path.exists(out) and os.listdir(out):
-        if not config.overwrite:
-            raise FileExistsError(f"run folder {out!r} already exists; pass --resume to continue it or --overwrite "
-                                  "to replace it (or choose another --out)")
-        if env.is_main:
-            shutil.rmtree(out)
-    barrier(env)
-    return config
+# ------------------------------------------------------------------------------------ resume
+def _resume_config(given: RunConfig, saved: RunConfig, n_train: int, force_config: bool) -> RunConfig:
+    """The config a resumed run continues with: the saved one, unless ``force_config`` applies the given one.
+
+    ``given`` may differ from ``saved`` only in where and how the run executes (out, device, progress);
+    any other difference is an error listing them, so that no option is ignored silently.
+    """
+    from .run_folder import RUNTIME_KEYS, config_differences
+
+    expected = quick_schedule(given, n_train) if given.quick else given  # a quick run's schedule is derived
+    diffs = config_differences(saved.to_dict(), expected.to_dict())
+    runtime = {k: getattr(given, k) for k in RUNTIME_KEYS if k not in ("resume", "overwrite")}
+    if diffs and not force_config:
+        raise ValueError(f"--resume: these options differ from the saved {os.path.join(given.out, 'config.json')}: "
+                         f"{'; '.join(diffs)}. Resume with the saved options (drop those flags) or pass "
+                         "--force-config to continue with the new ones")
+    base = expected if diffs else saved
+    return base.replace(resume=True, overwrite=False, **runtime)
 
 
 def _seed_everything(seed: int) -> None:
@@ -125,7 +129,7 @@ class _Data:
 
 def _load_data(config: RunConfig, score_transform: str) -> _Data:
     d = config.data
-    opts: Dict[str, Any] = {"ratio": d.ratio}
+    opts: Dict[str, Any] = {"ratio": d.ratio, "skip_corrupt": d.skip_corrupt}
     if d.name in ("cmnist", "cmnist-generated") and d.root is None:
         opts.update(source=d.source, mnist_root=d.mnist_root, seed=config.seed)
     elif d.name in ("cmnist", "cifar10c", "bffhq"):
@@ -163,7 +167,13 @@ class _Loaders:
 
 
 def _check_model_fits(model: nn.Module, data: _Data, config: RunConfig) -> None:
-    """One forward pass on a real sample (and the structured-support check) before any training."""
+    """One forward pass on a real sample (and the structured-support check) before any training;
+    a ``model_file`` is read and loaded now too, so that a bad file fails before the run folder exists."""
+    if config.model_file:
+        from .models import load_state_dict_checked, read_state_dict
+
+        load_state_dict_checked(create_model(config.model, data.num_classes), read_state_dict(config.model_file),
+                                config.model_file)
     x = data.valid[0].image.unsqueeze(0).to(next(model.parameters()).device)
     try:
         with torch.no_grad():
@@ -204,6 +214,7 @@ class _Run:
             stale = self.ckpt("progress")
             if os.path.isfile(stale):
                 os.unlink(stale)
+        self.rt.checkpointed()
         barrier(self.rt.env)
 
     def begin(self, index: int, name: str, setup: Optional[Callable[[], None]] = None) -> Optional[Dict[str, Any]]:
@@ -275,6 +286,16 @@ class _Run:
         barrier(self.rt.env)
         return mined
 
+    def mining_warnings(self, mined: MinedSet) -> List[str]:
+        """A loud note when the mined fraction is implausible (the result is not a normal DCWP result)."""
+        n = len(self.data.train)
+        fraction = mined.count / max(n, 1)
+        if self.config.mining.method == "oracle" or fraction <= IMPLAUSIBLE_MINED_FRACTION:
+            return []
+        return [f"stage 2 mined {mined.count} of {n} training samples ({100 * fraction:.0f} %) as bias-conflicting: "
+                "the biased model did not learn the bias (diverged or trained too little; see the 'biased' losses in "
+                "metrics.jsonl), so this is not a valid DCWP result. Lower [biased] lr or train f_B longer."]
+
     # stage 3 ---------------------------------------------------------------------------------
     def mask(self, model_d: nn.Module, mined: MinedSet) -> MaskScores:
         c = self.config
@@ -285,8 +306,8 @@ class _Run:
         resume = self.begin(2, "mask")
         weights = upweight(self.data_flags(mined), self.variant["mask_upweight"])
 
-        def on_eval(it: int, scores: MaskScores) -> None:
-            self.rt.log({"stage": "mask_eval", "iteration": it, **self.loaders.evaluate(model_d, ("valid",))})
+        def on_eval(it: int, scores: MaskScores) -> Dict[str, Any]:
+            return self.loaders.evaluate(model_d, ("valid",))
 
         scores = learn_mask_scores(
             model_d, self.loaders.train(3, int(resume["iteration"]) if resume else 0, weights), mined.flags_for, c.mask,
@@ -359,38 +380,74 @@ def _runtime(config: RunConfig) -> Runtime:
                    compile=config.compile)
 
 
-def run_dcwp(config: RunConfig) -> DCWPResult:
+def run_dcwp(config: RunConfig, *, force_config: bool = False) -> DCWPResult:
     """Run DCWP end to end (stages 1-5) into ``config.out``.
 
     The run folder receives ``config.json`` (the resolved config), ``metrics.jsonl``, ``mined.json``,
     ``scores.safetensors``, the pruned model (``model.safetensors`` + ``model.json``), ``results.json``
-    and ``checkpoints/``. With ``config.resume`` an interrupted run continues from its last checkpoint.
+    and ``checkpoints/``. With ``config.resume`` an interrupted run continues from its last checkpoint
+    with its saved config; ``config`` may then differ from it only in ``out``, ``device`` and
+    ``progress`` unless ``force_config`` is set.
+
+    Everything is checked before the run folder is touched (config, ``out``, data, model, weights
+    files). With ``config.overwrite`` the old run is moved aside and deleted only once the new run has
+    written its first checkpoint; a run that fails before that leaves ``out`` as it found it.
 
     Raises:
-        FileExistsError: the run folder exists and neither ``resume`` nor ``overwrite`` is set.
+        RunFolderError: ``out`` exists and neither ``resume`` nor ``overwrite`` is set, is not a run
+            folder, is a file or is not writable.
+        ValueError: a bad option (or, on resume, options that differ from the saved ones).
+        FloatingPointError: a loss became NaN / inf or exploded (training diverged).
         StopRequested: Ctrl-C; a checkpoint was written first (resume with ``resume=True``).
     """
+    from .run_folder import RunFolder
+
     validate(config)
     rt = _runtime(config)
+    folder = RunFolder(config.out, resume=config.resume, overwrite=config.overwrite, is_main=rt.env.is_main)
+    folder.check()  # before anything is loaded: a bad --out costs nothing
     with StopFlag() as rt.stop:
-        return _run_stages(config, rt)
+        return _run_stages(config, rt, folder, force_config)
 
 
-def _run_stages(config: RunConfig, rt: Runtime) -> DCWPResult:
-    config = _prepare_run_dir(config, rt.env)
+def _run_stages(config: RunConfig, rt: Runtime, folder: Any, force_config: bool) -> DCWPResult:
+    if config.resume:
+        from .run_folder import read_saved_config
+
+        saved = RunConfig.from_dict(read_saved_config(config.out))
+        _seed_everything(saved.seed)
+        data = _load_data(saved, resolve_variant(saved)["score_transform"])
+        config = _resume_config(config, saved, len(data.train), force_config)
+        if config.data != saved.data or config.seed != saved.seed or config.variant != saved.variant:
+            data = _load_data(config, resolve_variant(config)["score_transform"])
+    else:
+        _seed_everything(config.seed)
+        data = _load_data(config, resolve_variant(config)["score_transform"])
+        if config.quick:
+            config = quick_schedule(config, len(data.train))
     variant = resolve_variant(config)
-    _seed_everything(config.seed)
-    data = _load_data(config, variant["score_transform"])
-    if config.quick and not config.resume:
-        config = quick_schedule(config, len(data.train))
     rt.checkpoint_every, rt.label = config.checkpoint_every, "[quick]" if config.quick else ""
+    _check_model_fits(create_model(config.model, data.num_classes, weights=config.weights).to(rt.device), data, config)
+    # every check passed: only now does the run folder change
+    folder.open()
+    barrier(rt.env)
+    rt.on_checkpoint = folder.commit
+    try:
+        return _stages(config, rt, data, variant)
+    except BaseException:
+        folder.rollback()
+        raise
+
+
+def _stages(config: RunConfig, rt: Runtime, data: _Data, variant: Dict[str, Any]) -> DCWPResult:
     if rt.writes:
-        os.makedirs(os.path.join(config.out, "checkpoints"), exist_ok=True)
         write_json(os.path.join(config.out, "config.json"), config.to_dict())
     run = _Run(config, rt, data)
-    _check_model_fits(run.new_model(), data, config)  # fail now, not after hours of training
     stage1 = run.biased()
     mined = run.mining(stage1["model_b"], stage1["pseudo_scores"])
+    notes = run.mining_warnings(mined)
+    for note in notes:
+        warnings.warn(note, RuntimeWarning, stacklevel=2)
     model = stage1["model_d"]
     scores = run.mask(model, mined)
     structured = run.prune(model, scores)
@@ -403,7 +460,7 @@ def _run_stages(config: RunConfig, rt: Runtime) -> DCWPResult:
                         mined.to_dict() | {"conflicting_ids": None}, structured,
                         info={"data": data.train.info, "test": data.test.info, "device": str(rt.device),
                               "world_size": rt.env.world_size, "variant": variant, "num_classes": data.num_classes},
-                        model=model, scores=scores)
+                        model=model, scores=scores, warnings=notes)
     if rt.writes:
         from .export import save_pruned_model
 

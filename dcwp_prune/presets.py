@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional
 from ._registry import unknown_name_message
 from .config import RunConfig
 
-__all__ = ["LAMBDA_UP", "PRESETS", "build_config", "quick_schedule"]
+__all__ = ["LAMBDA_UP", "PRESETS", "build_config", "merge_options", "quick_schedule"]
 
 #: Fine-tuning upweight lambda_up per conflict ratio (%) for CMNIST and CIFAR10-C.
 LAMBDA_UP = {0.5: 80.0, 1.0: 50.0, 2.0: 30.0, 5.0: 10.0}
@@ -52,11 +52,15 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 }
 
 
-def _merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
+def merge_options(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
+    """``base`` with the nested dict ``extra`` applied on top (a deep copy; ``extra`` wins)."""
     out = copy.deepcopy(base)
     for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge_options(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+_merge = merge_options
 
 
 def build_config(preset: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None) -> RunConfig:

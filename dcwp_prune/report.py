@@ -28,11 +28,24 @@ _LABELS = {"vanilla": "vanilla f_D (ERM)", "dcwp_last": "DCWP, last iterate", "d
 
 
 def load_results(run_dir: str) -> Dict[str, Any]:
+    """``results.json`` of a finished run; errors name the folder or file and what to do."""
     path = os.path.join(run_dir, "results.json")
+    if not os.path.isdir(run_dir):
+        raise FileNotFoundError(f"run folder {run_dir!r} does not exist; pass the --out folder of a finished run")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{run_dir!r} holds no finished run (results.json is missing); finish it with --resume")
-    with open(path) as f:
-        return json.load(f)
+        if os.path.isfile(os.path.join(run_dir, "config.json")):
+            raise FileNotFoundError(f"{run_dir!r} holds no finished run (results.json is missing); finish it with "
+                                    f"dcwp-prune MODEL --data NAME --out {run_dir} --resume")
+        raise FileNotFoundError(f"{run_dir!r} is not a dcwp-prune run folder (no config.json, no results.json)")
+    try:
+        with open(path) as f:
+            results = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path!r} is damaged ({err}); delete it and rebuild it from the run's checkpoints with "
+                         f"dcwp-prune MODEL --data NAME --out {run_dir} --resume") from None
+    if not isinstance(results, dict) or not {"config", "metrics", "selected"} <= set(results):
+        raise ValueError(f"{path!r} is not a dcwp-prune results file (keys config, metrics, selected missing)")
+    return results
 
 
 def _records(run_dir: str) -> List[Dict[str, Any]]:
@@ -112,6 +125,7 @@ def build_report(run_dir: str, latency_reps: int = 10) -> Dict[str, Any]:
             "test_protocol": (info.get("test") or {}).get("test_protocol", config.data.test_protocol),
             "saved_model": selection, "seed": config.seed, "init": config.weights or "random (no pretrained weights)",
         },
+        "warnings": list(results.get("warnings") or []),
         "mined": results["mined"],
         "sparsity": results["sparsity"],
         "structured": {k: v for k, v in (results.get("structured") or {}).items() if k != "channels"} or None,
@@ -157,6 +171,7 @@ def render_markdown(report: Dict[str, Any]) -> str:
     p, eff = report["protocol"], report["efficiency"]
     quick = " **[quick schedule: a scaled-down demo, not a reproduction]**" if report["quick"] else ""
     out = [f"# DCWP run: {p['model']} on {p['dataset']} ({p['conflict_ratio_pct']:g}% conflicting){quick}", ""]
+    out += [f"> **WARNING: {w}**\n" for w in report.get("warnings", [])]
     out += [f"- variant: `{report['variant']}`; saved model: {p['saved_model']}; seed {p['seed']}; init: {p['init']}",
             f"- data: {p['digit_source'] or p['dataset']}; valid split: {p['valid_split']}; test protocol: {p['test_protocol']}",
             f"- mined bias-conflicting samples: {report['mined']['count']} of {report['mined']['num_samples']} "

@@ -149,7 +149,7 @@ def test_listing_and_version():
     (["mlp", "--data", "cmnist", "--amount", "0.5", "--sparsity", "0.5"], "pass at most one of amount / sparsity / threshold"),
     (["mlp", "--data", "cmnist", "--variant", "bogus"], "Invalid value for '--variant'"),
     (["mlp", "--data", "cmnist", "--config", "/nonexistent.toml"], "config file '/nonexistent.toml' does not exist"),
-    (["evaluate", "/nonexistent"], "holds no finished run"),
+    (["evaluate", "/nonexistent"], "run folder '/nonexistent' does not exist; pass the --out folder"),
 ])
 def test_user_errors_exit_2_without_traceback(args, message, tmp_path):
     result = CliRunner().invoke(main, args + (["--out", str(tmp_path / "o")] if args[0] == "mlp" else []))
@@ -158,13 +158,24 @@ def test_user_errors_exit_2_without_traceback(args, message, tmp_path):
     assert "Traceback" not in result.output
 
 
-def test_diverged_loss_exits_1_with_resume_hint(tmp_path):
+def test_diverged_loss_before_any_checkpoint_leaves_nothing(tmp_path):
     (tmp_path / "nan.toml").write_text(TINY_TOML.replace("biased_iterations = 20", "biased_iterations = 20\nlr = 1e12"))
     result = CliRunner().invoke(main, ["mlp", "--data", "cmnist", "--config", str(tmp_path / "nan.toml"), "--out",
                                        str(tmp_path / "run"), "--no-progress"])
     assert result.exit_code == 1, result.output
-    assert "became" in result.output and "config.json" in result.output and "--resume" in result.output
+    assert "biased: loss_d" in result.output and "Nothing was saved" in result.output
+    assert "--resume" not in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_diverged_loss_after_a_checkpoint_exits_1_with_resume_hint(tmp_path):
+    (tmp_path / "nan.toml").write_text(TINY_TOML.replace("[finetune]\n", "[finetune]\nlr = 1e12\n"))
+    result = CliRunner().invoke(main, ["mlp", "--data", "cmnist", "--config", str(tmp_path / "nan.toml"), "--out",
+                                       str(tmp_path / "run"), "--no-progress"])
+    assert result.exit_code == 1, result.output
+    assert "finetune: " in result.output and "config.json" in result.output and "--resume" in result.output
     assert "Traceback" not in result.output
+    assert (tmp_path / "run" / "checkpoints" / "stage3_mask.pt").exists()
 
 
 def test_existing_run_folder_exits_2(run_dir):

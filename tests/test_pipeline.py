@@ -113,16 +113,16 @@ def test_model_that_cannot_take_the_images_is_refused_before_training(tmp_path):
 
 
 def test_nan_loss_is_reported(tmp_path):
-    with pytest.raises(FloatingPointError, match="biased: loss_d became (nan|inf) at iteration .*lower the learning rate"):
+    with pytest.raises(FloatingPointError, match="biased: loss_d (became (nan|inf)|exploded to .*) at iteration .*lower the learning rate"):
         run_dcwp(tiny(tmp_path / "run", biased={"lr": 1e12, "iterations": 40}))
 
 
 def test_config_errors(tmp_path):
-    with pytest.raises(ValueError, match=r"mining.method must be one of \['wrong', 'ensemble', 'oracle'\], got 'magic'"):
+    with pytest.raises(ValueError, match=r"mining.method must be one of 'wrong', 'ensemble', 'oracle', got 'magic'"):
         run_dcwp(tiny(tmp_path / "a", mining={"method": "magic"}))
     with pytest.raises(ValueError, match="pass at most one of amount / sparsity / threshold"):
         run_dcwp(tiny(tmp_path / "b", prune={"amount": 0.5, "sparsity": 0.5}))
-    with pytest.raises(ValueError, match=r"unknown MaskLearnConfig option\(s\) \['lamda'\]"):
+    with pytest.raises(ValueError, match=r"unknown MaskLearnConfig option\(s\) \['mask.lamda'\]"):
         RunConfig.from_dict({"mask": {"lamda": 1}})
     with pytest.raises(FileNotFoundError, match="cannot resume: .* holds no run"):
         run_dcwp(tiny(tmp_path / "c", resume=True))

@@ -78,7 +78,7 @@ def _load_rgb(path: str) -> Tensor:
             return pil_to_tensor(img.convert("RGB")).float().div_(255.0)
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise DatasetError(f"corrupt or unreadable image {path!r} ({err}); fix or delete it, "
-                           "or pass skip_corrupt=True to skip such files") from None
+                           "or skip such files (--skip-corrupt, data.skip_corrupt = true, skip_corrupt=True)") from None
 
 
 def _readable(path: str) -> bool:

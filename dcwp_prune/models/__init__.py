@@ -12,7 +12,8 @@ from torch import Tensor, nn
 from .._registry import Registry, unknown_name_message
 from .builtin import MLP, CMNISTCNN
 
-__all__ = ["FeatureTap", "classifier_of", "create_model", "list_models", "read_state_dict", "register_model"]
+__all__ = ["FeatureTap", "classifier_of", "create_model", "list_models", "load_state_dict_checked", "read_state_dict",
+           "register_model"]
 
 _BUILTIN: Registry[Callable[..., nn.Module]] = Registry("model")
 _BUILTIN.register("cnn")(CMNISTCNN)
@@ -60,19 +61,64 @@ def _replace_classifier(model: nn.Module, num_classes: int) -> None:
 
 def read_state_dict(path: str) -> Dict[str, Tensor]:
     """A state dict from ``.safetensors`` or a torch file (``weights_only=True``; a ``{"model": ...}``
-    checkpoint is unwrapped). Loading never runs code."""
+    checkpoint is unwrapped). Loading never runs code.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is a pickle of code (refused), truncated, or holds no state dict; the
+            message names the file and how to write one that loads.
+    """
+    import pickle
+
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file {path!r} does not exist")
+    fix = "save it with torch.save(model.state_dict(), path) or safetensors.torch.save_file"
     if path.endswith(".safetensors"):
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return load_file(path)
+        except (SafetensorError, OSError, ValueError) as err:
+            raise ValueError(f"{path!r} is not a readable safetensors file ({err}); it may be truncated: {fix}") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"{path!r} was refused by the safe loader (torch.load weights_only=True: {_first_line(err)}); "
+                         f"it holds more than tensors (a pickled model or objects), which would run code: {fix}") from None
+    # what a damaged file raises from inside the weights-only unpickler or the zip reader
+    except (RuntimeError, EOFError, OSError, KeyError, IndexError, ValueError, TypeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path!r} is not a readable torch file ({_first_line(err)}); it may be truncated or not a "
+                         f"torch file: {fix}") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path!r} does not hold a state dict")
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"{path!r} does not hold a state dict (a dict of tensors): {fix}")
     return state
+
+
+def _first_line(err: BaseException) -> str:
+    """The first sentence of an exception's message, without terminal colour codes."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()
+    text = text.splitlines()[0] if text else type(err).__name__
+    return text.split(". ")[0][:160] or type(err).__name__
+
+
+def load_state_dict_checked(model: nn.Module, state: Dict[str, Tensor], source: str) -> None:
+    """``model.load_state_dict(state)`` with an error that names the first mismatching keys and shapes."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = [f"{label} {items[:3]}{' ...' if len(items) > 3 else ''}" for label, items in
+                 (("missing", missing), ("unexpected", unexpected), ("shape differs (file vs model)", shapes)) if items]
+        raise ValueError(f"{source!r} does not fit a {type(model).__name__}: {'; '.join(parts)}; is it a state dict of "
+                         "this architecture (--arch / MODEL) and class count?")
+    model.load_state_dict(state)
 
 
 def _load_file(model: nn.Module, path: str) -> None:
@@ -108,7 +154,7 @@ def create_model(name: str, num_classes: int, weights: Optional[str] = None) -> 
         import torchvision
 
         if name not in _torchvision_names():
-            raise KeyError(unknown_name_message("model", name, list_models()))
+            raise KeyError(unknown_name_message("model", name, list_models(), listing="--list-models"))
         if weights is None or is_file:
             model = torchvision.models.get_model(name, num_classes=num_classes)
         else:
