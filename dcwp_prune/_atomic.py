@@ -1,26 +1,44 @@
-"""Atomic text / JSON writes: a temporary file in the same folder, then ``os.replace``."""
+"""The one atomic writer: a temporary file in the target's folder, then ``os.replace``.
+
+Readers see the old file or the new one, never half of one; a failed write leaves no temporary
+file behind. Text, JSON, torch checkpoints, safetensors files and images all go through
+:func:`atomic_path`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from typing import Any, Union
+from typing import Any, Iterator, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def write_text(path: PathLike, text: str) -> None:
-    """Replace ``path`` with ``text`` in one step: readers see the old or the new file, never half."""
+@contextlib.contextmanager
+def atomic_path(path: PathLike, suffix: str = ".tmp") -> Iterator[str]:
+    """Yield a temporary path next to ``path``; on success it replaces ``path``, on failure it is removed.
+
+    ``suffix`` keeps an extension a writer needs (matplotlib picks the format from it).
+    """
     path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        yield tmp
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_text(path: PathLike, text: str) -> None:
+    """Replace ``path`` with ``text`` in one step."""
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write(text)
 
 
 def write_json(path: PathLike, data: Any, indent: int | None = 1) -> None:

@@ -38,6 +38,8 @@ def biased_loss(logits: Tensor, y: Tensor, cfg: BiasedTrainConfig) -> Tensor:
         return gce_loss(logits, y, cfg.q)
     if cfg.loss == "ce":
         return F.cross_entropy(logits, y)
+    if cfg.loss != "confident_ce":
+        raise ValueError(f"biased.loss must be 'gce', 'ce' or 'confident_ce', got {cfg.loss!r}")
     confident = torch.softmax(logits.detach().float(), 1).gather(1, y.view(-1, 1)).squeeze(1) > cfg.eta
     if not bool(confident.any()):  # the official code returns NaN here
         return logits.sum() * 0.0

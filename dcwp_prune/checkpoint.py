@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from typing import Any, Dict, Union
 
 import numpy as np
 import torch
 
+from ._atomic import atomic_path
 from .version import __version__
 
 __all__ = ["get_rng_state", "load_checkpoint", "save_checkpoint", "set_rng_state"]
@@ -21,17 +21,8 @@ __all__ = ["get_rng_state", "load_checkpoint", "save_checkpoint", "set_rng_state
 
 def save_checkpoint(path: Union[str, os.PathLike], state: Dict[str, Any]) -> None:
     """Write ``state`` atomically: a temp file in the same folder, then ``os.replace``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(dict(state, dcwp_prune_version=__version__), tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def load_checkpoint(path: Union[str, os.PathLike], map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:

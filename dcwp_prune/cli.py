@@ -19,7 +19,7 @@ from .version import __version__
 
 EXAMPLES = """\b
 Examples:
-  dcwp-prune mlp --data cmnist --quick                  # offline demo, about 1 minute on a CPU
+  dcwp-prune mlp --data cmnist --quick                  # offline demo, about 20 s on 2 CPU cores
   dcwp-prune cnn --data cmnist --ratio 0.5 --out runs/cnn-0.5
   dcwp-prune resnet18 --data bffhq --data-root ~/data --device cuda
   dcwp-prune resnet18 --data cifar10c --data-root ~/data --ratio 1 --structured --pruning-ratio 0.5
@@ -227,21 +227,24 @@ def _run(config: Any, force_config: bool = False) -> None:
     try:
         result = run_dcwp(config, force_config=force_config)
     except KeyboardInterrupt as stop:  # StopRequested: checkpoint written; a second Ctrl-C: the last one
-        if RunFolder(config.out).has_checkpoint:
+        if getattr(stop, "dcwp_checkpointed", RunFolder(config.out).has_checkpoint):
             saved = f"checkpoint saved ({stop.checkpoint})" if isinstance(stop, StopRequested) else "stopped at once"
             click.echo(f"\ninterrupted; {saved}. Resume with:\n  {_resume_hint(config)}", err=True)
         else:
-            click.echo(f"\ninterrupted before the first checkpoint; nothing was kept in {config.out}. "
+            kept = "the run that was there is unchanged" if config.overwrite else "nothing was kept"
+            click.echo(f"\ninterrupted before the first checkpoint; {kept} in {config.out}. "
                        "Run the same command again to start over.", err=True)
         sys.exit(130)
     except _USER_ERRORS as err:
         raise _fail(err) from None
     except FloatingPointError as err:  # a diverged loss: the last checkpoint is intact
-        if RunFolder(config.out).has_checkpoint:
+        if getattr(err, "dcwp_checkpointed", RunFolder(config.out).has_checkpoint):
             hint = (f"The last checkpoint is intact: edit {os.path.join(config.out, 'config.json')} (e.g. a lower lr) "
                     f"and resume with:\n  {_resume_hint(config)}")
         else:
             hint = "Nothing was saved (no checkpoint yet): lower the learning rate and run the command again."
+            if config.overwrite:
+                hint += f" The run that was in {config.out} is unchanged."
         click.echo(f"Error: {err}\n{hint}", err=True)
         sys.exit(1)
     if result.run_dir is None or not os.path.isfile(os.path.join(config.out, "results.json")):

@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 from torch import nn
 
-from ._atomic import write_json
+from ._atomic import atomic_path, write_json
 from .models import create_model
 
 __all__ = ["load_pruned_model", "plain_state_dict", "save_pruned_model"]
@@ -43,9 +43,8 @@ def save_pruned_model(folder: str, model: nn.Module, *, arch: str, num_classes: 
     from safetensors.torch import save_file
 
     state = {k: v.contiguous().cpu() for k, v in plain_state_dict(model).items()}
-    tmp = os.path.join(folder, "model.safetensors.tmp")
-    save_file(state, tmp)
-    os.replace(tmp, os.path.join(folder, "model.safetensors"))
+    with atomic_path(os.path.join(folder, "model.safetensors")) as tmp:
+        save_file(state, tmp)
     meta = {"arch": arch, "num_classes": num_classes, "input_shape": list(input_shape),
             "structured": history is not None, **(extra or {})}
     if history is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Dict, Iterator, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -17,7 +17,12 @@ from .models import FeatureTap
 from .objectives import add_sparsity_grad_, sparsity_penalty
 from .scores import MaskScores
 
-__all__ = ["kept_fraction", "learn_mask_scores"]
+__all__ = ["kept_fraction", "learn_mask_scores", "resolve_mask_options"]
+
+
+def resolve_mask_options(cfg: MaskLearnConfig) -> Tuple[str, str]:
+    """``(gumbel, positives)`` as ``cfg`` asks; ``None`` means the official code's behaviour."""
+    return cfg.gumbel or "official", cfg.positives or "official"
 
 
 def kept_fraction(scores: MaskScores, warn: bool = True) -> Dict[str, float]:
@@ -31,8 +36,7 @@ def kept_fraction(scores: MaskScores, warn: bool = True) -> Dict[str, float]:
 
 def learn_mask_scores(
     model: nn.Module, batches: Iterator[Any], flags_of: Callable[[Sequence[str]], Tensor], cfg: MaskLearnConfig,
-    runtime: Optional[Runtime] = None, *, scores: Optional[MaskScores] = None, gumbel: str = "official",
-    positives: str = "official", resume: Optional[Dict[str, Any]] = None,
+    runtime: Optional[Runtime] = None, *, scores: Optional[MaskScores] = None, resume: Optional[Dict[str, Any]] = None,
     on_eval: Optional[Callable[[int, MaskScores], Optional[Dict[str, Any]]]] = None,
 ) -> MaskScores:
     """Learn DCWP mask logits on a trained ``model`` (its weights are not changed).
@@ -46,10 +50,10 @@ def learn_mask_scores(
         model: the trained f_D (plain modules).
         batches: endless iterator of batches sampled with mined samples upweighted.
         flags_of: sample ids -> mined bias-conflicting flags (bool tensor).
-        cfg: schedule and loss weights.
+        cfg: schedule, loss weights and the variant options, all read from here: ``cfg.gumbel``
+            (``official``: sigmoid(logit) enters the Gumbel-sigmoid; ``clean``: the raw logit) and
+            ``cfg.positives`` (contrastive positives, ``official`` or ``symmetric``); None = official.
         scores: logits to continue from (default: ``init`` for every conv / linear weight).
-        gumbel: ``official`` (sigmoid(logit) enters the Gumbel-sigmoid) or ``clean``.
-        positives: contrastive positives, ``official`` or ``symmetric``.
         on_eval: called with (iteration, scores) every ``cfg.eval_every`` iterations, masks deterministic;
             what it returns joins the one ``mask_eval`` record of that iteration (with ``kept``).
 
@@ -58,6 +62,7 @@ def learn_mask_scores(
     """
     runtime = runtime or Runtime()
     dev = runtime.device
+    gumbel, positives = resolve_mask_options(cfg)
     if scores is None:
         scores = MaskScores.from_model(model, include=cfg.include or None, exclude=cfg.exclude or None, init=cfg.init)
     scores.to(dev)

@@ -53,11 +53,17 @@ class MinedSet:
 
     @classmethod
     def load(cls, path: str) -> "MinedSet":
-        with open(path) as f:
-            data = json.load(f)
+        """Read a file written by :meth:`save` (a damaged file raises ``ValueError`` naming it)."""
+        try:
+            with open(path) as f:
+                data = json.load(f)
+            ids, method = list(data["ids"]), str(data["method"])
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{path!r} is damaged ({type(err).__name__}: {err}); delete it so that the run mines "
+                             "again (dcwp-prune ... --resume)") from None
         conflicting = set(data["conflicting_ids"])
         flags = torch.tensor([i in conflicting for i in data["ids"]], dtype=torch.bool)
-        return cls(data["ids"], flags, data["method"], data.get("precision"), data.get("recall"))
+        return cls(ids, flags, method, data.get("precision"), data.get("recall"))
 
 
 def _quality(flags: Tensor, truth: Optional[Tensor]) -> tuple[Optional[float], Optional[float]]:

@@ -9,7 +9,6 @@ and (on CPU, one process) ends with the same numbers as an uninterrupted one.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -310,8 +309,9 @@ class _Run:
             return self.loaders.evaluate(model_d, ("valid",))
 
         scores = learn_mask_scores(
-            model_d, self.loaders.train(3, int(resume["iteration"]) if resume else 0, weights), mined.flags_for, c.mask,
-            self.rt, gumbel=self.variant["gumbel"], positives=self.variant["positives"], resume=resume, on_eval=on_eval)
+            model_d, self.loaders.train(3, int(resume["iteration"]) if resume else 0, weights), mined.flags_for,
+            c.mask.replace(gumbel=self.variant["gumbel"], positives=self.variant["positives"]), self.rt, resume=resume,
+            on_eval=on_eval)
         scores.bind(model_d)
         if self.rt.writes:
             scores.save(os.path.join(c.out, "scores.safetensors"))
@@ -434,8 +434,9 @@ def _run_stages(config: RunConfig, rt: Runtime, folder: Any, force_config: bool)
     rt.on_checkpoint = folder.commit
     try:
         return _stages(config, rt, data, variant)
-    except BaseException:
+    except BaseException as err:
         folder.rollback()
+        err.dcwp_checkpointed = folder.committed or config.resume  # type: ignore[attr-defined]
         raise
 
 

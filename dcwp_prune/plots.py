@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, List, Optional
+
+from ._atomic import atomic_path
 
 __all__ = ["plot_curves", "plot_group_accuracy", "plot_kept"]
 
@@ -18,9 +19,8 @@ def _pyplot() -> Any:
 
 
 def _save(fig: Any, path: str) -> None:
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
 
 
 def plot_kept(kept: Dict[str, float], path: str, title: str = "") -> None:

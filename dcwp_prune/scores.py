@@ -12,13 +12,13 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
-import tempfile
 import weakref
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 import torch
 from torch import Tensor, nn
 
+from ._atomic import atomic_path
 from ._validation import _check_fraction
 from .version import __version__
 
@@ -291,14 +291,8 @@ class MaskScores:
         path = os.fspath(path)
         tensors = {k: v.contiguous().cpu() for k, v in self.state_dict().items()}
         meta = {"format": _FORMAT, "dcwp_prune_version": __version__, "keys": json.dumps(list(tensors))}
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             save_file(tensors, tmp, metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
 
     @classmethod
     def load(

@@ -4,5 +4,5 @@ from tests.test_examples import run_example
 
 
 def test_debias_your_model_example():
-    out = run_example("examples/debias_your_model.py", "--tiny", timeout=300)
+    out = run_example("examples/debias_your_model.py", "--tiny")
     assert "vanilla   test accuracy" in out and "DCWP      test accuracy" in out and "mined" in out
