@@ -406,6 +406,7 @@ def run_dcwp(config: RunConfig, *, force_config: bool = False) -> DCWPResult:
     rt = _runtime(config)
     folder = RunFolder(config.out, resume=config.resume, overwrite=config.overwrite, is_main=rt.env.is_main)
     folder.check()  # before anything is loaded: a bad --out costs nothing
+    barrier(rt.env)  # every rank has checked before the main one may change the folder
     with StopFlag() as rt.stop:
         return _run_stages(config, rt, folder, force_config)
 

@@ -123,3 +123,9 @@ def test_parser_never_crashes_unexpectedly(name):
         assert y >= 0 and b >= 0
     except DatasetError:
         pass
+
+
+def test_bffhq_defaults_to_the_only_ratio_its_release_ships(tmp_path):
+    make_release(str(tmp_path), name="bffhq", num_classes=2, pct="0.5pct", flat_eval=True)
+    ds = create_dataset("bffhq", root=str(tmp_path), split="train")
+    assert len(ds) == 2 * 4 + 2 and ds.info["ratio"] == 0.5

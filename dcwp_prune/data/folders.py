@@ -112,9 +112,10 @@ class FolderDataset(BiasDataset):
         return _load_rgb(self.paths[index])
 
 
-def _release_dir(name: str, root: str) -> str:
+def _release_dir(name: str, root: str, ratio: float = 1.0) -> str:
     if not root or not os.path.isdir(root):
-        raise DatasetError(f"data root {root!r} does not exist. Expected layout:\n" + _TREES[name].format(root=root, pct="1pct"))
+        raise DatasetError(f"data root {root!r} does not exist. Expected layout:\n"
+                           + _TREES[name].format(root=root, pct=pct_name(ratio)))
     inner = os.path.join(root, name)
     if os.path.isdir(inner):
         return inner
@@ -157,7 +158,7 @@ def load_release(
         test_protocol: ``full`` (DCWP: the whole test folder) or ``conflicting`` (DisEnt).
         num_classes: override the release's class count (for subsets of a release).
     """
-    release = _release_dir(name, root)
+    release = _release_dir(name, root, ratio)
     ratio_dir = _ratio_dir(name, release, ratio, root) if split != "test" else None
     info: Dict[str, object] = {"dataset": name, "root": os.path.abspath(root), "ratio": float(ratio)}
     meta = os.path.join(ratio_dir or os.path.join(release, "test"), "generation.json")
@@ -193,8 +194,12 @@ def load_release(
     return ds
 
 
-def _factory(name: str):
-    def create(root: Optional[str] = None, split: str = "train", ratio: float = 1.0, **options) -> BiasDataset:
+def _factory(name: str, default_ratio: float = 1.0):
+    """A dataset factory for one release; ``default_ratio``: the conflict ratio every release of it ships."""
+
+    def create(root: Optional[str] = None, split: str = "train", ratio: Optional[float] = None,
+               **options) -> BiasDataset:
+        ratio = default_ratio if ratio is None else ratio
         if root is None:
             raise DatasetError(f"{name} needs a data root (--data-root). Expected layout:\n"
                                + _TREES[name].format(root="ROOT", pct=pct_name(ratio)))
@@ -205,14 +210,15 @@ def _factory(name: str):
 
 
 register_dataset("cifar10c")(_factory("cifar10c"))
-register_dataset("bffhq")(_factory("bffhq"))
+register_dataset("bffhq")(_factory("bffhq", default_ratio=0.5))  # the DisEnt release has 0.5 % only
 _cmnist_folder = _factory("cmnist")
 
 
 @register_dataset("cmnist")
-def _cmnist(root: Optional[str] = None, split: str = "train", ratio: float = 1.0, **options) -> BiasDataset:
+def _cmnist(root: Optional[str] = None, split: str = "train", ratio: Optional[float] = None, **options) -> BiasDataset:
     """Colored MNIST: the DisEnt release under ``root``, or generated offline when ``root`` is None."""
     if root is None:
         gen_keys = {"source", "mnist_root", "download", "seed", "sigma", "transform"}
-        return generate_cmnist(split, ratio, **{k: v for k, v in options.items() if k in gen_keys})
+        return generate_cmnist(split, 1.0 if ratio is None else ratio,
+                               **{k: v for k, v in options.items() if k in gen_keys})
     return _cmnist_folder(root, split, ratio, **options)
