@@ -406,15 +406,15 @@ def _evaluate(run_dir: str, device: str) -> Dict[str, Any]:
     from .config import RunConfig
     from ._atomic import write_json
     from .export import load_pruned_model
-    from .pipeline import _Loaders, _load_data, resolve_variant
+    from .pipeline import RunLoaders, load_run_data, resolve_variant
     from .report import load_results
 
     results = load_results(run_dir)
     config = RunConfig.from_dict(results["config"])
     rt = Runtime(device=resolve_device(device))
-    data = _load_data(config, resolve_variant(config)["score_transform"])
+    data = load_run_data(config, resolve_variant(config)["score_transform"])
     model = load_pruned_model(run_dir).to(rt.device)
-    metrics = _Loaders(config, data, rt).evaluate(model)
+    metrics = RunLoaders(config, data, rt).evaluate(model)
     write_json(os.path.join(run_dir, "evaluation.json"), {"selected": results["selected"], **metrics})
     return metrics
 

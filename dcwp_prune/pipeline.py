@@ -35,7 +35,7 @@ from .prune_method import dcwp_global_unstructured, pruned_sparsity
 from .sampling import InfiniteBatchSampler, upweight
 from .scores import MaskScores
 
-__all__ = ["DCWPResult", "SELECT_METRIC", "resolve_variant", "run_dcwp"]
+__all__ = ["DCWPResult", "RunData", "RunLoaders", "SELECT_METRIC", "load_run_data", "resolve_variant", "run_dcwp"]
 
 #: Validation metric used to pick the best fine-tuning iterate, per dataset.
 SELECT_METRIC = {"bffhq": "conflicting", "celeba": "worst_group", "waterbirds": "worst_group", "csv": "worst_group"}
@@ -118,7 +118,9 @@ def _seed_everything(seed: int) -> None:
 
 # ------------------------------------------------------------------------------------ data
 @dataclass
-class _Data:
+class RunData:
+    """The splits of one run (``train_scoring``: train with the transform the variant scores with)."""
+
     train: BiasDataset
     train_scoring: BiasDataset
     valid: BiasDataset
@@ -126,7 +128,8 @@ class _Data:
     num_classes: int
 
 
-def _load_data(config: RunConfig, score_transform: str) -> _Data:
+def load_run_data(config: RunConfig, score_transform: str) -> RunData:
+    """Train / valid / test of ``config.data`` (``score_transform``: ``train`` or ``eval``)."""
     d = config.data
     opts: Dict[str, Any] = {"ratio": d.ratio, "skip_corrupt": d.skip_corrupt}
     if d.name in ("cmnist", "cmnist-generated") and d.root is None:
@@ -141,11 +144,13 @@ def _load_data(config: RunConfig, score_transform: str) -> _Data:
              for s in ("train", "valid", "test")}
     scoring = split["train"].subset(range(len(split["train"])))
     scoring.transform = split["train"].transform if score_transform == "train" else split["test"].transform
-    return _Data(split["train"], scoring, split["valid"], split["test"], split["train"].num_classes)
+    return RunData(split["train"], scoring, split["valid"], split["test"], split["train"].num_classes)
 
 
-class _Loaders:
-    def __init__(self, config: RunConfig, data: _Data, rt: Runtime) -> None:
+class RunLoaders:
+    """Training streams per stage (own seed, sharded per rank) and sharded evaluation loaders of a run."""
+
+    def __init__(self, config: RunConfig, data: RunData, rt: Runtime) -> None:
         self.config, self.data, self.rt = config, data, rt
 
     def train(self, stage: int, start: int, weights: Optional[torch.Tensor] = None) -> Any:
@@ -165,7 +170,7 @@ class _Loaders:
         return {s: evaluate(model, self.eval(getattr(self.data, s)), self.data.num_classes, self.rt) for s in splits}
 
 
-def _check_model_fits(model: nn.Module, data: _Data, config: RunConfig) -> None:
+def _check_model_fits(model: nn.Module, data: RunData, config: RunConfig) -> None:
     """One forward pass on a real sample (and the structured-support check) before any training;
     a ``model_file`` is read and loaded now too, so that a bad file fails before the run folder exists."""
     if config.model_file:
@@ -190,10 +195,10 @@ def _check_model_fits(model: nn.Module, data: _Data, config: RunConfig) -> None:
 
 # ------------------------------------------------------------------------------------ stages
 class _Run:
-    def __init__(self, config: RunConfig, rt: Runtime, data: _Data) -> None:
+    def __init__(self, config: RunConfig, rt: Runtime, data: RunData) -> None:
         self.config, self.rt, self.data = config, rt, data
         self.variant = resolve_variant(config)
-        self.loaders = _Loaders(config, data, rt)
+        self.loaders = RunLoaders(config, data, rt)
         self.progress: Optional[Dict[str, Any]] = None
         progress_path = os.path.join(config.out, "checkpoints", "progress.pt")
         if config.resume and os.path.isfile(progress_path):
@@ -417,13 +422,13 @@ def _run_stages(config: RunConfig, rt: Runtime, folder: Any, force_config: bool)
 
         saved = RunConfig.from_dict(read_saved_config(config.out))
         _seed_everything(saved.seed)
-        data = _load_data(saved, resolve_variant(saved)["score_transform"])
+        data = load_run_data(saved, resolve_variant(saved)["score_transform"])
         config = _resume_config(config, saved, len(data.train), force_config)
         if config.data != saved.data or config.seed != saved.seed or config.variant != saved.variant:
-            data = _load_data(config, resolve_variant(config)["score_transform"])
+            data = load_run_data(config, resolve_variant(config)["score_transform"])
     else:
         _seed_everything(config.seed)
-        data = _load_data(config, resolve_variant(config)["score_transform"])
+        data = load_run_data(config, resolve_variant(config)["score_transform"])
         if config.quick:
             config = quick_schedule(config, len(data.train))
     variant = resolve_variant(config)
@@ -441,7 +446,7 @@ def _run_stages(config: RunConfig, rt: Runtime, folder: Any, force_config: bool)
         raise
 
 
-def _stages(config: RunConfig, rt: Runtime, data: _Data, variant: Dict[str, Any]) -> DCWPResult:
+def _stages(config: RunConfig, rt: Runtime, data: RunData, variant: Dict[str, Any]) -> DCWPResult:
     if rt.writes:
         write_json(os.path.join(config.out, "config.json"), config.to_dict())
     run = _Run(config, rt, data)

@@ -16,7 +16,7 @@ from torch import Tensor
 from .base import BiasDataset, DatasetError, register_dataset, stratified_split
 from .cmnist import generate_cmnist, pct_name
 
-__all__ = ["FolderDataset", "IMAGE_EXTENSIONS", "parse_label_name"]
+__all__ = ["FolderDataset", "IMAGE_EXTENSIONS", "load_rgb", "parse_label_name"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -69,7 +69,8 @@ def _images_under(folder: str) -> List[str]:
     return sorted(found)
 
 
-def _load_rgb(path: str) -> Tensor:
+def load_rgb(path: str) -> Tensor:
+    """An image file as a float RGB CHW tensor in [0, 1] (``DatasetError`` naming an unreadable file)."""
     from PIL import Image, UnidentifiedImageError
     from torchvision.transforms.functional import pil_to_tensor
 
@@ -83,7 +84,7 @@ def _load_rgb(path: str) -> Tensor:
 
 def _readable(path: str) -> bool:
     try:
-        _load_rgb(path)
+        load_rgb(path)
         return True
     except DatasetError:
         return False
@@ -109,7 +110,7 @@ class FolderDataset(BiasDataset):
         self.info = dict(info, skipped_corrupt=len(self.skipped))
 
     def load_image(self, index: int) -> Tensor:
-        return _load_rgb(self.paths[index])
+        return load_rgb(self.paths[index])
 
 
 def _release_dir(name: str, root: str, ratio: float = 1.0) -> str:

@@ -9,7 +9,7 @@ from typing import Dict, Mapping, Optional, Union
 from torch import Tensor
 
 from .base import BiasDataset, DatasetError, register_dataset
-from .folders import _load_rgb, _readable
+from .folders import load_rgb, _readable
 
 __all__ = ["CSVDataset"]
 
@@ -70,7 +70,7 @@ class CSVDataset(BiasDataset):
         self.check_labels(f"{name} {split}")
 
     def load_image(self, index: int) -> Tensor:
-        return _load_rgb(self.paths[index])
+        return load_rgb(self.paths[index])
 
 
 @register_dataset("csv")
