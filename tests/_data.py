@@ -38,3 +38,22 @@ def make_release(root, name="cifar10c", num_classes=3, pct="1pct", per_class=4, 
                 write_image(os.path.join(folder, f"e_{split}_{n}_{y}_{b}{ext}"), seed=n)
                 n += 1
     return base
+
+#: A run config small enough for CLI tests (a few seconds on 2 cores): the offline CMNIST, tiny schedules.
+TINY_TOML = """
+seed = 3
+[data]
+ratio = 2.0
+batch_size = 64
+[biased]
+iterations = 30
+biased_iterations = 20
+[mask]
+iterations = 20
+eval_every = 10
+lr = 0.1
+lambda_sparse = 1e-7
+[finetune]
+iterations = 20
+eval_every = 10
+"""

@@ -10,23 +10,7 @@ from click.testing import CliRunner
 
 from dcwp_prune.cli import main
 
-TINY_TOML = """
-seed = 3
-[data]
-ratio = 2.0
-batch_size = 64
-[biased]
-iterations = 30
-biased_iterations = 20
-[mask]
-iterations = 20
-eval_every = 10
-lr = 0.1
-lambda_sparse = 1e-7
-[finetune]
-iterations = 20
-eval_every = 10
-"""
+from ._data import TINY_TOML
 
 
 def invoke(*args):

@@ -16,27 +16,11 @@ from click.testing import CliRunner
 
 from dcwp_prune.cli import main
 
-from ._data import make_release
+from ._data import TINY_TOML, make_release
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-TINY = """
-seed = 3
-[data]
-ratio = 5.0
-batch_size = 64
-[biased]
-iterations = 30
-biased_iterations = 20
-[mask]
-iterations = 20
-eval_every = 10
-lr = 0.1
-lambda_sparse = 1e-7
-[finetune]
-iterations = 20
-eval_every = 10
-"""
+TINY = TINY_TOML.replace("ratio = 2.0", "ratio = 5.0")
 
 
 def invoke(*args):
