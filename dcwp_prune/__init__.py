@@ -22,6 +22,7 @@ from .version import __version__ as __version__
 _LAZY = {
     "BiasGroupAccuracy": ("metrics", "BiasGroupAccuracy"),
     "BiasedTrainConfig": ("config", "BiasedTrainConfig"),
+    "ConfigError": ("config", "ConfigError"),
     "DCWPImportance": ("importance", "DCWPImportance"),
     "DCWPResult": ("pipeline", "DCWPResult"),
     "DataConfig": ("config", "DataConfig"),
@@ -34,6 +35,7 @@ _LAZY = {
     "MiningConfig": ("config", "MiningConfig"),
     "PruneConfig": ("config", "PruneConfig"),
     "RunConfig": ("config", "RunConfig"),
+    "RunFolderError": ("run_folder", "RunFolderError"),
     "StructuredResult": ("structured", "StructuredResult"),
     "bias_group_accuracy": ("metrics", "bias_group_accuracy"),
     "build_config": ("presets", "build_config"),
