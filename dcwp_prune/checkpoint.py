@@ -16,7 +16,11 @@ import torch
 from ._atomic import atomic_path
 from .version import __version__
 
-__all__ = ["get_rng_state", "load_checkpoint", "save_checkpoint", "set_rng_state"]
+__all__ = ["DAMAGED_FILE_ERRORS", "get_rng_state", "load_checkpoint", "save_checkpoint", "set_rng_state"]
+
+#: What ``torch.load(..., weights_only=True)`` raises on a truncated or foreign file (from the zip reader
+#: or inside the weights-only unpickler); ``pickle.UnpicklingError`` is its refusal of a code-carrying pickle.
+DAMAGED_FILE_ERRORS = (RuntimeError, EOFError, OSError, KeyError, IndexError, ValueError, TypeError)
 
 
 def save_checkpoint(path: Union[str, os.PathLike], state: Dict[str, Any]) -> None:
@@ -37,7 +41,7 @@ def load_checkpoint(path: Union[str, os.PathLike], map_location: Union[str, torc
     except pickle.UnpicklingError:
         raise ValueError(f"checkpoint {path!r} was refused by the safe loader (torch.load weights_only=True): it was not "
                          "written by dcwp-prune; delete it to continue from the previous checkpoint") from None
-    except (RuntimeError, EOFError, OSError, KeyError, IndexError, ValueError, TypeError) as err:
+    except DAMAGED_FILE_ERRORS as err:
         raise ValueError(f"checkpoint {path!r} is damaged ({type(err).__name__}); delete it to continue from the "
                          "previous checkpoint, or start the run again") from None
 

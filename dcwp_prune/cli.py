@@ -361,7 +361,8 @@ def _prune(model_file: str, arch: str, scores_path: str, num_classes: Optional[i
     model = create_model(arch, num_classes or _num_classes_of(arch, state))
     load_state_dict_checked(model, state, model_file)
     scores = MaskScores.load(scores_path, model=model)
-    unscored = [k for k in MaskScores.from_model(model).keys() if k not in set(scores.keys())]
+    scored = set(scores.keys())
+    unscored = [k for k in MaskScores.from_model(model).keys() if k not in scored]
     if unscored:
         click.echo(f"warning: {scores_path} has no scores for {len(unscored)} layer(s) that a run would score "
                    f"({', '.join(unscored[:5])}{', ...' if len(unscored) > 5 else ''}); they are left unpruned", err=True)

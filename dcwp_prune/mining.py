@@ -57,12 +57,11 @@ class MinedSet:
         try:
             with open(path) as f:
                 data = json.load(f)
-            ids, method = list(data["ids"]), str(data["method"])
+            ids, method, conflicting = list(data["ids"]), str(data["method"]), set(data["conflicting_ids"])
         except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
             raise ValueError(f"{path!r} is damaged ({type(err).__name__}: {err}); delete it so that the run mines "
                              "again (dcwp-prune ... --resume)") from None
-        conflicting = set(data["conflicting_ids"])
-        flags = torch.tensor([i in conflicting for i in data["ids"]], dtype=torch.bool)
+        flags = torch.tensor([i in conflicting for i in ids], dtype=torch.bool)
         return cls(ids, flags, method, data.get("precision"), data.get("recall"))
 
 

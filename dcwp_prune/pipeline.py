@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -34,6 +34,9 @@ from .presets import quick_schedule
 from .prune_method import dcwp_global_unstructured, pruned_sparsity
 from .sampling import InfiniteBatchSampler, upweight
 from .scores import MaskScores
+
+if TYPE_CHECKING:
+    from .run_folder import RunFolder
 
 __all__ = ["DCWPResult", "RunData", "RunLoaders", "SELECT_METRIC", "load_run_data", "resolve_variant", "run_dcwp"]
 
@@ -86,6 +89,19 @@ def resolve_variant(config: RunConfig) -> Dict[str, Any]:
         "selected": "last" if official else "best_valid",
         "score_transform": "train" if official else "eval",
     }
+
+
+def mining_warnings(count: int, num_samples: int, method: str) -> List[str]:
+    """A loud note when stage 2 mined an implausible fraction (the result is not a normal DCWP result).
+
+    ``oracle`` mining takes the true labels and is never flagged.
+    """
+    fraction = count / max(num_samples, 1)
+    if method == "oracle" or fraction <= IMPLAUSIBLE_MINED_FRACTION:
+        return []
+    return [f"stage 2 mined {count} of {num_samples} training samples ({100 * fraction:.0f} %) as bias-conflicting: "
+            "the biased model did not learn the bias (diverged or trained too little; see the 'biased' losses in "
+            "metrics.jsonl), so this is not a valid DCWP result. Lower [biased] lr or train f_B longer."]
 
 
 # ------------------------------------------------------------------------------------ resume
@@ -170,14 +186,18 @@ class RunLoaders:
         return {s: evaluate(model, self.eval(getattr(self.data, s)), self.data.num_classes, self.rt) for s in splits}
 
 
+def _load_model_file(model: nn.Module, path: str) -> None:
+    """A trained f_D from ``path``: every key and shape must match (the error names the first mismatches)."""
+    from .models import load_state_dict_checked, read_state_dict
+
+    load_state_dict_checked(model, read_state_dict(path), path)
+
+
 def _check_model_fits(model: nn.Module, data: RunData, config: RunConfig) -> None:
     """One forward pass on a real sample (and the structured-support check) before any training;
-    a ``model_file`` is read and loaded now too, so that a bad file fails before the run folder exists."""
+    a ``model_file`` is loaded into ``model`` now too, so that a bad file fails before the run folder exists."""
     if config.model_file:
-        from .models import load_state_dict_checked, read_state_dict
-
-        load_state_dict_checked(create_model(config.model, data.num_classes), read_state_dict(config.model_file),
-                                config.model_file)
+        _load_model_file(model, config.model_file)
     x = data.valid[0].image.unsqueeze(0).to(next(model.parameters()).device)
     try:
         with torch.no_grad():
@@ -258,7 +278,7 @@ class _Run:
         resume = self.begin(0, "biased", setup=lambda: models.extend([self.new_model(), self.new_model()]))
         model_d, model_b = models
         if c.model_file:
-            model_d.load_state_dict(create_model(c.model, self.data.num_classes, weights=c.model_file).state_dict())
+            _load_model_file(model_d, c.model_file)
         train_d = None if c.model_file else model_d
         train_b = None if c.mining.method == "oracle" else model_b
         n = len(self.data.train)
@@ -289,16 +309,6 @@ class _Run:
             mined.save(path)
         barrier(self.rt.env)
         return mined
-
-    def mining_warnings(self, mined: MinedSet) -> List[str]:
-        """A loud note when the mined fraction is implausible (the result is not a normal DCWP result)."""
-        n = len(self.data.train)
-        fraction = mined.count / max(n, 1)
-        if self.config.mining.method == "oracle" or fraction <= IMPLAUSIBLE_MINED_FRACTION:
-            return []
-        return [f"stage 2 mined {mined.count} of {n} training samples ({100 * fraction:.0f} %) as bias-conflicting: "
-                "the biased model did not learn the bias (diverged or trained too little; see the 'biased' losses in "
-                "metrics.jsonl), so this is not a valid DCWP result. Lower [biased] lr or train f_B longer."]
 
     # stage 3 ---------------------------------------------------------------------------------
     def mask(self, model_d: nn.Module, mined: MinedSet) -> MaskScores:
@@ -416,7 +426,7 @@ def run_dcwp(config: RunConfig, *, force_config: bool = False) -> DCWPResult:
         return _run_stages(config, rt, folder, force_config)
 
 
-def _run_stages(config: RunConfig, rt: Runtime, folder: Any, force_config: bool) -> DCWPResult:
+def _run_stages(config: RunConfig, rt: Runtime, folder: "RunFolder", force_config: bool) -> DCWPResult:
     if config.resume:
         from .run_folder import read_saved_config
 
@@ -452,7 +462,7 @@ def _stages(config: RunConfig, rt: Runtime, data: RunData, variant: Dict[str, An
     run = _Run(config, rt, data)
     stage1 = run.biased()
     mined = run.mining(stage1["model_b"], stage1["pseudo_scores"])
-    notes = run.mining_warnings(mined)
+    notes = mining_warnings(mined.count, len(data.train), config.mining.method)
     for note in notes:
         warnings.warn(note, RuntimeWarning, stacklevel=2)
     model = stage1["model_d"]

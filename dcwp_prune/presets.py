@@ -60,8 +60,6 @@ def merge_options(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]
     return out
 
 
-_merge = merge_options
-
 
 def build_config(preset: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None) -> RunConfig:
     """A :class:`RunConfig` from a preset (``None``: the dataset named in overrides, if it has one)
@@ -75,18 +73,18 @@ def build_config(preset: Optional[str] = None, overrides: Optional[Dict[str, Any
         raise KeyError(unknown_name_message("preset", preset, PRESETS))
     if name in PRESETS:
         base = PRESETS[name]
-    merged = _merge(base, overrides)
+    merged = merge_options(base, overrides)
     if name in ("cmnist", "cifar10c") and "upweight" not in overrides.get("finetune", {}):
         ratio = float(merged.get("data", {}).get("ratio", 1.0))
         if ratio in LAMBDA_UP:
-            merged = _merge(merged, {"finetune": {"upweight": LAMBDA_UP[ratio]}})
+            merged = merge_options(merged, {"finetune": {"upweight": LAMBDA_UP[ratio]}})
     if name == "cmnist" and merged.get("model") == "mlp":
         # The official CMNIST scripts use the CNN. Their SGD (lr 0.1) f_B does not train the BN-free MLP,
         # so with the MLP f_B follows LfF's optimiser (Adam 1e-3) unless the user set it.
         user = overrides.get("biased", {})
         lff = {"biased_optimizer": "adam", "biased_lr": 1e-3, "biased_weight_decay": 0.0, "biased_lr_decay_step": None,
                "biased_lr_gamma": None}
-        merged = _merge(merged, {"biased": {k: v for k, v in lff.items() if k not in user}})
+        merged = merge_options(merged, {"biased": {k: v for k, v in lff.items() if k not in user}})
     if name in PRESETS:
         merged["preset"] = name
     return RunConfig.from_dict(merged)

@@ -187,12 +187,14 @@ class RunFolder:
         elif os.path.isdir(self.out):  # an empty folder the user made: empty it again
             for name in os.listdir(self.out):
                 path = os.path.join(self.out, name)
-                shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+                if os.path.isdir(path):
+                    shutil.rmtree(path)
+                else:
+                    os.unlink(path)
         if self.mode == "replace" and os.path.isdir(self.aside):
             os.replace(self.aside, self.out)
 
     @property
     def has_checkpoint(self) -> bool:
         """Whether ``out`` holds anything a ``--resume`` can continue."""
-        return os.path.isfile(os.path.join(self.out, "config.json")) and bool(finished_parts(self.out)) or \
-            os.path.isfile(os.path.join(self.out, "checkpoints", "progress.pt"))
+        return os.path.isfile(os.path.join(self.out, "config.json")) and bool(finished_parts(self.out))

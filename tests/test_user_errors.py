@@ -262,15 +262,20 @@ def test_implausible_mining_is_marked_loudly(finished):
         assert results["warnings"] == [] and "WARNING" not in report
 
 
-def test_healthy_mining_carries_no_warning(tmp_path):
-    from dcwp_prune.pipeline import run_dcwp
-    from dcwp_prune.presets import build_config
+@pytest.mark.parametrize("count,n,method,flagged", [
+    (2049, 4000, "wrong", True),  # the tiny run above: f_B trained 20 steps
+    (3508, 4000, "ensemble", True),
+    (2000, 4000, "wrong", False),  # exactly half is not above the bound
+    (29, 4000, "wrong", False),  # the quick mlp demo
+    (4000, 4000, "oracle", False),  # the true labels are never flagged
+])
+def test_implausible_mining_rule(count, n, method, flagged):
+    from dcwp_prune.pipeline import mining_warnings
 
-    config = build_config("cmnist", {"model": "mlp", "out": str(tmp_path / "run"), "progress": False,
-                                     "mining": {"method": "oracle"},
-                                     "biased": {"iterations": 5, "biased_iterations": 5},
-                                     "mask": {"iterations": 2, "eval_every": 2}, "finetune": {"iterations": 2, "eval_every": 2}})
-    assert run_dcwp(config).warnings == []
+    notes = mining_warnings(count, n, method)
+    assert bool(notes) == flagged
+    if flagged:
+        assert f"mined {count} of {n} training samples" in notes[0] and "not a valid DCWP result" in notes[0]
 
 
 # ------------------------------------------------------------------------------ 4. no half-made folder

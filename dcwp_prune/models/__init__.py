@@ -70,6 +70,8 @@ def read_state_dict(path: str) -> Dict[str, Tensor]:
     """
     import pickle
 
+    from ..checkpoint import DAMAGED_FILE_ERRORS
+
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file {path!r} does not exist")
     fix = "save it with torch.save(model.state_dict(), path) or safetensors.torch.save_file"
@@ -86,8 +88,7 @@ def read_state_dict(path: str) -> Dict[str, Tensor]:
     except pickle.UnpicklingError as err:
         raise ValueError(f"{path!r} was refused by the safe loader (torch.load weights_only=True: {_first_line(err)}); "
                          f"it holds more than tensors (a pickled model or objects), which would run code: {fix}") from None
-    # what a damaged file raises from inside the weights-only unpickler or the zip reader
-    except (RuntimeError, EOFError, OSError, KeyError, IndexError, ValueError, TypeError, UnicodeDecodeError) as err:
+    except DAMAGED_FILE_ERRORS as err:
         raise ValueError(f"{path!r} is not a readable torch file ({_first_line(err)}); it may be truncated or not a "
                          f"torch file: {fix}") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
