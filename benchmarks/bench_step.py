@@ -24,7 +24,7 @@ CASES = [("cnn", 28, 256), ("resnet18", 64, 64)]
 def worker(mode: str, model_name: str, size: int, batch: int, steps: int, device: str) -> dict:
     from dcwp_prune import MaskScores, attach_masks, create_model
     from dcwp_prune.models import FeatureTap
-    from dcwp_prune.objectives import add_sparsity_grad_, supcon_loss
+    from dcwp_prune.training.objectives import add_sparsity_grad_, supcon_loss
 
     torch.manual_seed(0)
     dev = torch.device(device)

@@ -44,7 +44,7 @@ def _run(cmd: List[str], cwd: str) -> tuple[str, float]:
 
 
 def _cli(*args: str) -> List[str]:
-    return [sys.executable, "-m", "dcwp_prune.cli", *args]
+    return [sys.executable, "-m", "dcwp_prune", *args]
 
 
 def mlp_report(tmp: str) -> str:

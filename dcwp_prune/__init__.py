@@ -2,61 +2,65 @@
 
 ``DCWPMethod`` plugs into ``torch.nn.utils.prune``; ``DCWPImportance`` into Torch-Pruning. Both are
 driven by :class:`MaskScores`, the per-weight logits that the DCWP pipeline learns.
+
+The package has three wings over one shared object (``scores.MaskScores``): ``adapters`` (the
+plugins), ``training`` (the stages, on one engine) and ``run`` (config, run folder, CLI); imports
+only go down: run -> training -> data / models / adapters / metrics -> scores.
 """
 
 from typing import Any
 
-from .masking import GumbelSigmoidMask as GumbelSigmoidMask
-from .masking import attach_masks as attach_masks
-from .masking import detach_masks as detach_masks
-from .masking import set_mask_mode as set_mask_mode
-from .prune_method import DCWPMethod as DCWPMethod
-from .prune_method import dcwp_global_unstructured as dcwp_global_unstructured
-from .prune_method import dcwp_unstructured as dcwp_unstructured
-from .prune_method import pruned_sparsity as pruned_sparsity
+from .adapters.torch_prune import DCWPMethod as DCWPMethod
+from .adapters.torch_prune import dcwp_global_unstructured as dcwp_global_unstructured
+from .adapters.torch_prune import dcwp_unstructured as dcwp_unstructured
+from .adapters.torch_prune import pruned_sparsity as pruned_sparsity
 from .scores import MaskScores as MaskScores
+from .training.masking import GumbelSigmoidMask as GumbelSigmoidMask
+from .training.masking import attach_masks as attach_masks
+from .training.masking import detach_masks as detach_masks
+from .training.masking import set_mask_mode as set_mask_mode
 from .version import __version__ as __version__
 
 # Imported on first use only: Torch-Pruning (structured side) and torchvision (data, models, pipeline),
 # so that `import dcwp_prune` needs torch alone.
 _LAZY = {
     "BiasGroupAccuracy": ("metrics", "BiasGroupAccuracy"),
-    "BiasedTrainConfig": ("config", "BiasedTrainConfig"),
-    "ConfigError": ("config", "ConfigError"),
-    "DCWPImportance": ("importance", "DCWPImportance"),
-    "DCWPResult": ("pipeline", "DCWPResult"),
-    "DataConfig": ("config", "DataConfig"),
+    "BiasedTrainConfig": ("training.biased", "BiasedTrainConfig"),
+    "ConfigError": ("options", "ConfigError"),
+    "DCWPImportance": ("adapters.torch_pruning", "DCWPImportance"),
+    "DCWPResult": ("run.pipeline", "DCWPResult"),
+    "DataConfig": ("run.config", "DataConfig"),
     "FeatureTap": ("models", "FeatureTap"),
-    "FinetuneConfig": ("config", "FinetuneConfig"),
-    "GCELoss": ("objectives", "GCELoss"),
-    "InfiniteBatchSampler": ("sampling", "InfiniteBatchSampler"),
-    "MaskLearnConfig": ("config", "MaskLearnConfig"),
-    "MinedSet": ("mining", "MinedSet"),
-    "MiningConfig": ("config", "MiningConfig"),
-    "PruneConfig": ("config", "PruneConfig"),
-    "RunConfig": ("config", "RunConfig"),
-    "RunFolderError": ("run_folder", "RunFolderError"),
-    "StructuredResult": ("structured", "StructuredResult"),
+    "FinetuneConfig": ("training.finetune", "FinetuneConfig"),
+    "GCELoss": ("training.objectives", "GCELoss"),
+    "InfiniteBatchSampler": ("training.sampling", "InfiniteBatchSampler"),
+    "MaskLearnConfig": ("training.mask", "MaskLearnConfig"),
+    "MinedSet": ("training.mining", "MinedSet"),
+    "MiningConfig": ("training.mining", "MiningConfig"),
+    "PruneConfig": ("run.config", "PruneConfig"),
+    "RunConfig": ("run.config", "RunConfig"),
+    "RunFolderError": ("run.run_folder", "RunFolderError"),
+    "StructuredResult": ("adapters.structured", "StructuredResult"),
     "bias_group_accuracy": ("metrics", "bias_group_accuracy"),
-    "build_config": ("presets", "build_config"),
+    "build_config": ("run.presets", "build_config"),
     "create_dataset": ("data", "create_dataset"),
     "create_model": ("models", "create_model"),
-    "evaluate": ("evaluation", "evaluate"),
-    "finetune": ("finetuning", "finetune"),
-    "gce_loss": ("objectives", "gce_loss"),
+    "evaluate": ("training.evaluate", "evaluate"),
+    "finetune": ("training.finetune", "finetune"),
+    "gce_loss": ("training.objectives", "gce_loss"),
     "generate_cmnist": ("data", "generate_cmnist"),
-    "learn_mask_scores": ("learner", "learn_mask_scores"),
+    "learn_mask_scores": ("training.mask", "learn_mask_scores"),
     "list_datasets": ("data", "list_datasets"),
     "list_models": ("models", "list_models"),
-    "load_checkpoint": ("checkpoint", "load_checkpoint"),
-    "load_pruned_model": ("export", "load_pruned_model"),
-    "mine_conflicting": ("mining", "mine_conflicting"),
-    "prune_channels": ("structured", "prune_channels"),
-    "run_dcwp": ("pipeline", "run_dcwp"),
-    "save_checkpoint": ("checkpoint", "save_checkpoint"),
-    "supcon_loss": ("objectives", "supcon_loss"),
-    "train_biased_model": ("biased", "train_biased_model"),
-    "upweight": ("sampling", "upweight"),
+    "load_checkpoint": ("run.checkpoint", "load_checkpoint"),
+    "load_pruned_model": ("run.export", "load_pruned_model"),
+    "mine_conflicting": ("training.mining", "mine_conflicting"),
+    "prune_channels": ("adapters.structured", "prune_channels"),
+    "run_dcwp": ("run.pipeline", "run_dcwp"),
+    "save_checkpoint": ("run.checkpoint", "save_checkpoint"),
+    "supcon_loss": ("training.objectives", "supcon_loss"),
+    "train_biased_model": ("training.biased", "train_biased_model"),
+    "upweight": ("training.sampling", "upweight"),
     "write_cmnist": ("data", "write_cmnist"),
 }
 

@@ -1,4 +1,5 @@
-"""The one atomic writer: a temporary file in the target's folder, then ``os.replace``.
+"""Files: the one atomic writer (a temporary file in the target's folder, then ``os.replace``) and
+the errors a damaged file raises when read.
 
 Readers see the old file or the new one, never half of one; a failed write leaves no temporary
 file behind. Text, JSON, torch checkpoints, safetensors files and images all go through
@@ -14,6 +15,10 @@ import tempfile
 from typing import Any, Iterator, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+#: What ``torch.load(..., weights_only=True)`` raises on a truncated or foreign file (from the zip reader
+#: or inside the weights-only unpickler); ``pickle.UnpicklingError`` is its refusal of a code-carrying pickle.
+DAMAGED_FILE_ERRORS = (RuntimeError, EOFError, OSError, KeyError, IndexError, ValueError, TypeError)
 
 
 @contextlib.contextmanager

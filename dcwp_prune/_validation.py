@@ -10,7 +10,7 @@ import torch
 Amount = Union[int, float]
 
 
-def _check_amount(amount: Amount, name: str = "amount") -> None:
+def check_amount(amount: Amount, name: str = "amount") -> None:
     """``amount`` must be a float in [0, 1] or a non-negative int (the torch prune convention)."""
     if isinstance(amount, bool) or not isinstance(amount, numbers.Real):
         raise TypeError(f"Expected `{name}` to be a float in [0, 1] or a non-negative int, got {amount!r}")
@@ -21,7 +21,7 @@ def _check_amount(amount: Amount, name: str = "amount") -> None:
         raise ValueError(f"Expected `{name}` to be a float in [0, 1] or a non-negative int, got {amount}")
 
 
-def _check_fraction(value: float, name: str, *, closed: bool = True) -> None:
+def check_fraction(value: float, name: str, *, closed: bool = True) -> None:
     """A float in [0, 1] (or (0, 1) when ``closed`` is False)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"Expected `{name}` to be a float in [0, 1], got {value!r}")
@@ -31,7 +31,7 @@ def _check_fraction(value: float, name: str, *, closed: bool = True) -> None:
         raise ValueError(f"Expected `{name}` to be a float in {interval}, got {value}")
 
 
-def _one_of(**kwargs: Optional[object]) -> str:
+def one_of(**kwargs: Optional[object]) -> str:
     """Exactly one keyword may be set; returns its name. None of them set returns ''."""
     given = [k for k, v in kwargs.items() if v is not None]
     if len(given) > 1:
@@ -40,9 +40,9 @@ def _one_of(**kwargs: Optional[object]) -> str:
     return given[0] if given else ""
 
 
-def _n_to_prune(amount: Amount, n: int) -> int:
+def n_to_prune(amount: Amount, n: int) -> int:
     """Absolute number of entries that ``amount`` removes out of ``n`` (torch's rounding)."""
-    _check_amount(amount)
+    check_amount(amount)
     if isinstance(amount, numbers.Integral):
         if amount > n:
             raise ValueError(f"amount={amount} is larger than the number of prunable entries ({n})")
@@ -50,7 +50,7 @@ def _n_to_prune(amount: Amount, n: int) -> int:
     return int(round(float(amount) * n))
 
 
-def _check_scores_tensor(name: str, scores: torch.Tensor, like: torch.Tensor) -> None:
+def check_scores_tensor(name: str, scores: torch.Tensor, like: torch.Tensor) -> None:
     """Scores must be a floating tensor with ``like``'s shape, on ``like``'s device, free of NaN."""
     if not isinstance(scores, torch.Tensor):
         raise TypeError(f"scores for {name!r} must be a torch.Tensor, got {type(scores).__name__}")

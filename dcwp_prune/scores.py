@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ._atomic import atomic_path
-from ._validation import _check_fraction
+from ._validation import check_fraction
 from .version import __version__
 
 __all__ = ["MaskScores", "PRUNABLE_TYPES", "resolve_tensor"]
@@ -214,7 +214,7 @@ class MaskScores:
 
     def hard_mask(self, threshold: float = 0.5) -> Dict[str, Tensor]:
         """Binary 0/1 masks (dtype of the logits). ``threshold=0.5`` is the official rule ``logit >= 0``."""
-        _check_fraction(threshold, "threshold")
+        check_fraction(threshold, "threshold")
         if threshold == 0.5:
             return {k: (p.detach() >= 0).to(p.dtype) for k, p in self._logits.items()}
         return {k: (p >= threshold).to(p.dtype) for k, p in self.probs().items()}

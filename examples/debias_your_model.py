@@ -14,9 +14,20 @@ import torchvision
 from torch.utils.data import DataLoader
 from torchvision.transforms import Resize
 
-from dcwp_prune import (BiasedTrainConfig, FinetuneConfig, InfiniteBatchSampler, MaskLearnConfig, dcwp_global_unstructured,
-                        evaluate, finetune, generate_cmnist, learn_mask_scores, mine_conflicting, train_biased_model,
-                        upweight)
+from dcwp_prune import (
+    BiasedTrainConfig,
+    FinetuneConfig,
+    InfiniteBatchSampler,
+    MaskLearnConfig,
+    dcwp_global_unstructured,
+    evaluate,
+    finetune,
+    generate_cmnist,
+    learn_mask_scores,
+    mine_conflicting,
+    train_biased_model,
+    upweight,
+)
 
 
 def endless(dataset, batch_size, weights=None, seed=0):

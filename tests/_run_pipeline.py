@@ -3,8 +3,8 @@
 import json
 import sys
 
-from dcwp_prune.config import RunConfig
-from dcwp_prune.pipeline import run_dcwp
+from dcwp_prune.run.config import RunConfig
+from dcwp_prune.run.pipeline import run_dcwp
 
 if __name__ == "__main__":
     with open(sys.argv[1]) as f:

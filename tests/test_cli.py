@@ -8,7 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from dcwp_prune.cli import main
+from dcwp_prune.run.cli import main
 
 from ._data import TINY_TOML
 
@@ -100,7 +100,7 @@ def test_structured_prune_subcommand(run_dir, tmp_path):
     result = invoke("prune", "--model-file", tmp_path / "f_d.pt", "--arch", "mlp", "--scores",
                     run_dir / "scores.safetensors", "--structured", "--pruning-ratio", "0.5", "--out", tmp_path / "s")
     assert result.exit_code == 0, result.output
-    from dcwp_prune.export import load_pruned_model
+    from dcwp_prune.run.export import load_pruned_model
 
     model = load_pruned_model(str(tmp_path / "s"))
     assert model(torch.zeros(2, 3, 28, 28)).shape == (2, 10)
@@ -174,7 +174,7 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(tmp_path):
     toml = TINY_TOML.replace("iterations = 30\nbiased_iterations = 20", "iterations = 400\nbiased_iterations = 400")
     (tmp_path / "t.toml").write_text(toml)
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "dcwp_prune.cli", "mlp", "--data", "cmnist", "--config", str(tmp_path / "t.toml"),
+    cmd = [sys.executable, "-m", "dcwp_prune", "mlp", "--data", "cmnist", "--config", str(tmp_path / "t.toml"),
            "--out", str(out), "--progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seen = []
@@ -190,7 +190,7 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(tmp_path):
     assert torch.load(out / "checkpoints" / "progress.pt", weights_only=True)["stage"] == "biased"
     resume = err.split("Resume with:")[1].strip().split()
     assert resume[0] == "dcwp-prune"
-    done = subprocess.run([sys.executable, "-m", "dcwp_prune.cli", *resume[1:], "--no-progress"], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "dcwp_prune", *resume[1:], "--no-progress"], capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (out / "report.json").exists()

@@ -5,7 +5,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from dcwp_prune import DCWPImportance, MaskScores, attach_masks, detach_masks
-from dcwp_prune.importance import DCWPScoreShapeError
+from dcwp_prune.adapters.torch_pruning import DCWPScoreShapeError
 from tests._models import FlattenNet, GroupedNet, TinyCNN
 
 
@@ -80,7 +80,7 @@ def test_grouped_depthwise_transposed_run_and_shapes():
 
 
 def test_grouped_conv_input_rows_are_exact():
-    from dcwp_prune.importance import _conv_rows
+    from dcwp_prune.adapters.torch_pruning import _conv_rows
 
     conv = nn.Conv2d(4, 6, 1, groups=2)
     p = torch.arange(12.0).view(6, 2, 1, 1)
@@ -131,7 +131,7 @@ def test_stale_scores_after_pruning_raise():
 def test_unsupported_architecture_refused_up_front():
     import torchvision
 
-    from dcwp_prune.importance import UnsupportedModelError
+    from dcwp_prune.adapters.torch_pruning import UnsupportedModelError
 
     model = torchvision.models.get_model("shufflenet_v2_x0_5", num_classes=3)
     with pytest.raises(UnsupportedModelError, match="does not support ShuffleNetV2"):

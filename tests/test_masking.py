@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from dcwp_prune import GumbelSigmoidMask, MaskScores, attach_masks, detach_masks, set_mask_mode
-from dcwp_prune.masking import unmasked_state_dict
+from dcwp_prune.training.masking import unmasked_state_dict
 from tests._models import TinyCNN
 
 

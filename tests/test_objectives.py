@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from dcwp_prune.objectives import GCELoss, add_sparsity_grad_, gce_loss, sparsity_penalty, supcon_loss
+from dcwp_prune.training.objectives import GCELoss, add_sparsity_grad_, gce_loss, sparsity_penalty, supcon_loss
 
 
 def test_gce_value_and_gradient_against_formula():
@@ -57,7 +57,7 @@ def test_supcon_masks_differ_and_no_positive_is_zero_not_nan():
     assert float(zero) == 0.0 and zero.requires_grad
     zero.backward()
     assert torch.equal(z.grad, torch.zeros_like(z))
-    with pytest.raises(ValueError, match="positives must be 'official' or 'symmetric'"):
+    with pytest.raises(ValueError, match=r"positives must be one of \('official', 'symmetric'\)"):
         supcon_loss(z, y, flags, positives="both")
 
 

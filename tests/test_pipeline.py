@@ -8,11 +8,11 @@ import time
 import pytest
 import torch
 
-from dcwp_prune.config import RunConfig
 from dcwp_prune.data import create_dataset
-from dcwp_prune.export import load_pruned_model
-from dcwp_prune.pipeline import resolve_variant, run_dcwp
-from dcwp_prune.presets import build_config
+from dcwp_prune.run.config import RunConfig
+from dcwp_prune.run.export import load_pruned_model
+from dcwp_prune.run.pipeline import resolve_variant, run_dcwp
+from dcwp_prune.run.presets import build_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -100,7 +100,7 @@ def test_ensemble_mining_path(tmp_path):
 
 
 def test_structured_support_checked_before_training(tmp_path):
-    from dcwp_prune.importance import UnsupportedModelError
+    from dcwp_prune.adapters.torch_pruning import UnsupportedModelError
 
     with pytest.raises(UnsupportedModelError, match="ShuffleNetV2"):
         run_dcwp(tiny(tmp_path / "run", model="shufflenet_v2_x0_5", prune={"structured": True}))

@@ -3,7 +3,7 @@ import itertools
 import pytest
 import torch
 
-from dcwp_prune.sampling import InfiniteBatchSampler, upweight
+from dcwp_prune.training.sampling import InfiniteBatchSampler, upweight
 
 
 def test_upweight_proportions():

@@ -8,11 +8,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from dcwp_prune.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
-from dcwp_prune.config import MaskLearnConfig
-from dcwp_prune.evaluation import ShardSampler, per_sample
-from dcwp_prune.mining import MinedSet, mine_conflicting
-from dcwp_prune.presets import build_config, quick_schedule
+from dcwp_prune.run.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from dcwp_prune.run.presets import build_config, quick_schedule
+from dcwp_prune.training.mask import MaskLearnConfig
+from dcwp_prune.training.mining import MinedSet, mine_conflicting
+from dcwp_prune.training.passes import per_sample
+from dcwp_prune.training.sampling import ShardSampler
 
 
 class Fixed(nn.Module):
@@ -54,7 +55,7 @@ def test_mining_ensemble_thresholds_pseudo_scores_at_tau():
 def test_mining_oracle_is_the_truth_and_unknown_method_is_refused():
     mined = mine_conflicting("oracle", IDS, truth=TRUTH)
     assert torch.equal(mined.flags, TRUTH) and mined.precision == 1.0 and mined.recall == 1.0
-    with pytest.raises(ValueError, match="'wrong', 'ensemble' or 'oracle', got 'magic'"):
+    with pytest.raises(ValueError, match=r"one of \('wrong', 'ensemble', 'oracle'\), got 'magic'"):
         mine_conflicting("magic", IDS, truth=TRUTH)
     with pytest.raises(ValueError, match="needs the biased model"):
         mine_conflicting("wrong", IDS)
@@ -117,8 +118,7 @@ def test_checkpoint_restores_every_rng_stream_exactly(tmp_path):
 def test_mask_config_gumbel_is_honoured():
     """A config with gumbel="clean" samples masks from sigmoid((logit + noise) / T), "official" from
     sigmoid((sigmoid(logit) + noise) / T): at logit 3 the keep rates differ (0.95 vs 0.72)."""
-    from dcwp_prune.learner import learn_mask_scores
-    from dcwp_prune.learner import resolve_mask_options
+    from dcwp_prune.training.mask import learn_mask_scores, resolve_mask_options
 
     assert resolve_mask_options(MaskLearnConfig(gumbel="clean", positives="symmetric")) == ("clean", "symmetric")
     assert resolve_mask_options(MaskLearnConfig()) == ("official", "official")

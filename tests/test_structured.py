@@ -4,7 +4,13 @@ import torchvision
 from torch import nn
 
 from dcwp_prune import MaskScores, prune_channels
-from dcwp_prune.structured import UNSUPPORTED_ARCHITECTURES, UnsupportedModelError, load_pruning_history, read_history, save_history
+from dcwp_prune.adapters.structured import (
+    UNSUPPORTED_ARCHITECTURES,
+    UnsupportedModelError,
+    load_pruning_history,
+    read_history,
+    save_history,
+)
 
 MODELS = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "vgg11_bn",
           "densenet121", "regnet_y_400mf", "convnext_tiny"]

@@ -14,7 +14,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from dcwp_prune.cli import main
+from dcwp_prune.run.cli import main
 
 from ._data import TINY_TOML, make_release
 
@@ -270,7 +270,7 @@ def test_implausible_mining_is_marked_loudly(finished):
     (4000, 4000, "oracle", False),  # the true labels are never flagged
 ])
 def test_implausible_mining_rule(count, n, method, flagged):
-    from dcwp_prune.pipeline import mining_warnings
+    from dcwp_prune.run.pipeline import mining_warnings
 
     notes = mining_warnings(count, n, method)
     assert bool(notes) == flagged

@@ -6,7 +6,9 @@ from . import metadata as _metadata  # noqa: F401  (registers csv, celeba, water
 from .base import BiasDataset as BiasDataset
 from .base import BiasSample as BiasSample
 from .base import DatasetError as DatasetError
+from .base import DatasetSpec as DatasetSpec
 from .base import create_dataset as create_dataset
+from .base import dataset_spec as dataset_spec
 from .base import list_datasets as list_datasets
 from .base import register_dataset as register_dataset
 from .cmnist import generate_cmnist as generate_cmnist
@@ -18,7 +20,9 @@ __all__ = [
     "BiasDataset",
     "BiasSample",
     "DatasetError",
+    "DatasetSpec",
     "create_dataset",
+    "dataset_spec",
     "default_transform",
     "generate_cmnist",
     "list_datasets",

@@ -9,7 +9,8 @@ never by position.
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -22,7 +23,9 @@ __all__ = [
     "BiasDataset",
     "BiasSample",
     "DatasetError",
+    "DatasetSpec",
     "create_dataset",
+    "dataset_spec",
     "list_datasets",
     "register_dataset",
     "stratified_split",
@@ -156,12 +159,85 @@ def stratified_split(keys: Sequence[int], fraction: float, seed: int) -> tuple[L
     return sorted(first), sorted(second)
 
 
-_DATASETS: Registry[Callable[..., BiasDataset]] = Registry("dataset")
+#: The run options a dataset factory may take (``DataConfig`` fields, plus the run's ``seed``).
+RUN_OPTIONS = ("ratio", "valid_fraction", "seed", "source", "mnist_root", "test_protocol", "skip_corrupt")
 
 
-def register_dataset(name: str) -> Callable[[Callable[..., BiasDataset]], Callable[..., BiasDataset]]:
-    """Decorator registering a dataset factory ``fn(root=..., split=..., **options)``."""
-    return _DATASETS.register(name)
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything the rest of the package needs to know about one dataset, in one place.
+
+    Attributes:
+        name: the registry name.
+        factory: ``factory(root=..., split=..., **options) -> BiasDataset``.
+        options: which :data:`RUN_OPTIONS` the factory takes (the pipeline passes exactly these).
+        ratios: the standard conflict ratios (%) of its releases; empty when it has no conflict ratio.
+        default_ratio: the ratio used when none is given (the only one a release ships, if so).
+        ratios_present: ``root -> ratios found there`` (a release folder); when exactly one is
+            present it is the default.
+        transform: ``transform(split, image_size)``; None: the ImageNet-style default.
+        select_metric: the validation metric that picks a best iterate.
+        test_protocols: the test sets it offers (the first is the default).
+    """
+
+    name: str
+    factory: Callable[..., BiasDataset]
+    options: Tuple[str, ...] = ("skip_corrupt",)
+    ratios: Tuple[float, ...] = ()
+    default_ratio: Optional[float] = None
+    ratios_present: Optional[Callable[[str], List[float]]] = None
+    transform: Optional[Callable[[str, Optional[int]], Any]] = None
+    select_metric: str = "worst_group"
+    test_protocols: Tuple[str, ...] = ("full",)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.options) - set(RUN_OPTIONS))
+        if unknown:
+            raise ValueError(f"dataset {self.name!r}: unknown option(s) {unknown}; valid: {RUN_OPTIONS}")
+
+    def resolve_ratio(self, ratio: Optional[float], root: Optional[str] = None) -> Optional[float]:
+        """``ratio`` if given; else the one ratio present under ``root``, else ``default_ratio``.
+
+        A dataset without conflict ratios returns None (and refuses an explicit ratio).
+        """
+        if "ratio" not in self.options:
+            if ratio is not None:
+                raise DatasetError(f"dataset {self.name!r} has no conflict ratio; drop --ratio / data.ratio")
+            return None
+        if ratio is not None:
+            return float(ratio)
+        if root is not None and self.ratios_present is not None:
+            present = self.ratios_present(root)
+            if len(present) == 1:
+                return present[0]
+        return self.default_ratio
+
+    def run_options(self, values: Dict[str, Any]) -> Dict[str, Any]:
+        """The subset of ``values`` (keys from :data:`RUN_OPTIONS`) this dataset's factory takes."""
+        return {k: values[k] for k in self.options if k in values}
+
+
+_DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+
+def register_dataset(name: str, **spec: Any) -> Callable[[Callable[..., BiasDataset]], Callable[..., BiasDataset]]:
+    """Decorator registering a dataset factory ``fn(root=..., split=..., **options)``.
+
+    ``spec`` holds the :class:`DatasetSpec` fields (``options``, ``ratios``, ``default_ratio``,
+    ``transform``, ``select_metric``, ...); a dataset registered with none of them takes only
+    ``skip_corrupt`` and is evaluated by worst-group accuracy.
+    """
+
+    def deco(factory: Callable[..., BiasDataset]) -> Callable[..., BiasDataset]:
+        _DATASETS.register(name)(DatasetSpec(name, factory, **spec))
+        return factory
+
+    return deco
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    """The :class:`DatasetSpec` of a registered dataset (``KeyError`` listing close matches)."""
+    return _DATASETS.get(name)
 
 
 def create_dataset(name: str, root: Optional[str] = None, split: str = "train", **options: Any) -> BiasDataset:
@@ -179,8 +255,7 @@ def create_dataset(name: str, root: Optional[str] = None, split: str = "train", 
     """
     if split not in SPLITS:
         raise DatasetError(f"split must be one of {SPLITS}, got {split!r}")
-    factory = _DATASETS.get(name)
-    return factory(root=root, split=split, **options)
+    return _DATASETS.get(name).factory(root=root, split=split, **options)
 
 
 def list_datasets() -> List[str]:

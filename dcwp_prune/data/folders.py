@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Literal, Optional, Sequence, Tuple
 
 from torch import Tensor
 
+from ..options import choices
 from .base import BiasDataset, DatasetError, register_dataset, stratified_split
-from .cmnist import generate_cmnist, pct_name
+from .cmnist import STANDARD_RATIOS, generate_cmnist, pct_name
+from .transforms import cifar_transform, digits_transform, faces_transform
 
-__all__ = ["FolderDataset", "IMAGE_EXTENSIONS", "load_rgb", "parse_label_name"]
+__all__ = ["IMAGE_EXTENSIONS", "TEST_PROTOCOLS", "FolderDataset", "TestProtocol", "is_readable", "load_rgb", "parse_label_name",
+           "ratios_present"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -35,6 +38,9 @@ _TREES = {
              "{root}/bffhq/test/<id>_<class>_<bias>.png",
 }
 _NUM_CLASSES = {"cmnist": 10, "cifar10c": 10, "bffhq": 2}
+#: ``full``: the whole test folder (DCWP); ``conflicting``: its bias-conflicting part (DisEnt).
+TestProtocol = Literal["full", "conflicting"]
+TEST_PROTOCOLS = choices(TestProtocol)
 
 
 def parse_label_name(filename: str) -> Tuple[int, int]:
@@ -82,7 +88,7 @@ def load_rgb(path: str) -> Tensor:
                            "or skip such files (--skip-corrupt, data.skip_corrupt = true, skip_corrupt=True)") from None
 
 
-def _readable(path: str) -> bool:
+def is_readable(path: str) -> bool:
     try:
         load_rgb(path)
         return True
@@ -100,7 +106,7 @@ class FolderDataset(BiasDataset):
         files = list(files)
         self.skipped: List[str] = []
         if skip_corrupt:
-            self.skipped = [f for f in files if not _readable(f)]
+            self.skipped = [f for f in files if not is_readable(f)]
             files = [f for f in files if f not in set(self.skipped)]
         self.paths = files
         self.ids = [os.path.relpath(f, base).replace(os.sep, "/") for f in files]
@@ -168,7 +174,7 @@ def load_release(
             info["source"] = json.load(f).get("source")
     kw = dict(num_classes=num_classes or _NUM_CLASSES[name], transform=transform, skip_corrupt=skip_corrupt)
     if split == "test":
-        if test_protocol not in ("full", "conflicting"):
+        if test_protocol not in TEST_PROTOCOLS:
             raise DatasetError(f"test_protocol must be 'full' (DCWP) or 'conflicting' (DisEnt), got {test_protocol!r}")
         files = _must_have(os.path.join(release, "test"), "test", name, root)
         ds: BiasDataset = FolderDataset(files, release, info=dict(info, split="test", test_protocol=test_protocol), **kw)
@@ -210,16 +216,42 @@ def _factory(name: str, default_ratio: float = 1.0):
     return create
 
 
-register_dataset("cifar10c")(_factory("cifar10c"))
-register_dataset("bffhq")(_factory("bffhq", default_ratio=0.5))  # the DisEnt release has 0.5 % only
+def ratios_present(name: str, root: str) -> List[float]:
+    """The conflict ratios (%) whose ``{ratio}pct`` folders exist under the ``name`` release in ``root``."""
+    for release in (os.path.join(root, name), root):
+        if os.path.basename(os.path.normpath(release)) == name and os.path.isdir(release):
+            return sorted(_pct_value(d) for d in os.listdir(release)
+                          if _pct_value(d) is not None and os.path.isdir(os.path.join(release, d)))  # type: ignore[type-var]
+    return []
+
+
+def _pct_value(folder: str) -> Optional[float]:
+    """``'0.5pct' -> 0.5``; None for any other name."""
+    try:
+        return float(folder[: -len("pct")]) if folder.endswith("pct") else None
+    except ValueError:
+        return None
+
+
+_RELEASE = ("ratio", "valid_fraction", "seed", "skip_corrupt")
+register_dataset("cifar10c", options=_RELEASE, ratios=STANDARD_RATIOS, default_ratio=1.0,
+                 ratios_present=lambda root: ratios_present("cifar10c", root), transform=cifar_transform,
+                 select_metric="accuracy")(_factory("cifar10c"))
+# the DisEnt release ships 0.5 % only; DCWP tests on the whole test folder, DisEnt on its conflicting part
+register_dataset("bffhq", options=_RELEASE + ("test_protocol",), ratios=(0.5,), default_ratio=0.5,
+                 ratios_present=lambda root: ratios_present("bffhq", root), transform=faces_transform,
+                 select_metric="conflicting", test_protocols=TEST_PROTOCOLS)(_factory("bffhq", default_ratio=0.5))
 _cmnist_folder = _factory("cmnist")
 
 
-@register_dataset("cmnist")
+@register_dataset("cmnist", options=_RELEASE + ("source", "mnist_root"), ratios=STANDARD_RATIOS, default_ratio=1.0,
+                  ratios_present=lambda root: ratios_present("cmnist", root), transform=digits_transform,
+                  select_metric="accuracy")
 def _cmnist(root: Optional[str] = None, split: str = "train", ratio: Optional[float] = None, **options) -> BiasDataset:
-    """Colored MNIST: the DisEnt release under ``root``, or generated offline when ``root`` is None."""
+    """Colored MNIST: the DisEnt release under ``root``, or generated offline when ``root`` is None
+    (digits from ``source`` / ``mnist_root``; the folder options are ignored then, and vice versa)."""
     if root is None:
         gen_keys = {"source", "mnist_root", "download", "seed", "sigma", "transform"}
         return generate_cmnist(split, 1.0 if ratio is None else ratio,
                                **{k: v for k, v in options.items() if k in gen_keys})
-    return _cmnist_folder(root, split, ratio, **options)
+    return _cmnist_folder(root, split, ratio, **{k: v for k, v in options.items() if k not in ("source", "mnist_root")})

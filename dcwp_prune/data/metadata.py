@@ -9,7 +9,7 @@ from typing import Dict, Mapping, Optional, Union
 from torch import Tensor
 
 from .base import BiasDataset, DatasetError, register_dataset
-from .folders import load_rgb, _readable
+from .folders import is_readable, load_rgb
 
 __all__ = ["CSVDataset"]
 
@@ -58,7 +58,7 @@ class CSVDataset(BiasDataset):
         self.labels = [_binary(r[label_col], label_col, i, csv_path) for i, r in rows]
         self.biases = [_binary(r[bias_col], bias_col, i, csv_path) for i, r in rows]
         if skip_corrupt:
-            keep = [k for k, p in enumerate(self.paths) if _readable(p)]
+            keep = [k for k, p in enumerate(self.paths) if is_readable(p)]
             self.skipped = [self.paths[k] for k in range(len(self.paths)) if k not in set(keep)]
             for attr in ("paths", "ids", "labels", "biases"):
                 setattr(self, attr, [getattr(self, attr)[k] for k in keep])

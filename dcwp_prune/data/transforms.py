@@ -1,4 +1,8 @@
-"""Per-dataset transforms (``../shared/DCWP.md`` section 4), applied to float CHW tensors in [0, 1]."""
+"""Transforms per kind of data (``../shared/DCWP.md`` section 4), applied to float CHW tensors in [0, 1].
+
+Each dataset's :class:`~dcwp_prune.data.DatasetSpec` names its transform; :func:`default_transform`
+asks the spec, so a new dataset brings its transform with its registration.
+"""
 
 from __future__ import annotations
 
@@ -7,35 +11,57 @@ from typing import Callable, Optional
 from torch import Tensor
 from torchvision import transforms as T
 
-__all__ = ["CIFAR_MEAN", "CIFAR_STD", "IMAGENET_MEAN", "IMAGENET_STD", "default_transform"]
+from .base import dataset_spec
+
+__all__ = [
+    "CIFAR_MEAN",
+    "CIFAR_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "cifar_transform",
+    "default_transform",
+    "digits_transform",
+    "faces_transform",
+    "imagenet_transform",
+]
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+Transform = Optional[Callable[[Tensor], Tensor]]
 
 
-def default_transform(dataset: str, split: str, image_size: Optional[int] = None) -> Optional[Callable[[Tensor], Tensor]]:
-    """The DCWP transform of ``dataset`` for ``split``; ``image_size`` resizes for any model.
+def digits_transform(split: str, image_size: Optional[int] = None) -> Transform:
+    """Colored MNIST: none (28 px, no normalisation); ``image_size`` resizes for a model that needs it."""
+    return T.Resize(image_size, antialias=True) if image_size else None
 
-    ``cmnist``: none (28 px, no normalisation). ``cifar10c``: crop 32 (pad 4) + flip, CIFAR
-    normalisation. ``bffhq``: resize 128 + flip, CIFAR normalisation. ``celeba`` / ``waterbirds``
-    / ``csv``: random-resized crop 224 + flip, ImageNet normalisation; test resize 256 + centre crop.
-    """
-    train = split == "train"
-    if dataset in ("cmnist", "cmnist-generated"):
-        return T.Resize(image_size, antialias=True) if image_size else None
-    if dataset == "cifar10c":
-        size = image_size or 32
-        ops = [T.Resize(size, antialias=True)] if image_size else []
-        if train:
-            ops += [T.RandomCrop(size, padding=4), T.RandomHorizontalFlip()]
-        return T.Compose(ops + [T.Normalize(CIFAR_MEAN, CIFAR_STD)])
-    if dataset == "bffhq":
-        size = image_size or 128
-        ops = [T.Resize((size, size), antialias=True)] + ([T.RandomHorizontalFlip()] if train else [])
-        return T.Compose(ops + [T.Normalize(CIFAR_MEAN, CIFAR_STD)])
+
+def cifar_transform(split: str, image_size: Optional[int] = None) -> Transform:
+    """CIFAR10-C: crop 32 (pad 4) + flip for training, CIFAR normalisation."""
+    size = image_size or 32
+    ops = [T.Resize(size, antialias=True)] if image_size else []
+    if split == "train":
+        ops += [T.RandomCrop(size, padding=4), T.RandomHorizontalFlip()]
+    return T.Compose(ops + [T.Normalize(CIFAR_MEAN, CIFAR_STD)])
+
+
+def faces_transform(split: str, image_size: Optional[int] = None) -> Transform:
+    """BFFHQ: resize 128 (+ flip for training), CIFAR normalisation (as the official code)."""
+    size = image_size or 128
+    ops = [T.Resize((size, size), antialias=True)] + ([T.RandomHorizontalFlip()] if split == "train" else [])
+    return T.Compose(ops + [T.Normalize(CIFAR_MEAN, CIFAR_STD)])
+
+
+def imagenet_transform(split: str, image_size: Optional[int] = None) -> Transform:
+    """CelebA, Waterbirds, CSV datasets: random-resized crop 224 + flip; test resize 256 + centre crop."""
     size = image_size or 224
-    if train:
+    if split == "train":
         ops = [T.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(3 / 4, 4 / 3), antialias=True), T.RandomHorizontalFlip()]
     else:
         ops = [T.Resize(int(size * 256 / 224), antialias=True), T.CenterCrop(size)]
     return T.Compose(ops + [T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def default_transform(dataset: str, split: str, image_size: Optional[int] = None) -> Transform:
+    """The DCWP transform of ``dataset`` for ``split`` (its spec's; ImageNet-style when it names none)."""
+    build = dataset_spec(dataset).transform or imagenet_transform
+    return build(split, image_size)

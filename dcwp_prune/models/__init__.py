@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from .._registry import Registry, unknown_name_message
-from .builtin import MLP, CMNISTCNN
+from .builtin import CMNISTCNN, MLP
 
 __all__ = ["FeatureTap", "classifier_of", "create_model", "list_models", "load_state_dict_checked", "read_state_dict",
            "register_model"]
@@ -70,7 +70,7 @@ def read_state_dict(path: str) -> Dict[str, Tensor]:
     """
     import pickle
 
-    from ..checkpoint import DAMAGED_FILE_ERRORS
+    from .._atomic import DAMAGED_FILE_ERRORS
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file {path!r} does not exist")

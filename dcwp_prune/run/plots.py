@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from ._atomic import atomic_path
+from .._atomic import atomic_path
 
 __all__ = ["plot_curves", "plot_group_accuracy", "plot_kept"]
 

@@ -15,7 +15,7 @@ import torch_pruning as tp
 from torch import Tensor, nn
 from torch_pruning.pruner import function as F
 
-from .scores import MaskScores, resolve_tensor
+from ..scores import MaskScores, resolve_tensor
 
 __all__ = [
     "DCWPImportance",

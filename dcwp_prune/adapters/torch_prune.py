@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
-from ._validation import _check_amount, _check_fraction, _check_scores_tensor, _n_to_prune, _one_of
-from .scores import MaskScores, resolve_tensor
+from .._validation import check_amount, check_fraction, check_scores_tensor, n_to_prune, one_of
+from ..scores import MaskScores, resolve_tensor
 
 __all__ = ["DCWPMethod", "dcwp_global_unstructured", "dcwp_unstructured", "pruned_sparsity"]
 
@@ -60,13 +60,13 @@ class DCWPMethod(prune.BasePruningMethod):
         inclusive: bool = True,
         check_range: bool = True,
     ) -> None:
-        _one_of(amount=amount, threshold=threshold)
+        one_of(amount=amount, threshold=threshold)
         if amount is not None:
-            _check_amount(amount)
+            check_amount(amount)
         elif threshold is None:
             threshold = 0.5
         if threshold is not None and not scores_are_logits:
-            _check_fraction(threshold, "threshold")
+            check_fraction(threshold, "threshold")
         self.amount = amount
         self.threshold = threshold
         self.scores_are_logits = scores_are_logits
@@ -93,7 +93,7 @@ class DCWPMethod(prune.BasePruningMethod):
         mask = default_mask.clone(memory_format=torch.contiguous_format)
         flat = mask.view(-1)
         if self.amount is not None:
-            k = _n_to_prune(self.amount, s.numel())
+            k = n_to_prune(self.amount, s.numel())
             if k:
                 order = torch.argsort(s, stable=True)
                 flat[order[:k]] = 0
@@ -115,7 +115,7 @@ class DCWPMethod(prune.BasePruningMethod):
     ) -> "DCWPMethod":
         """Prune ``module.<name>`` with ``importance_scores`` (keep-probabilities of its shape)."""
         if importance_scores is not None:
-            _check_scores_tensor(f"{type(module).__name__}.{name}", importance_scores, getattr(module, name))
+            check_scores_tensor(f"{type(module).__name__}.{name}", importance_scores, getattr(module, name))
         return super().apply(
             module, name, amount=amount, threshold=threshold, importance_scores=importance_scores, **kwargs
         )
@@ -172,7 +172,7 @@ def _params_and_scores(
     if not params:
         raise ValueError("nothing to prune: the parameter list / scores are empty")
     for p in params:
-        _check_scores_tensor(names[p], keyed[p], getattr(*p))
+        check_scores_tensor(names[p], keyed[p], getattr(*p))
     return params, {p: keyed[p].detach().contiguous() for p in params}
 
 
@@ -202,10 +202,10 @@ def dcwp_global_unstructured(
         KeyError: a score is missing or names an unknown tensor.
         ValueError: wrong shapes / devices, NaN, or a target sparsity below the current one.
     """
-    _one_of(amount=amount, sparsity=sparsity, threshold=threshold)
+    one_of(amount=amount, sparsity=sparsity, threshold=threshold)
     params, keyed = _params_and_scores(model_or_params, scores)
     if sparsity is not None:
-        _check_fraction(sparsity, "sparsity")
+        check_fraction(sparsity, "sparsity")
         total = sum(getattr(m, n).numel() for m, n in params)
         zeros = sum(int((_current_mask(m, n) == 0).sum()) for m, n in params)
         target = int(round(sparsity * total))

@@ -15,16 +15,21 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
-from ._atomic import write_json, write_text
+from .._atomic import write_json, write_text
+from ..models import create_model
 from .checkpoint import load_checkpoint
 from .config import RunConfig
 from .export import load_pruned_model
-from .models import create_model
 
-__all__ = ["build_report", "load_results", "render_markdown", "summary_rows"]
+__all__ = ["build_report", "load_results", "ratio_label", "render_markdown", "summary_rows"]
 
 METRIC_KEYS = ("accuracy", "unbiased", "aligned", "conflicting", "conflicting_pooled", "worst_group")
 _LABELS = {"vanilla": "vanilla f_D (ERM)", "dcwp_last": "DCWP, last iterate", "dcwp_best_valid": "DCWP, best on valid"}
+
+
+def ratio_label(ratio: Optional[float]) -> str:
+    """`` 1%`` for a conflict ratio, empty for a dataset without one (CelebA, Waterbirds, CSV)."""
+    return f" {ratio:g}%" if ratio is not None else ""
 
 
 def load_results(run_dir: str) -> Dict[str, Any]:
@@ -74,7 +79,7 @@ def _latency_ms(model: nn.Module, x: torch.Tensor, reps: int) -> float:
 
 
 def _size(model: nn.Module, example: torch.Tensor) -> Dict[str, Any]:
-    from .structured import count_macs_params
+    from ..adapters.structured import count_macs_params
 
     macs, params = count_macs_params(model, example)
     nonzero = sum(int((p != 0).sum()) for p in model.parameters())
@@ -135,7 +140,7 @@ def build_report(run_dir: str, latency_reps: int = 10) -> Dict[str, Any]:
         "efficiency": _efficiency(run_dir, config, num_classes, shape, latency_reps),
         "files": sorted(os.listdir(run_dir)),
     }
-    title = f"{config.model} on {config.data.name} {config.data.ratio:g}%" + (" [quick]" if config.quick else "")
+    title = f"{config.model} on {config.data.name}{ratio_label(config.data.ratio)}" + (" [quick]" if config.quick else "")
     plot_kept(results["kept"], os.path.join(run_dir, "kept_per_layer.png"), title)
     plot_group_accuracy(results["metrics"]["vanilla"]["test"]["group_accuracy"],
                         results["metrics"]["dcwp_last"]["test"]["group_accuracy"],
@@ -170,7 +175,8 @@ def _table(header: List[str], rows: List[List[str]]) -> str:
 def render_markdown(report: Dict[str, Any]) -> str:
     p, eff = report["protocol"], report["efficiency"]
     quick = " **[quick schedule: a scaled-down demo, not a reproduction]**" if report["quick"] else ""
-    out = [f"# DCWP run: {p['model']} on {p['dataset']} ({p['conflict_ratio_pct']:g}% conflicting){quick}", ""]
+    ratio = f" ({p['conflict_ratio_pct']:g}% conflicting)" if p["conflict_ratio_pct"] is not None else ""
+    out = [f"# DCWP run: {p['model']} on {p['dataset']}{ratio}{quick}", ""]
     out += [f"> **WARNING: {w}**\n" for w in report.get("warnings", [])]
     out += [f"- variant: `{report['variant']}`; saved model: {p['saved_model']}; seed {p['seed']}; init: {p['init']}",
             f"- data: {p['digit_source'] or p['dataset']}; valid split: {p['valid_split']}; test protocol: {p['test_protocol']}",

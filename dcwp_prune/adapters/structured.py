@@ -17,15 +17,15 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
-from ._atomic import write_json
-from ._validation import _check_fraction
-from .importance import (
+from .._atomic import write_json
+from .._validation import check_fraction
+from ..scores import MaskScores
+from .torch_pruning import (
     UNSUPPORTED_ARCHITECTURES,
     DCWPImportance,
     UnsupportedModelError,
     check_structured_support,
 )
-from .scores import MaskScores
 
 __all__ = [
     "UNSUPPORTED_ARCHITECTURES",
@@ -134,7 +134,7 @@ def prune_channels(
         UnsupportedModelError: the architecture is in ``UNSUPPORTED_ARCHITECTURES``.
         RuntimeError: nothing was pruned.
     """
-    _check_fraction(pruning_ratio, "pruning_ratio")
+    check_fraction(pruning_ratio, "pruning_ratio")
     if pruning_ratio >= 1.0:
         raise ValueError(f"pruning_ratio must be < 1 (1.0 would remove every channel), got {pruning_ratio}")
     check_structured_support(model)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any, Dict, Optional
 
-from ._registry import unknown_name_message
+from .._registry import unknown_name_message
+from ..data import dataset_spec, list_datasets
 from .config import RunConfig
 
 __all__ = ["LAMBDA_UP", "PRESETS", "build_config", "merge_options", "quick_schedule"]
@@ -35,7 +36,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     },
     "bffhq": {
         "model": "resnet18",
-        "data": {"name": "bffhq", "batch_size": 64, "ratio": 0.5},
+        "data": {"name": "bffhq", "batch_size": 64},
         "biased": {"iterations": 10000, "lr": 1e-3, "lr_decay_step": 10000, "lr_gamma": 0.5, "loss": "gce"},
         "mining": {"method": "wrong"},
         "mask": {"lambda_sparse": 1e-9},
@@ -74,8 +75,15 @@ def build_config(preset: Optional[str] = None, overrides: Optional[Dict[str, Any
     if name in PRESETS:
         base = PRESETS[name]
     merged = merge_options(base, overrides)
+    data = merged.get("data", {})
+    if data.get("ratio") is None and data.get("name", "cmnist") in list_datasets():
+        # the ratio the run will use (the one present under the root, else the dataset's default), so that
+        # lambda_up below and config.json follow it
+        ratio = dataset_spec(data.get("name", "cmnist")).resolve_ratio(None, data.get("root"))
+        if ratio is not None:
+            merged = merge_options(merged, {"data": {"ratio": ratio}})
     if name in ("cmnist", "cifar10c") and "upweight" not in overrides.get("finetune", {}):
-        ratio = float(merged.get("data", {}).get("ratio", 1.0))
+        ratio = float(merged.get("data", {}).get("ratio") or 1.0)
         if ratio in LAMBDA_UP:
             merged = merge_options(merged, {"finetune": {"upweight": LAMBDA_UP[ratio]}})
     if name == "cmnist" and merged.get("model") == "mlp":

@@ -13,14 +13,11 @@ from typing import Any, Dict, Union
 import numpy as np
 import torch
 
-from ._atomic import atomic_path
-from .version import __version__
+from .._atomic import DAMAGED_FILE_ERRORS, atomic_path
+from ..version import __version__
 
 __all__ = ["DAMAGED_FILE_ERRORS", "get_rng_state", "load_checkpoint", "save_checkpoint", "set_rng_state"]
 
-#: What ``torch.load(..., weights_only=True)`` raises on a truncated or foreign file (from the zip reader
-#: or inside the weights-only unpickler); ``pickle.UnpicklingError`` is its refusal of a code-carrying pickle.
-DAMAGED_FILE_ERRORS = (RuntimeError, EOFError, OSError, KeyError, IndexError, ValueError, TypeError)
 
 
 def save_checkpoint(path: Union[str, os.PathLike], state: Dict[str, Any]) -> None:

@@ -18,17 +18,19 @@ Variants of the sampling (``../shared/DCWP.md`` section 2.1):
 
 from __future__ import annotations
 
-import weakref
-from typing import Any, Dict, List, Literal, Optional, Tuple
+from typing import Any, Dict, List, Literal, Tuple
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .scores import MaskScores, resolve_tensor
+from ..options import choices
+from ..scores import MaskScores
 
 __all__ = [
+    "GUMBEL_VARIANTS",
     "GumbelSigmoidMask",
+    "GumbelVariant",
     "attach_masks",
     "detach_masks",
     "has_masks",
@@ -37,19 +39,18 @@ __all__ = [
 ]
 
 MaskMode = Literal["sample", "deterministic", "soft"]
-Variant = Literal["official", "clean"]
-_MODES = ("sample", "deterministic", "soft")
-_VARIANTS = ("official", "clean")
-
-# model -> [(parameter, requires_grad before attach_masks)]
-_SAVED_GRAD: "weakref.WeakKeyDictionary[nn.Module, List[Tuple[nn.Parameter, bool]]]" = weakref.WeakKeyDictionary()
+GumbelVariant = Literal["official", "clean"]
+_MODES = choices(MaskMode)
+GUMBEL_VARIANTS = choices(GumbelVariant)
+#: The model attribute where :func:`attach_masks` keeps the ``requires_grad`` flags it changed.
+_FROZEN_ATTR = "_dcwp_frozen"
 
 
 def _check_mode(mode: str, variant: str) -> None:
     if mode not in _MODES:
         raise ValueError(f"mask mode must be one of {_MODES}, got {mode!r}")
-    if variant not in _VARIANTS:
-        raise ValueError(f"variant must be one of {_VARIANTS}, got {variant!r}")
+    if variant not in GUMBEL_VARIANTS:
+        raise ValueError(f"variant must be one of {GUMBEL_VARIANTS}, got {variant!r}")
 
 
 class _HardConcrete(torch.autograd.Function):
@@ -106,7 +107,7 @@ class GumbelSigmoidMask(nn.Module):
         self,
         logit: nn.Parameter,
         mode: MaskMode = "sample",
-        variant: Variant = "official",
+        variant: GumbelVariant = "official",
         temperature: float = 1.0,
     ) -> None:
         super().__init__()
@@ -145,7 +146,7 @@ def attach_masks(
     model: nn.Module,
     scores: MaskScores,
     mode: MaskMode = "sample",
-    variant: Variant = "official",
+    variant: GumbelVariant = "official",
     temperature: float = 1.0,
     freeze_weights: bool = True,
 ) -> nn.Module:
@@ -169,7 +170,7 @@ def attach_masks(
         raise RuntimeError("masks are already attached to this model; call detach_masks(model) first")
     scores.check_model(model)
     logit_ids = {id(p) for p in scores.parameters()}
-    _SAVED_GRAD[model] = [(p, p.requires_grad) for p in model.parameters() if id(p) not in logit_ids]
+    others: List[Tuple[nn.Parameter, bool]] = [(p, p.requires_grad) for p in model.parameters() if id(p) not in logit_ids]
     for fqn, (module, name) in scores.resolve(model).items():
         if hasattr(module, f"{name}_orig"):
             raise RuntimeError(
@@ -183,8 +184,9 @@ def attach_masks(
         # global RNG and shift every later draw (a resumed run would no longer match an uninterrupted one)
         parametrize.register_parametrization(module, name, mask)
         mask.mode = mode
+    object.__setattr__(model, _FROZEN_ATTR, others)  # a plain attribute: not a submodule, not in the state dict
     if freeze_weights:
-        for p, _ in _SAVED_GRAD[model]:
+        for p, _ in others:
             p.requires_grad_(False)
     for p in scores.parameters():
         p.requires_grad_(True)
@@ -215,7 +217,7 @@ def detach_masks(model: nn.Module) -> nn.Module:
             plist = module.parametrizations[name]
             if any(isinstance(p, GumbelSigmoidMask) for p in plist):
                 parametrize.remove_parametrizations(module, name, leave_parametrized=False)
-    for p, flag in _SAVED_GRAD.pop(model, []):
+    for p, flag in model.__dict__.pop(_FROZEN_ATTR, []):
         p.requires_grad_(flag)
     return model
 
@@ -232,14 +234,3 @@ def unmasked_state_dict(model: nn.Module) -> Dict[str, Tensor]:
             key = f"{head}{tensor_name}"
         out[key] = value
     return out
-
-
-def mask_of(model: nn.Module, fqn: str) -> Optional[GumbelSigmoidMask]:
-    """The mask attached to tensor ``fqn``, or None."""
-    module, name = resolve_tensor(model, fqn)
-    if not parametrize.is_parametrized(module, name):
-        return None
-    for p in module.parametrizations[name]:
-        if isinstance(p, GumbelSigmoidMask):
-            return p
-    return None

@@ -14,8 +14,11 @@ from typing import Any, Dict, List, Optional
 
 import click
 
-from .config import DIGIT_SOURCES, MINING_METHODS, TEST_PROTOCOLS, VARIANTS
-from .version import __version__
+from ..data.cmnist import DIGIT_SOURCES
+from ..data.folders import TEST_PROTOCOLS
+from ..training.mining import MINING_METHODS
+from ..version import __version__
+from .config import VARIANTS
 
 EXAMPLES = """\b
 Examples:
@@ -58,11 +61,11 @@ def _list(kind: str) -> Any:
         if not value or ctx.resilient_parsing:
             return
         if kind == "models":
-            from .models import list_models
+            from ..models import list_models
 
             click.echo("\n".join(list_models()))
         else:
-            from .data import list_datasets
+            from ..data import list_datasets
 
             click.echo("\n".join(list_datasets()))
         ctx.exit(0)
@@ -106,7 +109,8 @@ def _read_toml(path: str) -> Dict[str, Any]:
         import tomli as tomllib  # type: ignore[no-redef]
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file {path!r} does not exist")
-    from .config import ConfigError, RunConfig
+    from ..options import ConfigError
+    from .config import RunConfig
 
     with open(path, "rb") as f:
         try:
@@ -203,8 +207,8 @@ def run_command(ctx: click.Context, model: str, **params: Any) -> None:
 
 
 def _check_model_name(name: str) -> None:
-    from ._registry import unknown_name_message
-    from .models import list_models
+    from .._registry import unknown_name_message
+    from ..models import list_models
 
     if name not in list_models():
         raise KeyError(unknown_name_message("model", name, list_models(), listing="--list-models"))
@@ -216,7 +220,7 @@ def _resume_hint(config: Any) -> str:
 
 
 def _run(config: Any, force_config: bool = False) -> None:
-    from ._runtime import StopRequested
+    from ..training.engine import StopRequested
     from .pipeline import run_dcwp
     from .report import build_report
     from .run_folder import RunFolder
@@ -254,11 +258,11 @@ def _run(config: Any, force_config: bool = False) -> None:
 
 
 def _print_summary(report: Dict[str, Any]) -> None:
-    from .report import summary_rows
+    from .report import ratio_label, summary_rows
 
     quick = "  [QUICK SCHEDULE: a demo, not a reproduction]" if report["quick"] else ""
     p = report["protocol"]
-    click.echo(f"\n{p['model']} on {p['dataset']} {p['conflict_ratio_pct']:g}% ({p['digit_source'] or p['dataset']}){quick}")
+    click.echo(f"\n{p['model']} on {p['dataset']}{ratio_label(p['conflict_ratio_pct'])} ({p['digit_source'] or p['dataset']}){quick}")
     header = ["test (%)", "accuracy", "unbiased", "aligned", "conflict", "worst"]
     rows = [header] + summary_rows(report, "test")
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
@@ -289,8 +293,8 @@ def _fmt(v: Optional[float]) -> str:
 def make_cmnist(out: str, ratios: tuple, source: str, mnist_root: Optional[str], download: bool, seed: int,
                 overwrite: bool) -> None:
     """Write Colored MNIST in the DisEnt layout (byte-identical for the same seed and source)."""
-    from .data import write_cmnist
-    from .data.cmnist import STANDARD_RATIOS
+    from ..data import write_cmnist
+    from ..data.cmnist import STANDARD_RATIOS
     from .run_folder import check_writable
 
     try:
@@ -306,7 +310,7 @@ def make_cmnist(out: str, ratios: tuple, source: str, mnist_root: Optional[str],
 
 
 def _num_classes_of(arch: str, state: Dict[str, Any]) -> int:
-    from .models import classifier_of, create_model
+    from ..models import classifier_of, create_model
 
     probe = create_model(arch, 2)
     head = classifier_of(probe)
@@ -346,10 +350,12 @@ def _prune(model_file: str, arch: str, scores_path: str, num_classes: Optional[i
            input_size: Optional[int], out: str, overwrite: bool) -> None:
     import torch
 
-    from . import MaskScores, dcwp_global_unstructured, pruned_sparsity
-    from ._atomic import write_json
+    from .._atomic import write_json
+    from ..adapters.torch_prune import dcwp_global_unstructured, pruned_sparsity
+    from ..models import create_model, load_state_dict_checked, read_state_dict
+    from ..scores import MaskScores
+    from .config import PruneConfig, RunConfig, validate
     from .export import save_pruned_model
-    from .models import create_model, load_state_dict_checked, read_state_dict
     from .run_folder import check_writable
 
     # every check first; the output folder is created only when the pruned model is ready
@@ -369,15 +375,16 @@ def _prune(model_file: str, arch: str, scores_path: str, num_classes: Optional[i
     size = input_size or (28 if arch in ("cnn", "mlp") else 224)
     example = torch.zeros(1, 3, size, size)
     if structured:
-        from .structured import prune_channels
+        from ..adapters.structured import prune_channels
 
         result = prune_channels(model, scores, example, pruning_ratio)
         summary = dict(result.to_dict(), structured=True)
         history: Optional[list] = result.history
     else:
-        given = {k: v for k, v in (("amount", amount), ("sparsity", sparsity), ("threshold", threshold)) if v is not None}
-        dcwp_global_unstructured(model, scores, **(given or {"threshold": 0.5}))
-        summary = {"structured": False, "sparsity": pruned_sparsity(model), **given}
+        rule = PruneConfig(amount=amount, sparsity=sparsity, threshold=threshold)
+        validate(RunConfig(prune=rule))  # at most one rule, each in range
+        dcwp_global_unstructured(model, scores, **rule.rule())
+        summary = {"structured": False, "sparsity": pruned_sparsity(model), **rule.rule()}
         history = None
     os.makedirs(out, exist_ok=True)
     save_pruned_model(out, model, arch=arch, num_classes=num_classes or _num_classes_of(arch, state),
@@ -403,9 +410,9 @@ def evaluate_command(run_dir: str, device: str) -> None:
 
 
 def _evaluate(run_dir: str, device: str) -> Dict[str, Any]:
-    from ._runtime import Runtime, resolve_device
+    from .._atomic import write_json
+    from ..training.engine import Runtime, resolve_device
     from .config import RunConfig
-    from ._atomic import write_json
     from .export import load_pruned_model
     from .pipeline import RunLoaders, load_run_data, resolve_variant
     from .report import load_results

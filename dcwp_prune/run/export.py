@@ -14,8 +14,8 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 from torch import nn
 
-from ._atomic import atomic_path, write_json
-from .models import create_model
+from .._atomic import atomic_path, write_json
+from ..models import create_model
 
 __all__ = ["load_pruned_model", "plain_state_dict", "save_pruned_model"]
 
@@ -48,7 +48,7 @@ def save_pruned_model(folder: str, model: nn.Module, *, arch: str, num_classes: 
     meta = {"arch": arch, "num_classes": num_classes, "input_shape": list(input_shape),
             "structured": history is not None, **(extra or {})}
     if history is not None:
-        from .structured import save_history
+        from ..adapters.structured import save_history
 
         save_history(os.path.join(folder, "pruning_history.json"), history)
     write_json(os.path.join(folder, "model.json"), meta)
@@ -65,7 +65,7 @@ def load_pruned_model(folder: str, map_location: str = "cpu") -> nn.Module:
         meta = json.load(f)
     model = create_model(meta["arch"], meta["num_classes"])
     if meta.get("structured"):
-        from .structured import load_pruning_history, read_history
+        from ..adapters.structured import load_pruning_history, read_history
 
         example = torch.zeros(1, *meta["input_shape"])
         load_pruning_history(model, read_history(os.path.join(folder, "pruning_history.json")), example)

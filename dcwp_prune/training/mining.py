@@ -4,17 +4,31 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Literal, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from ._atomic import write_json
-from ._runtime import Runtime
-from .evaluation import per_sample
+from .._atomic import write_json
+from ..options import Options, choices
+from .engine import Runtime
+from .passes import per_sample
 
-__all__ = ["MinedSet", "mine_conflicting"]
+__all__ = ["MINING_METHODS", "MinedSet", "MiningConfig", "MiningMethod", "mine_conflicting"]
+
+#: ``wrong``: f_B misclassifies the sample; ``ensemble``: epoch-averaged ``1 - p_B(y|x) > tau``;
+#: ``oracle``: the true conflict labels (ablations only).
+MiningMethod = Literal["wrong", "ensemble", "oracle"]
+MINING_METHODS = choices(MiningMethod)
+
+
+@dataclass(frozen=True)
+class MiningConfig(Options):
+    """Stage 2: which samples count as bias-conflicting."""
+
+    method: MiningMethod = "wrong"
+    tau: float = 0.8
 
 
 @dataclass
@@ -105,7 +119,7 @@ def mine_conflicting(
             raise ValueError("mining 'oracle' needs the true bias labels")
         flags = truth.clone()
     else:
-        raise ValueError(f"mining method must be 'wrong', 'ensemble' or 'oracle', got {method!r}")
+        raise ValueError(f"mining method must be one of {MINING_METHODS}, got {method!r}")
     flags = flags.bool().cpu()
     precision, recall = _quality(flags, None if truth is None else truth.bool().cpu())
     return MinedSet(list(ids), flags, method, precision, recall)

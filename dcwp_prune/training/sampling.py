@@ -1,4 +1,5 @@
-"""Infinite, resumable batch samplers: shuffled epochs or weighted sampling with replacement.
+"""Samplers: infinite resumable training batches (shuffled epochs or weighted with replacement), and
+the evaluation shard of each rank.
 
 One global stream of indices is drawn identically on every process (seeded by position, not by
 a shared RNG), so a run can resume at any batch and a distributed run sees the same global
@@ -13,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
-__all__ = ["InfiniteBatchSampler", "upweight"]
+__all__ = ["InfiniteBatchSampler", "ShardSampler", "upweight"]
 
 _CHUNK = 1 << 16
 
@@ -72,3 +73,16 @@ class InfiniteBatchSampler(Sampler[List[int]]):
 
     def __len__(self) -> int:  # an "epoch" has no end; DataLoader only needs this for len()
         return 2**62
+
+
+class ShardSampler(Sampler[int]):
+    """Positions ``rank, rank + world, ...``: every sample exactly once over all ranks, no padding."""
+
+    def __init__(self, n: int, rank: int = 0, world_size: int = 1) -> None:
+        self.n, self.rank, self.world_size = n, rank, world_size
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.n, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.world_size))

@@ -3,21 +3,40 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from ._runtime import Runtime, run_loop
-from ._step import task_loss
-from .config import MaskLearnConfig
-from .distributed import wrap_ddp
-from .masking import attach_masks, detach_masks, unmasked_state_dict
-from .models import FeatureTap
-from .objectives import add_sparsity_grad_, sparsity_penalty
-from .scores import MaskScores
+from ..models import FeatureTap
+from ..options import Options
+from ..scores import MaskScores
+from .engine import Engine, Runtime
+from .masking import GumbelVariant, attach_masks, detach_masks, unmasked_state_dict
+from .objectives import Positives, add_sparsity_grad_, sparsity_penalty, task_loss
 
-__all__ = ["kept_fraction", "learn_mask_scores", "resolve_mask_options"]
+__all__ = ["MaskLearnConfig", "kept_fraction", "learn_mask_scores", "resolve_mask_options"]
+
+
+@dataclass(frozen=True)
+class MaskLearnConfig(Options):
+    """Stage 3: mask logits learned on the frozen f_D."""
+
+    iterations: int = 2000
+    lr: float = 1e-2
+    lambda_sparse: float = 1e-8
+    lambda_con: float = 0.05
+    temperature: float = 0.07
+    upweight: Optional[float] = None  # None: 80 (official) or lambda_up (clean)
+    init: float = 1.5
+    gumbel_temperature: float = 1.0
+    gumbel: Optional[GumbelVariant] = None  # None: decided by the variant
+    positives: Optional[Positives] = None
+    freeze_bn: bool = False
+    eval_every: int = 500
+    include: Tuple[str, ...] = ()
+    exclude: Tuple[str, ...] = ()
 
 
 def resolve_mask_options(cfg: MaskLearnConfig) -> Tuple[str, str]:
@@ -61,40 +80,33 @@ def learn_mask_scores(
         The learned :class:`MaskScores`; ``model`` is returned to plain modules.
     """
     runtime = runtime or Runtime()
-    dev = runtime.device
     gumbel, positives = resolve_mask_options(cfg)
     if scores is None:
         scores = MaskScores.from_model(model, include=cfg.include or None, exclude=cfg.exclude or None, init=cfg.init)
-    scores.to(dev)
-    opt = torch.optim.Adam(scores.parameters(), lr=cfg.lr)
-    start = 0
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        scores.load_state_dict(resume["scores"])
-        opt.load_state_dict(resume["opt"])
-        start = int(resume["iteration"])
+    scores.to(runtime.device)
+    engine = Engine("mask", runtime, cfg.iterations, eval_every=cfg.eval_every)
+    engine.track("model", get=lambda: unmasked_state_dict(model), set=model.load_state_dict)
+    engine.track("scores", scores)
+    engine.add_optimizer("", torch.optim.Adam(scores.parameters(), lr=cfg.lr))  # torch's default betas, as the official code
+    engine.resume(resume)  # before the masks are attached: the model takes plain keys
     attach_masks(model, scores, mode="sample", variant=gumbel, temperature=cfg.gumbel_temperature)  # type: ignore[arg-type]
     model.train()
     if cfg.freeze_bn:
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()
-    ddp = wrap_ddp(model, runtime.env, dev)
+    forward = engine.prepare(model, compile=False)  # the masked stage runs eager
     tap = FeatureTap(model)
 
-    def step(it: int) -> Dict[str, Tensor]:
-        loss, logs = task_loss(ddp, tap, next(batches), flags_of, cfg.lambda_con, cfg.temperature, positives, runtime)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+    def sparsity_grad() -> None:
         add_sparsity_grad_(scores.parameters(), cfg.lambda_sparse)  # the linear term's gradient, in place
+
+    def step(it: int) -> Dict[str, Tensor]:
+        loss, logs = task_loss(forward, tap, next(batches), flags_of, cfg.lambda_con, cfg.temperature, positives, runtime)
         with torch.no_grad():
             penalty = sparsity_penalty(scores.parameters())
-        opt.step()
-        logs["loss"] = loss.detach() + cfg.lambda_sparse * penalty
+        logs["loss"] = engine.update(loss, before_step=sparsity_grad) + cfg.lambda_sparse * penalty
         return logs
-
-    def snapshot() -> Dict[str, Any]:
-        return {"model": unmasked_state_dict(model), "scores": scores.state_dict(), "opt": opt.state_dict()}
 
     def evaluate_now(it: int) -> None:
         record: Dict[str, Any] = {"stage": "mask_eval", "iteration": it, "kept": kept_fraction(scores)}
@@ -103,7 +115,7 @@ def learn_mask_scores(
         runtime.log(record)
 
     try:
-        run_loop("mask", cfg.iterations, start, step, runtime, snapshot, evaluate_now, cfg.eval_every)
+        engine.run(step, evaluate_now)
     finally:
         detach_masks(model)
     return scores

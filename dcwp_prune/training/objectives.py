@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Literal
+from typing import Any, Callable, Dict, Iterable, Literal, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["GCELoss", "add_sparsity_grad_", "gce_loss", "sparsity_penalty", "supcon_loss"]
+from ..models import FeatureTap
+from ..options import choices
+from .engine import Runtime, unpack
+
+__all__ = ["POSITIVES", "GCELoss", "Positives", "add_sparsity_grad_", "gce_loss", "sparsity_penalty", "supcon_loss",
+           "task_loss"]
+
+#: Which pairs the contrastive term pulls together: ``official`` (the executed, asymmetric rule of the
+#: official code: anchor and positive of the same class, the positive mined) or ``symmetric``.
+Positives = Literal["official", "symmetric"]
+POSITIVES = choices(Positives)
 
 
 def gce_loss(logits: Tensor, targets: Tensor, q: float = 0.7, form: Literal["official", "textbook"] = "official") -> Tensor:
@@ -48,7 +58,7 @@ class GCELoss(nn.Module):
 
 def supcon_loss(
     features: Tensor, labels: Tensor, flags: Tensor, temperature: float = 0.07,
-    positives: Literal["official", "symmetric"] = "official",
+    positives: Positives = "official",
 ) -> Tensor:
     """DCWP's debiased supervised contrastive loss on L2-normalised features (one view).
 
@@ -57,8 +67,8 @@ def supcon_loss(
     intended one). The denominator runs over all ``j != i``. Anchors without a positive are
     dropped; with none left the loss is 0 (connected to the graph) instead of NaN.
     """
-    if positives not in ("official", "symmetric"):
-        raise ValueError(f"positives must be 'official' or 'symmetric', got {positives!r}")
+    if positives not in POSITIVES:
+        raise ValueError(f"positives must be one of {POSITIVES}, got {positives!r}")
     z = F.normalize(features.float(), dim=1)
     n = z.shape[0]
     sim = z @ z.t() / temperature
@@ -92,3 +102,21 @@ def add_sparsity_grad_(logits: Iterable[Tensor], lambda_sparse: float) -> None:
             p.grad = torch.full_like(p, lambda_sparse)
         else:
             p.grad.add_(lambda_sparse)
+
+
+def task_loss(model: nn.Module, tap: FeatureTap, batch: Any, flags_of: Callable[[Sequence[str]], Tensor],
+              lambda_con: float, temperature: float, positives: str, runtime: Runtime) -> Tuple[Tensor, Dict[str, Tensor]]:
+    """Forward one batch; return the loss and its logged parts (``ce``, ``con``)."""
+    x, y, _, ids = unpack(batch)
+    x, y = x.to(runtime.device, non_blocking=True), y.to(runtime.device, non_blocking=True)
+    with tap, runtime.autocast():
+        logits = model(x)
+    loss = F.cross_entropy(logits.float(), y)
+    logs = {"ce": loss.detach()}
+    if lambda_con > 0:
+        if ids is None:
+            raise ValueError("the contrastive term needs sample ids in every batch: (images, labels, biases, ids)")
+        con = supcon_loss(tap.features, y, flags_of(ids).to(runtime.device), temperature, positives)  # type: ignore[arg-type]
+        loss = loss + lambda_con * con
+        logs["con"] = con.detach()
+    return loss, logs

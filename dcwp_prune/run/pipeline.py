@@ -18,30 +18,29 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._atomic import write_json
-from ._runtime import Runtime, StopFlag, batches, make_loader, resolve_device
-from .biased import train_biased_model
-from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from .._atomic import write_json
+from ..adapters.torch_prune import dcwp_global_unstructured, pruned_sparsity
+from ..data import BiasDataset, create_dataset, dataset_spec, default_transform
+from ..models import create_model
+from ..scores import MaskScores
+from ..training.biased import train_biased_model
+from ..training.distributed import barrier, init_distributed
+from ..training.engine import Runtime, StopFlag, batches, make_loader, resolve_device
+from ..training.evaluate import evaluate
+from ..training.finetune import finetune
+from ..training.mask import kept_fraction, learn_mask_scores
+from ..training.mining import MinedSet, mine_conflicting
+from ..training.sampling import InfiniteBatchSampler, ShardSampler, upweight
+from .checkpoint import set_rng_state
 from .config import RunConfig, validate
-from .data import BiasDataset, create_dataset, default_transform
-from .distributed import barrier, init_distributed
-from .evaluation import ShardSampler, evaluate
-from .finetuning import finetune
-from .learner import kept_fraction, learn_mask_scores
-from .mining import MinedSet, mine_conflicting
-from .models import create_model
 from .presets import quick_schedule
-from .prune_method import dcwp_global_unstructured, pruned_sparsity
-from .sampling import InfiniteBatchSampler, upweight
-from .scores import MaskScores
+from .records import RunRecorder
 
 if TYPE_CHECKING:
     from .run_folder import RunFolder
 
-__all__ = ["DCWPResult", "RunData", "RunLoaders", "SELECT_METRIC", "load_run_data", "resolve_variant", "run_dcwp"]
+__all__ = ["DCWPResult", "RunData", "RunLoaders", "load_run_data", "resolve_data", "resolve_variant", "run_dcwp"]
 
-#: Validation metric used to pick the best fine-tuning iterate, per dataset.
-SELECT_METRIC = {"bffhq": "conflicting", "celeba": "worst_group", "waterbirds": "worst_group", "csv": "worst_group"}
 _STAGES = ("biased", "mining", "mask", "finetune", "final")
 #: Above this mined fraction the biased model has not learned the bias (it diverged or trained too
 #: little): the standard releases hold 0.5-5 % bias-conflicting samples, and mining more than half
@@ -144,18 +143,23 @@ class RunData:
     num_classes: int
 
 
-def load_run_data(config: RunConfig, score_transform: str) -> RunData:
-    """Train / valid / test of ``config.data`` (``score_transform``: ``train`` or ``eval``)."""
+def resolve_data(config: RunConfig) -> RunConfig:
+    """``config`` with the dataset's defaults filled in (``data.ratio``: the one ratio present under
+    the root, else the dataset's default), so that ``config.json`` records what actually ran."""
     d = config.data
-    opts: Dict[str, Any] = {"ratio": d.ratio, "skip_corrupt": d.skip_corrupt}
-    if d.name in ("cmnist", "cmnist-generated") and d.root is None:
-        opts.update(source=d.source, mnist_root=d.mnist_root, seed=config.seed)
-    elif d.name in ("cmnist", "cifar10c", "bffhq"):
-        opts.update(valid_fraction=d.valid_fraction, seed=config.seed)
-        if d.name == "bffhq":
-            opts["test_protocol"] = d.test_protocol
-    if d.name not in ("cmnist", "cmnist-generated", "cifar10c", "bffhq"):
-        opts.pop("ratio")
+    ratio = dataset_spec(d.name).resolve_ratio(d.ratio, d.root)
+    return config if ratio == d.ratio else config.replace(data=d.replace(ratio=ratio))
+
+
+def load_run_data(config: RunConfig, score_transform: str) -> RunData:
+    """Train / valid / test of ``config.data`` (``score_transform``: ``train`` or ``eval``).
+
+    The dataset's spec says which options its factory takes; nothing here knows a dataset by name.
+    """
+    d = resolve_data(config).data
+    spec = dataset_spec(d.name)
+    opts = spec.run_options({"ratio": d.ratio, "valid_fraction": d.valid_fraction, "seed": config.seed, "source": d.source,
+                             "mnist_root": d.mnist_root, "test_protocol": d.test_protocol, "skip_corrupt": d.skip_corrupt})
     split = {s: create_dataset(d.name, root=d.root, split=s, transform=default_transform(d.name, s, d.image_size), **opts)
              for s in ("train", "valid", "test")}
     scoring = split["train"].subset(range(len(split["train"])))
@@ -188,7 +192,7 @@ class RunLoaders:
 
 def _load_model_file(model: nn.Module, path: str) -> None:
     """A trained f_D from ``path``: every key and shape must match (the error names the first mismatches)."""
-    from .models import load_state_dict_checked, read_state_dict
+    from ..models import load_state_dict_checked, read_state_dict
 
     load_state_dict_checked(model, read_state_dict(path), path)
 
@@ -208,37 +212,29 @@ def _check_model_fits(model: nn.Module, data: RunData, config: RunConfig) -> Non
             f"({str(err).splitlines()[0]}); pass an --image-size the model accepts or choose another model"
         ) from None
     if config.prune.structured:
-        from .structured import check_structured_support
+        from ..adapters.structured import check_structured_support
 
         check_structured_support(model)
 
 
 # ------------------------------------------------------------------------------------ stages
 class _Run:
-    def __init__(self, config: RunConfig, rt: Runtime, data: RunData) -> None:
-        self.config, self.rt, self.data = config, rt, data
+    def __init__(self, config: RunConfig, rt: Runtime, data: RunData, recorder: RunRecorder) -> None:
+        self.config, self.rt, self.data, self.recorder = config, rt, data, recorder
+        self.writes = rt.env.is_main
         self.variant = resolve_variant(config)
         self.loaders = RunLoaders(config, data, rt)
-        self.progress: Optional[Dict[str, Any]] = None
-        progress_path = os.path.join(config.out, "checkpoints", "progress.pt")
-        if config.resume and os.path.isfile(progress_path):
-            self.progress = load_checkpoint(progress_path)
-        self.results: Dict[str, Any] = {}
+        self.progress = recorder.load("progress") if config.resume else None
+        self.select_metric = dataset_spec(config.data.name).select_metric
 
     # helpers ---------------------------------------------------------------------------------
-    def ckpt(self, name: str) -> str:
-        return os.path.join(self.config.out, "checkpoints", f"{name}.pt")
-
     def done(self, name: str) -> Optional[Dict[str, Any]]:
-        return load_checkpoint(self.ckpt(name)) if self.config.resume and os.path.isfile(self.ckpt(name)) else None
+        return self.recorder.load(name) if self.config.resume else None
 
     def finish(self, name: str, state: Dict[str, Any]) -> None:
-        if self.rt.writes:
-            save_checkpoint(self.ckpt(name), state)
-            stale = self.ckpt("progress")
-            if os.path.isfile(stale):
-                os.unlink(stale)
-        self.rt.checkpointed()
+        if self.writes:
+            self.recorder.save_stage(name, state)
+        self.recorder.committed()
         barrier(self.rt.env)
 
     def begin(self, index: int, name: str, setup: Optional[Callable[[], None]] = None) -> Optional[Dict[str, Any]]:
@@ -252,11 +248,15 @@ class _Run:
             state, self.progress = self.progress, None
             set_rng_state(state["rng"])
             it = int(state["iteration"])
-            self.rt.truncate_log(lambda r: _LOG_STAGE.get(r.get("stage"), 9) < index
-                                 or (_LOG_STAGE.get(r.get("stage")) == index and r.get("iteration", 0) <= it))
+            self.truncate_log(lambda r: _LOG_STAGE.get(r.get("stage"), 9) < index
+                              or (_LOG_STAGE.get(r.get("stage")) == index and r.get("iteration", 0) <= it))
             return state
-        self.rt.truncate_log(lambda r: _LOG_STAGE.get(r.get("stage"), 9) < index)
+        self.truncate_log(lambda r: _LOG_STAGE.get(r.get("stage"), 9) < index)
         return None
+
+    def truncate_log(self, keep: Callable[[Dict[str, Any]], bool]) -> None:
+        if self.writes:
+            self.recorder.truncate(keep)
 
     def new_model(self) -> nn.Module:
         c = self.config
@@ -305,7 +305,7 @@ class _Run:
                                  tau=self.config.mining.tau, truth=train.conflicting, runtime=self.rt)
         self.rt.log({"stage": "mining", "count": mined.count, "precision": mined.precision, "recall": mined.recall,
                      "true_conflicting": int(train.conflicting.sum()), "num_samples": len(train)})
-        if self.rt.writes:
+        if self.writes:
             mined.save(path)
         barrier(self.rt.env)
         return mined
@@ -328,7 +328,7 @@ class _Run:
             c.mask.replace(gumbel=self.variant["gumbel"], positives=self.variant["positives"]), self.rt, resume=resume,
             on_eval=on_eval)
         scores.bind(model_d)
-        if self.rt.writes:
+        if self.writes:
             scores.save(os.path.join(c.out, "scores.safetensors"))
         self.finish("stage3_mask", {"model": model_d.state_dict(), "scores": scores.state_dict()})
         return scores
@@ -340,15 +340,14 @@ class _Run:
     def prune(self, model: nn.Module, scores: MaskScores) -> Optional[Dict[str, Any]]:
         p = self.config.prune
         if p.structured:
-            from .structured import prune_channels
+            from ..adapters.structured import prune_channels
 
             example = self.data.valid[0].image.unsqueeze(0).to(self.rt.device)
             result = prune_channels(model, scores, example, p.pruning_ratio, global_pruning=p.global_pruning,
                                     round_to=p.round_to)
             info = dict(result.to_dict(), history=result.history)
         else:
-            given = {k: getattr(p, k) for k in ("amount", "sparsity", "threshold") if getattr(p, k) is not None}
-            dcwp_global_unstructured(model, scores.probs(), **(given or {"threshold": 0.5}))
+            dcwp_global_unstructured(model, scores.probs(), **p.rule())
             info = None
         self.rt.log({"stage": "prune", "structured": p.structured, "sparsity": self.sparsity(model, scores),
                      **({k: v for k, v in info.items() if k != "history"} if info else {})})
@@ -369,8 +368,8 @@ class _Run:
         resume = self.begin(3, "finetune")
         weights = upweight(self.data_flags(mined), c.finetune.upweight)
         out = finetune(model, self.loaders.train(4, int(resume["iteration"]) if resume else 0, weights), mined.flags_for,
-                       c.finetune, self.rt, positives=self.variant["positives"], evaluate_fn=self.loaders.evaluate,
-                       select_metric=SELECT_METRIC.get(c.data.name, "accuracy"), resume=resume)
+                       c.finetune.replace(positives=c.finetune.positives or self.variant["positives"]), self.rt,
+                       evaluate_fn=self.loaders.evaluate, select_metric=self.select_metric, resume=resume)
         state = {"model": model.state_dict(), **out}
         self.finish("stage4_finetune", state)
         return state
@@ -391,8 +390,7 @@ def _runtime(config: RunConfig) -> Runtime:
     env = init_distributed(device)
     if env.enabled and device.type == "cuda":
         device = torch.device("cuda", env.local_rank)
-    return Runtime(device=device, env=env, run_dir=config.out, progress=config.progress, amp=config.amp,
-                   compile=config.compile)
+    return Runtime(device=device, env=env, progress=config.progress, amp=config.amp, compile=config.compile)
 
 
 def run_dcwp(config: RunConfig, *, force_config: bool = False) -> DCWPResult:
@@ -427,6 +425,7 @@ def run_dcwp(config: RunConfig, *, force_config: bool = False) -> DCWPResult:
 
 
 def _run_stages(config: RunConfig, rt: Runtime, folder: "RunFolder", force_config: bool) -> DCWPResult:
+    config = resolve_data(config)
     if config.resume:
         from .run_folder import read_saved_config
 
@@ -447,19 +446,20 @@ def _run_stages(config: RunConfig, rt: Runtime, folder: "RunFolder", force_confi
     # every check passed: only now does the run folder change
     folder.open()
     barrier(rt.env)
-    rt.on_checkpoint = folder.commit
+    recorder = RunRecorder(config.out, on_checkpoint=folder.commit)
+    rt.save, rt.log_fn = recorder.save_progress, recorder.log
     try:
-        return _stages(config, rt, data, variant)
+        return _stages(config, rt, data, variant, recorder)
     except BaseException as err:
         folder.rollback()
         err.dcwp_checkpointed = folder.committed or config.resume  # type: ignore[attr-defined]
         raise
 
 
-def _stages(config: RunConfig, rt: Runtime, data: RunData, variant: Dict[str, Any]) -> DCWPResult:
-    if rt.writes:
+def _stages(config: RunConfig, rt: Runtime, data: RunData, variant: Dict[str, Any], recorder: RunRecorder) -> DCWPResult:
+    if rt.env.is_main:
         write_json(os.path.join(config.out, "config.json"), config.to_dict())
-    run = _Run(config, rt, data)
+    run = _Run(config, rt, data, recorder)
     stage1 = run.biased()
     mined = run.mining(stage1["model_b"], stage1["pseudo_scores"])
     notes = mining_warnings(mined.count, len(data.train), config.mining.method)
@@ -478,7 +478,7 @@ def _stages(config: RunConfig, rt: Runtime, data: RunData, variant: Dict[str, An
                         info={"data": data.train.info, "test": data.test.info, "device": str(rt.device),
                               "world_size": rt.env.world_size, "variant": variant, "num_classes": data.num_classes},
                         model=model, scores=scores, warnings=notes)
-    if rt.writes:
+    if rt.env.is_main:
         from .export import save_pruned_model
 
         shape = list(data.valid[0].image.shape)

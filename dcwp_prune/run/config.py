@@ -1,0 +1,126 @@
+"""The run config: which data, which model, every stage's config, and how the run executes.
+
+Each stage's config lives beside its stage (``dcwp_prune.training``); this module bundles them with
+the data and prune options. Defaults follow the official code (``../shared/DCWP.md`` section 4);
+``presets`` holds the per-dataset values. ``None`` means "decided by the variant" (or, for
+``data.ratio``, the dataset's default ratio).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Literal, Optional, Tuple
+
+from ..data.cmnist import DigitSource
+from ..data.folders import TestProtocol
+from ..options import ConfigError, Options, choices
+from ..training.biased import BiasedTrainConfig
+from ..training.finetune import FinetuneConfig
+from ..training.mask import MaskLearnConfig
+from ..training.mining import MiningConfig
+
+__all__ = ["PRUNE_RULES", "VARIANTS", "DataConfig", "PruneConfig", "RunConfig", "Variant", "validate"]
+
+#: The ways to set the unstructured pruning level (at most one per run).
+PRUNE_RULES = ("amount", "sparsity", "threshold")
+#: ``official``: the official code's behaviour; ``clean``: its quirks fixed (see ``resolve_variant``).
+Variant = Literal["official", "clean"]
+VARIANTS: Tuple[str, ...] = choices(Variant)
+
+
+@dataclass(frozen=True)
+class DataConfig(Options):
+    """Which data, how it is loaded. ``ratio`` is the conflict ratio in percent (None: the dataset's default)."""
+
+    name: str = "cmnist"
+    root: Optional[str] = None
+    ratio: Optional[float] = None
+    source: DigitSource = "auto"  # cmnist digits
+    mnist_root: Optional[str] = None
+    image_size: Optional[int] = None
+    batch_size: int = 256
+    eval_batch_size: int = 512
+    num_workers: int = 0
+    valid_fraction: float = 0.1
+    test_protocol: TestProtocol = "full"  # bffhq: full (DCWP) | conflicting (DisEnt)
+    skip_corrupt: bool = False  # drop unreadable images (counted) instead of failing
+
+
+@dataclass(frozen=True)
+class PruneConfig(Options):
+    """How the learned scores become a subnetwork.
+
+    Unstructured (default): DCWP's rule ``logit >= 0``, or one of ``amount`` / ``sparsity`` /
+    ``threshold`` through ``DCWPMethod``. Structured: ``pruning_ratio`` of channels through
+    Torch-Pruning with ``DCWPImportance``.
+    """
+
+    structured: bool = False
+    amount: Optional[float] = None
+    sparsity: Optional[float] = None
+    threshold: Optional[float] = None
+    pruning_ratio: float = 0.5
+    round_to: Optional[int] = None
+    global_pruning: bool = True
+
+    def rule(self) -> Dict[str, float]:
+        """The unstructured rule as ``dcwp_global_unstructured`` keywords: the one of :data:`PRUNE_RULES`
+        that is set, else DCWP's own ``threshold=0.5`` (keep ``logit >= 0``)."""
+        given = {k: getattr(self, k) for k in PRUNE_RULES if getattr(self, k) is not None}
+        return given or {"threshold": 0.5}
+
+
+@dataclass(frozen=True)
+class RunConfig(Options):
+    """Everything one DCWP run needs."""
+
+    model: str = "cnn"
+    weights: Optional[str] = None
+    model_file: Optional[str] = None  # a trained f_D (state dict): skip its training
+    data: DataConfig = field(default_factory=DataConfig)
+    biased: BiasedTrainConfig = field(default_factory=BiasedTrainConfig)
+    mining: MiningConfig = field(default_factory=MiningConfig)
+    mask: MaskLearnConfig = field(default_factory=MaskLearnConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    variant: Variant = "official"
+    preset: Optional[str] = None
+    quick: bool = False
+    seed: int = 0
+    device: str = "auto"
+    out: str = "runs/dcwp"
+    overwrite: bool = False
+    resume: bool = False
+    checkpoint_every: int = 500
+    amp: bool = True
+    channels_last: bool = True
+    compile: bool = False
+    progress: bool = True
+
+
+def validate(config: RunConfig) -> None:
+    """Raise ``ValueError`` naming the first bad option, its value and the accepted values.
+
+    Types and choice lists are checked when a config is built; this checks ranges and combinations.
+    """
+    if not (config.device in ("auto", "cpu", "cuda") or config.device.startswith("cuda:")):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {config.device!r}")
+    for name in ("biased", "mask", "finetune"):
+        if getattr(config, name).iterations < 0:
+            raise ValueError(f"{name}.iterations must be >= 0, got {getattr(config, name).iterations}")
+    p = config.prune
+    given = [k for k in PRUNE_RULES if getattr(p, k) is not None]
+    if len(given) > 1:
+        raise ValueError(f"pass at most one of {' / '.join(PRUNE_RULES)}, got {', '.join(given)}")
+    for k in ("sparsity", "threshold"):
+        v = getattr(p, k)
+        if v is not None and not 0.0 <= v <= 1.0:
+            raise ValueError(f"prune.{k} must be in [0, 1], got {v}")
+    if p.amount is not None and not 0.0 <= p.amount <= 1.0:
+        raise ValueError(f"prune.amount must be a fraction in [0, 1], got {p.amount}")
+    if not 0.0 < p.pruning_ratio < 1.0:
+        raise ValueError(f"prune.pruning_ratio must be in (0, 1), got {p.pruning_ratio}")
+    if config.data.ratio is not None and not 0.0 <= config.data.ratio <= 100.0:
+        raise ValueError(f"data.ratio is a percentage in [0, 100], got {config.data.ratio}")
+    if config.data.batch_size <= 0 or config.data.eval_batch_size <= 0:
+        raise ValueError("data.batch_size and data.eval_batch_size must be positive")

@@ -1,0 +1,150 @@
+"""Stage 1: train f_D (cross-entropy) and the biased auxiliary f_B jointly on the same batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, Literal, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from ..options import Options, choices
+from .engine import Engine, OptimizerName, Runtime, unpack
+from .objectives import gce_loss
+from .passes import per_sample
+
+__all__ = ["BIASED_LOSSES", "BiasedLoss", "BiasedTrainConfig", "biased_loss", "probability_of_label",
+           "train_biased_model"]
+
+#: f_B's loss: ``gce`` (LfF / DCWP), ``ce``, or ``confident_ce`` (CE on samples with p(y|x) > eta,
+#: the ensemble mining method's filter).
+BiasedLoss = Literal["gce", "ce", "confident_ce"]
+BIASED_LOSSES = choices(BiasedLoss)
+
+
+@dataclass(frozen=True)
+class BiasedTrainConfig(Options):
+    """Stage 1: f_D (CE) and the biased f_B, trained jointly on the same batches.
+
+    The ``biased_*`` fields override f_B's schedule (the CMNIST protocol mines with an SGD f_B
+    while f_D is trained with Adam); None means "same as f_D".
+    """
+
+    iterations: int = 10000
+    optimizer: OptimizerName = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    lr_decay_step: int = 10000
+    lr_gamma: float = 0.5
+    loss: BiasedLoss = "gce"  # f_B loss; confident_ce is the ensemble method's eta filter
+    q: float = 0.7
+    eta: float = 0.05
+    biased_iterations: Optional[int] = None
+    biased_optimizer: Optional[OptimizerName] = None
+    biased_lr: Optional[float] = None
+    biased_weight_decay: Optional[float] = None
+    biased_lr_decay_step: Optional[int] = None
+    biased_lr_gamma: Optional[float] = None
+
+    def schedule(self, net: str) -> Tuple[int, str, float, float, int, float]:
+        """``(iterations, optimizer, lr, weight_decay, lr_decay_step, lr_gamma)`` of ``net`` (``d`` or ``b``)."""
+        def pick(f: str) -> Any:
+            own = getattr(self, "biased_" + f) if net == "b" else None
+            return own if own is not None else getattr(self, f)
+
+        return tuple(pick(f) for f in ("iterations", "optimizer", "lr", "weight_decay", "lr_decay_step", "lr_gamma"))  # type: ignore[return-value]
+
+
+def biased_loss(logits: Tensor, y: Tensor, cfg: BiasedTrainConfig) -> Tensor:
+    """f_B's loss as ``cfg.loss`` names it."""
+    if cfg.loss == "gce":
+        return gce_loss(logits, y, cfg.q)
+    if cfg.loss == "ce":
+        return F.cross_entropy(logits, y)
+    if cfg.loss != "confident_ce":
+        raise ValueError(f"biased.loss must be one of {BIASED_LOSSES}, got {cfg.loss!r}")
+    confident = torch.softmax(logits.detach().float(), 1).gather(1, y.view(-1, 1)).squeeze(1) > cfg.eta
+    if not bool(confident.any()):  # the official code returns NaN here
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[confident], y[confident])
+
+
+def probability_of_label(model: nn.Module, loader: DataLoader, n: int, runtime: Runtime) -> Tensor:
+    """``p(y_n | x_n)`` for every sample (positions 0..n-1 of the loader's dataset, sharded across ranks)."""
+    return per_sample(model, loader, n, lambda logits, y: torch.softmax(logits, 1).gather(1, y.view(-1, 1)).squeeze(1),
+                      runtime)
+
+
+def train_biased_model(
+    model_b: Optional[nn.Module], batches: Iterator[Any], cfg: BiasedTrainConfig, runtime: Optional[Runtime] = None,
+    *, model_d: Optional[nn.Module] = None, score_loader: Optional[DataLoader] = None, num_samples: int = 0,
+    pseudo_every: int = 1, resume: Optional[Dict[str, Any]] = None,
+) -> Dict[str, Any]:
+    """Train the biased model f_B (GCE by default) and, if given, f_D (CE) on the same batches.
+
+    Args:
+        model_b: the biased auxiliary model (None: train f_D only).
+        batches: an endless iterator of batches (shuffled epochs).
+        cfg: schedule and losses; ``biased_*`` fields give f_B its own schedule.
+        model_d: the network that DCWP prunes later, trained with plain CE.
+        score_loader, num_samples, pseudo_every: an evaluation loader over the training set; with
+            ``cfg.loss == "confident_ce"`` (the ensemble mining method) f_B scores every sample every
+            ``pseudo_every`` iterations (one epoch) and the average ``1 - p(y|x)`` over these passes
+            is returned as ``pseudo_scores`` (one pass at the end if f_B trained less than an epoch).
+        resume: a progress checkpoint of this stage.
+
+    Returns:
+        ``{"pseudo_scores": Tensor | None}``.
+    """
+    runtime = runtime or Runtime()
+    nets: Dict[str, Tuple[nn.Module, nn.Module, int]] = {}  # key -> (model, its training forward, iterations)
+    schedules = {key: cfg.schedule(key) for key, model in (("d", model_d), ("b", model_b)) if model is not None}
+    total = max((s[0] for s in schedules.values()), default=0)
+    engine = Engine("biased", runtime, total)
+    for key, model in (("d", model_d), ("b", model_b)):
+        if key not in schedules or schedules[key][0] == 0:
+            continue
+        iters, optimizer, lr, weight_decay, decay_step, gamma = schedules[key]
+        model.train()  # type: ignore[union-attr]
+        engine.track(f"model_{key}", model)
+        engine.optimizer(key, model.parameters(), optimizer, lr, weight_decay, decay_step=decay_step, gamma=gamma)  # type: ignore[union-attr]
+        nets[key] = (model, engine.prepare(model), iters)  # type: ignore[arg-type]
+    iters_b = nets["b"][2] if "b" in nets else 0
+    ensemble = cfg.loss == "confident_ce" and "b" in nets and score_loader is not None
+    pseudo = torch.zeros(num_samples, dtype=torch.float64) if ensemble else None
+    passes = torch.zeros((), dtype=torch.long)
+    if pseudo is not None:
+        engine.track("pseudo_scores", get=lambda: pseudo, set=pseudo.copy_)
+        engine.track("pseudo_passes", get=lambda: passes, set=passes.copy_)
+    engine.resume(resume)
+    every = max(1, pseudo_every)
+    dev = runtime.device
+
+    def score_pass() -> None:
+        p = probability_of_label(nets["b"][0], score_loader, num_samples, runtime)  # type: ignore[arg-type]
+        pseudo.add_(1 - p)  # type: ignore[union-attr]
+        passes.add_(1)
+
+    def step(it: int) -> Dict[str, Tensor]:
+        x, y, _, _ = unpack(next(batches))
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        logs = {}
+        for key, (_, forward, iters) in nets.items():
+            if it >= iters:
+                continue
+            with runtime.autocast():
+                logits = forward(x).float()
+            loss = F.cross_entropy(logits, y) if key == "d" else biased_loss(logits, y, cfg)
+            logs[f"loss_{key}"] = engine.update(loss, key)
+        if pseudo is not None and it < iters_b and (it + 1) % every == 0:
+            score_pass()
+        return logs
+
+    engine.run(step)
+    if pseudo is None:
+        return {"pseudo_scores": None}
+    if int(passes) == 0:  # f_B trained for less than an epoch: score once at the end
+        score_pass()
+    return {"pseudo_scores": pseudo / int(passes)}

@@ -1,0 +1,89 @@
+"""Stage 4: retrain the surviving weights of the pruned network (the mask stays fixed)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence
+
+from torch import Tensor, nn
+
+from ..models import FeatureTap
+from ..options import Options
+from .engine import Engine, OptimizerName, Runtime
+from .objectives import Positives, task_loss
+
+__all__ = ["FinetuneConfig", "finetune"]
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(Options):
+    """Stage 4: the surviving weights are retrained with the mask fixed."""
+
+    iterations: int = 1000
+    optimizer: OptimizerName = "adam"
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    lr_decay_step: int = 10000
+    lr_gamma: float = 0.1
+    lambda_con: float = 0.05
+    temperature: float = 0.07
+    upweight: float = 80.0  # lambda_up
+    positives: Optional[Positives] = None  # None: decided by the variant (as mask.positives)
+    eval_every: int = 100
+
+
+def finetune(
+    model: nn.Module, batches: Iterator[Any], flags_of: Callable[[Sequence[str]], Tensor], cfg: FinetuneConfig,
+    runtime: Optional[Runtime] = None, *, evaluate_fn: Optional[Callable[[nn.Module], Dict[str, Dict[str, Any]]]] = None,
+    select_metric: str = "accuracy", resume: Optional[Dict[str, Any]] = None,
+) -> Dict[str, Any]:
+    """Fine-tune a pruned ``model`` (``torch.nn.utils.prune`` masks, or a physically smaller model).
+
+    Loss: ``CE + lambda_con * SupCon`` (positives: ``cfg.positives``, None = official); batches should
+    upweight mined samples by lambda_up. Pruned weights stay zero: the ``weight_mask`` buffers are
+    not trained and zero their gradient.
+
+    Args:
+        evaluate_fn: called every ``cfg.eval_every`` iterations with the model; returns
+            ``{"valid": metrics, "test": metrics}``. The best iterate is chosen on ``valid`` by
+            ``select_metric``, never on test.
+
+    Returns:
+        ``{"history": [...], "best": {"iteration", "valid", "test"} | None, "best_state": state_dict | None}``.
+    """
+    runtime = runtime or Runtime()
+    model.train()
+    engine = Engine("finetune", runtime, cfg.iterations, eval_every=cfg.eval_every)
+    engine.track("model", model)
+    engine.optimizer("", model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay, decay_step=cfg.lr_decay_step,
+                     gamma=cfg.lr_gamma)
+    state: Dict[str, Any] = {"history": [], "best": None, "best_state": None}
+    for key in state:
+        engine.track(key, get=lambda key=key: state[key], set=lambda v, key=key: state.__setitem__(key, v))
+    engine.resume(resume)
+    state["history"] = list(state["history"])
+    forward = engine.prepare(model)
+    tap = FeatureTap(model)
+    positives = cfg.positives or "official"
+
+    def step(it: int) -> Dict[str, Tensor]:
+        loss, logs = task_loss(forward, tap, next(batches), flags_of, cfg.lambda_con, cfg.temperature, positives, runtime)
+        logs["loss"] = engine.update(loss)
+        return logs
+
+    def on_eval(it: int) -> None:
+        if evaluate_fn is None:
+            return
+        result = evaluate_fn(model)
+        record = {"iteration": it, **result}
+        state["history"].append(record)
+        runtime.log({"stage": "finetune_eval", **record})
+        score = (result.get("valid") or {}).get(select_metric)
+        best = state["best"]
+        if score is not None and (best is None or score > best["valid"][select_metric]):
+            state["best"] = record
+            state["best_state"] = copy.deepcopy(model.state_dict())
+
+    engine.run(step, on_eval)
+    return state
