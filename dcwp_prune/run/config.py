@@ -77,6 +77,7 @@ class RunConfig(Options):
     model: str = "cnn"
     weights: Optional[str] = None
     model_file: Optional[str] = None  # a trained f_D (state dict): skip its training
+    stage1_from: Optional[str] = None  # a run folder whose finished stage 1 (f_D, f_B) this run starts from
     data: DataConfig = field(default_factory=DataConfig)
     biased: BiasedTrainConfig = field(default_factory=BiasedTrainConfig)
     mining: MiningConfig = field(default_factory=MiningConfig)

@@ -39,7 +39,8 @@ from .records import RunRecorder
 if TYPE_CHECKING:
     from .run_folder import RunFolder
 
-__all__ = ["DCWPResult", "RunData", "RunLoaders", "load_run_data", "resolve_data", "resolve_variant", "run_dcwp"]
+__all__ = ["STAGE1_KEYS", "DCWPResult", "RunData", "RunLoaders", "check_stage1_source", "load_run_data",
+           "resolve_data", "resolve_variant", "run_dcwp", "seed_everything"]
 
 _STAGES = ("biased", "mining", "mask", "finetune", "final")
 #: Above this mined fraction the biased model has not learned the bias (it diverged or trained too
@@ -123,7 +124,8 @@ def _resume_config(given: RunConfig, saved: RunConfig, n_train: int, force_confi
     return base.replace(resume=True, overwrite=False, **runtime)
 
 
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy and ``random`` (what every stage start does, with its own seed)."""
     torch.manual_seed(seed)
     np.random.seed(seed % (2**32))
     import random
@@ -197,6 +199,40 @@ def _load_model_file(model: nn.Module, path: str) -> None:
     load_state_dict_checked(model, read_state_dict(path), path)
 
 
+#: What a run's stage 1 depends on: a run may start from another run's stage 1 only if these agree.
+STAGE1_KEYS = ("model", "weights", "model_file", "seed", "data", "biased")
+
+
+def check_stage1_source(config: RunConfig) -> None:
+    """Refuse a ``stage1_from`` folder that has no finished stage 1 or trained it differently.
+
+    Data-loading options that do not change the data (workers, evaluation batch size) may differ;
+    anything else of :data:`STAGE1_KEYS`, or oracle vs learned mining (f_B is not trained for
+    oracle), is an error listing the differences.
+    """
+    from .run_folder import config_differences, read_saved_config
+
+    source = config.stage1_from
+    assert source is not None
+    if not os.path.isfile(os.path.join(source, "checkpoints", "stage1_biased.pt")):
+        raise ValueError(f"stage1_from {source!r} has no finished stage 1 (checkpoints/stage1_biased.pt); "
+                         "run it to the end of stage 1 first")
+    saved = resolve_data(RunConfig.from_dict(read_saved_config(source)))
+    loader_only = {"num_workers": 0, "eval_batch_size": 1}
+
+    def key(c: RunConfig) -> Dict[str, Any]:
+        d = c.to_dict()
+        out = {k: d[k] for k in STAGE1_KEYS}
+        out["data"] = {**out["data"], **loader_only}
+        out["oracle_mining"] = c.mining.method == "oracle"
+        return out
+
+    diffs = config_differences(key(saved), key(config))
+    if diffs:
+        raise ValueError(f"stage1_from {source!r} trained stage 1 differently: {'; '.join(diffs)}. Start from a run "
+                         "with the same model, data, seed and [biased] options, or drop stage1_from")
+
+
 def _check_model_fits(model: nn.Module, data: RunData, config: RunConfig) -> None:
     """One forward pass on a real sample (and the structured-support check) before any training;
     a ``model_file`` is loaded into ``model`` now too, so that a bad file fails before the run folder exists."""
@@ -241,7 +277,7 @@ class _Run:
         """Reseed for the stage, run ``setup`` (e.g. model creation, so it never depends on earlier
         stages' RNG use), and return the progress checkpoint when resuming mid-stage (its RNG state
         restored after ``setup``)."""
-        _seed_everything(self.config.seed * 1000 + index)
+        seed_everything(self.config.seed * 1000 + index)
         if setup is not None:
             setup()
         if self.progress is not None and self.progress.get("stage") == name:
@@ -274,6 +310,8 @@ class _Run:
             model_d.load_state_dict(done["model_d"])
             model_b.load_state_dict(done["model_b"])
             return {**done, "model_d": model_d, "model_b": model_b}
+        if c.stage1_from:
+            return self.reuse_stage1(c.stage1_from)
         models: List[nn.Module] = []
         resume = self.begin(0, "biased", setup=lambda: models.extend([self.new_model(), self.new_model()]))
         model_d, model_b = models
@@ -290,6 +328,19 @@ class _Run:
         self.rt.log({"stage": "vanilla", **vanilla})
         state = {"model_d": model_d.state_dict(), "model_b": model_b.state_dict(), "vanilla": vanilla,
                  "pseudo_scores": out["pseudo_scores"] if out["pseudo_scores"] is not None else torch.zeros(0)}
+        self.finish("stage1_biased", state)
+        return {**state, "model_d": model_d, "model_b": model_b}
+
+    def reuse_stage1(self, source: str) -> Dict[str, Any]:
+        """Stage 1 of another run (checked to match by ``check_stage1_source``), saved as this run's own."""
+        self.begin(0, "biased")
+        state = RunRecorder(source).load("stage1_biased")
+        assert state is not None  # checked before the run folder was created
+        model_d, model_b = self.new_model(), self.new_model()
+        model_d.load_state_dict(state["model_d"])
+        model_b.load_state_dict(state["model_b"])
+        state = {k: state[k] for k in ("model_d", "model_b", "vanilla", "pseudo_scores")}
+        self.rt.log({"stage": "vanilla", "stage1_from": os.path.abspath(source), **state["vanilla"]})
         self.finish("stage1_biased", state)
         return {**state, "model_d": model_d, "model_b": model_b}
 
@@ -430,19 +481,21 @@ def _run_stages(config: RunConfig, rt: Runtime, folder: "RunFolder", force_confi
         from .run_folder import read_saved_config
 
         saved = RunConfig.from_dict(read_saved_config(config.out))
-        _seed_everything(saved.seed)
+        seed_everything(saved.seed)
         data = load_run_data(saved, resolve_variant(saved)["score_transform"])
         config = _resume_config(config, saved, len(data.train), force_config)
         if config.data != saved.data or config.seed != saved.seed or config.variant != saved.variant:
             data = load_run_data(config, resolve_variant(config)["score_transform"])
     else:
-        _seed_everything(config.seed)
+        seed_everything(config.seed)
         data = load_run_data(config, resolve_variant(config)["score_transform"])
         if config.quick:
             config = quick_schedule(config, len(data.train))
     variant = resolve_variant(config)
     rt.checkpoint_every, rt.label = config.checkpoint_every, "[quick]" if config.quick else ""
     _check_model_fits(create_model(config.model, data.num_classes, weights=config.weights).to(rt.device), data, config)
+    if config.stage1_from:
+        check_stage1_source(config)
     # every check passed: only now does the run folder change
     folder.open()
     barrier(rt.env)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
+import time
 from dataclasses import dataclass, field
 from typing import (
     Any,
@@ -227,6 +228,7 @@ class Engine:
         rt, name, total = self.runtime, self.name, self.iterations
         bar = progress_bar(f"{name} {rt.label}".strip(), total, self.start, rt.progress and rt.env.is_main)
         first: Dict[str, float] = {}  # the first logged value of each loss: the reference for an explosion
+        started = time.perf_counter()  # records carry the stage's wall time so far (evaluations included)
         own = rt.stop is None
         stop = StopFlag() if own else rt.stop
         try:
@@ -242,7 +244,8 @@ class Engine:
                     if done % 10 == 0 or done == total or evaluate or periodic or stop.requested:
                         values = _finite(name, done, logs, first)  # before any evaluation or checkpoint of this state
                         bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
-                        rt.log({"stage": name, "iteration": done, **values})
+                        rt.log({"stage": name, "iteration": done, **values,
+                                "elapsed_s": round(time.perf_counter() - started, 3)})
                     if evaluate:
                         on_eval(done)  # type: ignore[misc]
                     if periodic or stop.requested:
