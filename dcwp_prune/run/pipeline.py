@@ -207,8 +207,8 @@ def check_stage1_source(config: RunConfig) -> None:
     """Refuse a ``stage1_from`` folder that has no finished stage 1 or trained it differently.
 
     Data-loading options that do not change the data (workers, evaluation batch size) may differ;
-    anything else of :data:`STAGE1_KEYS`, or oracle vs learned mining (f_B is not trained for
-    oracle), is an error listing the differences.
+    anything else of :data:`STAGE1_KEYS` is an error listing the differences, and so is a source that
+    mined with ``oracle`` (its f_B was never trained) for a run that mines with f_B.
     """
     from .run_folder import config_differences, read_saved_config
 
@@ -224,10 +224,11 @@ def check_stage1_source(config: RunConfig) -> None:
         d = c.to_dict()
         out = {k: d[k] for k in STAGE1_KEYS}
         out["data"] = {**out["data"], **loader_only}
-        out["oracle_mining"] = c.mining.method == "oracle"
         return out
 
     diffs = config_differences(key(saved), key(config))
+    if saved.mining.method == "oracle" and config.mining.method != "oracle":
+        diffs.append("mining.method: the source mined with 'oracle', so its f_B was never trained")
     if diffs:
         raise ValueError(f"stage1_from {source!r} trained stage 1 differently: {'; '.join(diffs)}. Start from a run "
                          "with the same model, data, seed and [biased] options, or drop stage1_from")

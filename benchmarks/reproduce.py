@@ -1,0 +1,270 @@
+"""Reproduce the paper's tables: one runner over dataset x conflict ratio x backbone x method x seed.
+
+Usage::
+
+    python -m benchmarks.reproduce --profile cpu-quick                    # about an hour on 2 CPU cores
+    python -m benchmarks.reproduce --profile cpu-quick --methods dcwp-official erm --seeds 0
+    python -m benchmarks.reproduce --profile gpu-paper --data-root ~/data --mnist-root ~/mnist
+    python -m benchmarks.reproduce --profile cpu-quick --render            # rebuild table.md and plots only
+
+Each cell is one run folder (``OUT/runs/<dataset>-<ratio>pct-<backbone>-seed<k>/<method>``) and one JSON
+line in ``OUT/results.jsonl``: dataset, ratio, backbone, method, seed, schedule, selection rule,
+valid / test metrics (pooled = the CMNIST / CIFAR10-C "unbiased" number, aligned, conflicting, worst
+group), Colored MNIST's balanced all-colours test view, sparsity, MACs, wall time, git commit.
+Re-running skips finished cells and retries failed ones; a failed cell is recorded with its error
+and the grid goes on. ``OUT`` defaults to ``benchmarks/results/<profile>``; at the end (and with
+``--render``) ``table.md`` and the plots are rebuilt from ``results.jsonl`` by ``benchmarks.table``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from typing import Any, Dict, List, Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                               text=True).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except OSError:
+        return "unknown"
+
+
+def cell_key(cell: Dict[str, Any], schedule: str) -> tuple:
+    return (cell["dataset"], float(cell["ratio"]), cell["backbone"], cell["method"], int(cell["seed"]), schedule)
+
+
+def read_results(path: str) -> List[Dict[str, Any]]:
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _scaled(config: Any, scale: float) -> Any:
+    """The (already derived) schedule of ``config`` with every stage's iterations times ``scale``."""
+    def s(v: Optional[int]) -> Optional[int]:
+        return None if v is None else max(1, int(round(v * scale)))
+
+    b = config.biased
+    return config.replace(
+        biased=b.replace(iterations=s(b.iterations), lr_decay_step=s(b.lr_decay_step),
+                         biased_iterations=s(b.biased_iterations), biased_lr_decay_step=s(b.biased_lr_decay_step)),
+        mask=config.mask.replace(iterations=s(config.mask.iterations), eval_every=s(config.mask.eval_every)),
+        finetune=config.finetune.replace(iterations=s(config.finetune.iterations),
+                                         eval_every=s(config.finetune.eval_every),
+                                         lr_decay_step=max(config.finetune.lr_decay_step, s(config.finetune.iterations))),
+        checkpoint_every=s(config.checkpoint_every), quick=False)
+
+
+class Runner:
+    def __init__(self, profile: Any, out: str, args: argparse.Namespace) -> None:
+        self.profile, self.out, self.args = profile, out, args
+        self.results_path = os.path.join(out, "results.jsonl")
+        self.commit = git_commit()
+        self._n_train: Dict[tuple, int] = {}
+
+    # ------------------------------------------------------------------------------ configs
+    def schedule_name(self, backbone: str) -> str:
+        if not self.profile.quick:
+            return "paper"
+        scale = self.profile.scale.get(backbone, 1.0)
+        return "quick" if scale == 1.0 else f"quick x{scale:g}"
+
+    def config(self, cell: Dict[str, Any], run_dir: str, overrides: Dict[str, Any]) -> Any:
+        from dcwp_prune.run.presets import build_config, merge_options, quick_schedule
+
+        data: Dict[str, Any] = {"name": cell["dataset"], "ratio": cell["ratio"]}
+        if self.args.data_root and cell["dataset"] != "cmnist":
+            data["root"] = self.args.data_root
+        if cell["dataset"] == "cmnist" and self.args.mnist_root:  # full MNIST when it is there (labelled in info)
+            data.update(mnist_root=self.args.mnist_root, source="auto")
+        base = merge_options(self.profile.overrides.get(cell["dataset"], {}), {
+            "model": cell["backbone"], "data": data, "seed": cell["seed"], "out": run_dir, "progress": False,
+            "device": self.args.device or self.profile.device, "amp": self.profile.amp, "quick": self.profile.quick})
+        config = build_config(cell["dataset"], merge_options(base, overrides))
+        scale = self.profile.scale.get(cell["backbone"], 1.0)
+        if self.profile.quick and scale != 1.0:
+            config = _scaled(quick_schedule(config, self.n_train(config)), scale)
+        return config
+
+    def n_train(self, config: Any) -> int:
+        key = (config.data.name, config.data.ratio, config.data.source, config.data.root, config.seed)
+        if key not in self._n_train:
+            from dcwp_prune.run.pipeline import load_run_data
+
+            self._n_train[key] = len(load_run_data(config, "train").train)
+        return self._n_train[key]
+
+    # ------------------------------------------------------------------------------ one cell
+    def group_dir(self, cell: Dict[str, Any]) -> str:
+        return os.path.join(self.out, "runs", f"{cell['dataset']}-{cell['ratio']:g}pct-{cell['backbone']}-seed{cell['seed']}")
+
+    def run_cell(self, cell: Dict[str, Any]) -> Dict[str, Any]:
+        from benchmarks.methods import DCWP_CONFIGS, run_baseline
+        from dcwp_prune.run.pipeline import run_dcwp
+
+        group = self.group_dir(cell)
+        run_dir = os.path.join(group, cell["method"])
+        base = os.path.join(group, "dcwp-official")
+        start = time.perf_counter()
+        if cell["method"] in DCWP_CONFIGS:
+            overrides = dict(DCWP_CONFIGS[cell["method"]])
+            own_stage1 = cell["method"] == "dcwp-official" or "biased" in overrides
+            if not own_stage1:
+                overrides["stage1_from"] = base
+            config = self.config(cell, run_dir, overrides)
+            resume = os.path.isfile(os.path.join(run_dir, "config.json"))
+            if not resume and os.path.isdir(run_dir):  # an attempt that failed before its first checkpoint
+                import shutil
+
+                shutil.rmtree(run_dir)
+            result = run_dcwp(config.replace(resume=resume)).to_dict()
+            selected = "dcwp_best_valid" if result["selected"] == "best_valid" else "dcwp_last"
+            metrics = result["metrics"][selected]
+            info = {"selection": result["selected"], "variant": config.variant, "sparsity": result["sparsity"],
+                    "mined": {k: result["mined"].get(k) for k in ("count", "precision", "recall")},
+                    "vanilla": result["metrics"]["vanilla"]}
+        else:
+            config = self.config(cell, run_dir, {})
+            result = run_baseline(cell["method"], config, run_dir, base)
+            metrics = result["metrics"]["last"]
+            info = {"selection": "last", "variant": None, "sparsity": result.get("sparsity", 0.0),
+                    "mined": result.get("mined")}
+        wall = time.perf_counter() - start
+        return {**info, "valid": _groups(metrics["valid"]), "test": _groups(metrics["test"]),
+                **self.extra_metrics(cell, run_dir, config), "wall_s": round(wall, 1), "run_dir": os.path.relpath(run_dir, self.out)}
+
+    def extra_metrics(self, cell: Dict[str, Any], run_dir: str, config: Any) -> Dict[str, Any]:
+        """MACs of the saved model and, on Colored MNIST, the balanced all-colours test view."""
+        import torch
+
+        from dcwp_prune.adapters.structured import count_macs_params
+        from dcwp_prune.data import default_transform, generate_cmnist
+        from dcwp_prune.run.export import load_pruned_model
+        from dcwp_prune.run.pipeline import RunData, RunLoaders
+        from dcwp_prune.training.engine import Runtime, resolve_device
+
+        model = load_pruned_model(run_dir).eval()
+        with open(os.path.join(run_dir, "model.json")) as f:
+            shape = json.load(f)["input_shape"]
+        macs, params = count_macs_params(model, torch.zeros(1, *shape))
+        out: Dict[str, Any] = {"macs": macs, "params": params}
+        d = config.data
+        if cell["dataset"] == "cmnist" and d.root is None:
+            view = generate_cmnist("test", d.ratio, d.source, d.mnist_root, seed=config.seed, all_colors=True,
+                                   transform=default_transform("cmnist", "test", d.image_size))
+            rt = Runtime(device=resolve_device(config.device))
+            loaders = RunLoaders(config, RunData(view, view, view, view, 10), rt)
+            out["test_all_colors"] = _groups(loaders.evaluate(model.to(rt.device), ("test",))["test"])
+        return out
+
+    # ------------------------------------------------------------------------------ the grid
+    def run(self, cells: List[Dict[str, Any]], deadline: Optional[float] = None) -> int:
+        os.makedirs(self.out, exist_ok=True)
+        done = {cell_key(r, r["schedule"]) for r in read_results(self.results_path) if r.get("status") == "ok"}
+        todo = [c for c in cells if cell_key(c, self.schedule_name(c["backbone"])) not in done]
+        print(f"{self.profile.name}: {len(cells)} cells, {len(cells) - len(todo)} finished, {len(todo)} to run "
+              f"-> {self.out}", file=sys.stderr, flush=True)
+        failed, times = 0, []
+        for k, cell in enumerate(todo):
+            if deadline is not None and time.monotonic() > deadline:
+                print(f"time budget reached: {len(todo) - k} cells left for a later run", file=sys.stderr, flush=True)
+                break
+            schedule = self.schedule_name(cell["backbone"])
+            label = f"{cell['dataset']} {cell['ratio']:g}% {cell['backbone']} seed {cell['seed']} {cell['method']}"
+            start = time.perf_counter()
+            record: Dict[str, Any] = {**cell, "schedule": schedule, "profile": self.profile.name, "commit": self.commit}
+            try:
+                record.update(self.run_cell(cell), status="ok")
+            except Exception as err:  # a failed cell is recorded, the grid goes on
+                failed += 1
+                record.update(status="failed", error=f"{type(err).__name__}: {err}",
+                              traceback=traceback.format_exc(limit=6))
+            took = time.perf_counter() - start
+            times.append(took)
+            with open(self.results_path, "a") as f:
+                f.write(json.dumps(record, sort_keys=True) + "\n")
+            eta = sum(times) / len(times) * (len(todo) - k - 1)
+            test = record.get("test", {}).get("accuracy")
+            shown = f"test {100 * test:.1f}%" if test is not None else record.get("error", "")[:120]
+            print(f"[{k + 1}/{len(todo)}] {label}: {record['status']} {shown} ({took:.0f} s; ETA {_hms(eta)})",
+                  file=sys.stderr, flush=True)
+        return failed
+
+
+def _groups(metrics: Dict[str, Any]) -> Dict[str, Any]:
+    keys = ("accuracy", "unbiased", "aligned", "conflicting", "conflicting_pooled", "worst_group")
+    return {k: metrics.get(k) for k in keys}
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from benchmarks.profiles import PROFILES
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--profile", required=True, choices=sorted(PROFILES))
+    parser.add_argument("--out", help="results folder (default benchmarks/results/PROFILE)")
+    parser.add_argument("--data-root", help="folder holding the DisEnt releases (cifar10c/, bffhq/, cmnist/)")
+    parser.add_argument("--mnist-root", help="torchvision MNIST folder: full MNIST for Colored MNIST")
+    parser.add_argument("--methods", nargs="+", help="run only these methods (and ablations)")
+    parser.add_argument("--seeds", nargs="+", type=int)
+    parser.add_argument("--ratios", nargs="+", type=float)
+    parser.add_argument("--backbones", nargs="+")
+    parser.add_argument("--device", help="override the profile's device (cpu, cuda)")
+    parser.add_argument("--budget-s", type=float, default=0, help="stop starting new cells after this many seconds")
+    parser.add_argument("--render", action="store_true", help="only rebuild table.md and the plots")
+    args = parser.parse_args(argv)
+    profile = PROFILES[args.profile]
+    out = args.out or os.path.join(ROOT, "benchmarks", "results", profile.name)
+    from benchmarks.table import render
+
+    if not args.render:
+        cells = profile.cells(args.methods, args.seeds, args.ratios, args.backbones)
+        cells, skipped = _available(cells, args)
+        for note in skipped:
+            print(note, file=sys.stderr)
+        Runner(profile, out, args).run(cells, deadline=time.monotonic() + args.budget_s if args.budget_s else None)
+    render(out, profile)
+    print(f"table: {os.path.join(out, 'table.md')}", file=sys.stderr)
+    return 0
+
+
+def _available(cells: List[Dict[str, Any]], args: argparse.Namespace) -> tuple:
+    """Cells whose data is present; one note per skipped dataset naming where to put it."""
+    from dcwp_prune.data import DatasetError, create_dataset
+
+    keep, notes, absent = [], [], {}
+    for cell in cells:
+        name = cell["dataset"]
+        if name == "cmnist":
+            keep.append(cell)
+            continue
+        if name not in absent:
+            try:
+                create_dataset(name, root=args.data_root, split="test")
+                absent[name] = None
+            except (DatasetError, FileNotFoundError) as err:
+                absent[name] = str(err).splitlines()[0]
+                notes.append(f"skipping {name}: {absent[name]} (put the release under --data-root ROOT/{name}/)")
+        if absent[name] is None:
+            keep.append(cell)
+    return keep, notes
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""Render ``results.jsonl`` into ``table.md`` and plots: mean +/- std over seeds, published rows beside.
+
+Only numbers from ``results.jsonl`` enter our rows; published numbers come from ``benchmarks.published``
+and are shown in rows labelled "published", with their protocol, never averaged with ours.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from collections import defaultdict
+from typing import Any, Dict, Iterable, List
+
+from benchmarks.published import PUBLISHED
+
+__all__ = ["render", "summarise"]
+
+#: The headline metric per dataset (the papers' numbers): pooled accuracy on the unbiased test set for
+#: Colored MNIST / CIFAR10-C, the mean of the bias-conflicting groups for BFFHQ (DCWP protocol).
+HEADLINE = {"cmnist": "accuracy", "cifar10c": "accuracy", "bffhq": "conflicting"}
+BACKBONE_NAMES = {"mlp": "LfF's 3 x 100 MLP", "cnn": "DCWP's CNN", "resnet18": "ResNet-18 (random init)"}
+ORDER = ("erm", "lff", "jtt", "mrm", "magnitude", "random", "dcwp-official", "dcwp-clean", "dcwp-structured")
+
+
+def _latest(records: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The last record of each cell (a retried failure is replaced by its success)."""
+    last: Dict[tuple, Dict[str, Any]] = {}
+    for r in records:
+        last[(r["dataset"], r["ratio"], r["backbone"], r["method"], r["seed"], r["schedule"])] = r
+    return list(last.values())
+
+
+def _fmt(values: List[float], scale: float = 100.0) -> str:
+    if not values:
+        return "-"
+    mean = statistics.fmean(values) * scale
+    if len(values) == 1:
+        return f"{mean:.1f} (n=1)"
+    return f"{mean:.1f} ± {statistics.stdev(values) * scale:.1f}"
+
+
+def summarise(records: List[Dict[str, Any]]) -> Dict[tuple, Dict[str, Any]]:
+    """``{(dataset, backbone, schedule, method, ratio): {metric: [values over seeds]}}`` of the ok cells."""
+    out: Dict[tuple, Dict[str, List[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in _latest(records):
+        if r.get("status") != "ok":
+            continue
+        key = (r["dataset"], r["backbone"], r["schedule"], r["method"], float(r["ratio"]))
+        metric = HEADLINE.get(r["dataset"], "accuracy")
+        cell = out[key]
+        cell["test"].append(r["test"][metric])
+        cell["valid"].append(r["valid"][metric])
+        if r.get("test_all_colors"):
+            cell["all_colors"].append(r["test_all_colors"][metric])
+        cell["sparsity"].append(float(r.get("sparsity") or 0.0))
+        cell["macs"].append(float(r.get("macs") or 0))
+        cell["wall_s"].append(float(r.get("wall_s") or 0))
+        cell["selection"].append(r.get("selection"))  # type: ignore[arg-type]
+        mined = r.get("mined") or {}
+        for k in ("count", "precision", "recall"):
+            if mined.get(k) is not None:
+                cell[f"mined_{k}"].append(float(mined[k]))
+    return out
+
+
+def render(out: str, profile: Any) -> str:
+    """Write ``out/table.md`` (and the plots) from ``out/results.jsonl``; return the markdown."""
+    path = os.path.join(out, "results.jsonl")
+    records = [json.loads(line) for line in open(path)] if os.path.isfile(path) else []
+    summary = summarise(records)
+    lines = [f"# Benchmark `{profile.name}`", "", f"Profile: {profile.note}.", "",
+             "Produced by `python -m benchmarks.reproduce --profile " + profile.name + "` (rows: ours, mean ± std over "
+             "the seeds that finished, n = number of seeds; rows marked *published* are the papers' numbers under "
+             "the protocol named beside them and are never mixed into ours). Selection: *last* = last iterate, "
+             "*best_valid* = best iterate on the validation split; never on test.", ""]
+    groups = sorted({(k[0], k[1], k[2]) for k in summary})
+    for dataset, backbone, schedule in groups:
+        ratios = sorted({k[4] for k in summary if k[:3] == (dataset, backbone, schedule)})
+        metric = HEADLINE.get(dataset, "accuracy")
+        methods = [m for m in ORDER if (dataset, backbone, schedule, m, ratios[0]) in summary or
+                   any((dataset, backbone, schedule, m, r) in summary for r in ratios)]
+        ablations = sorted({k[3] for k in summary if k[:3] == (dataset, backbone, schedule) and k[3].startswith("abl-")})
+        lines += [f"## {dataset}, {BACKBONE_NAMES.get(backbone, backbone)}, schedule: {schedule}", "",
+                  f"Test {metric} (%) at each conflict ratio; Colored MNIST also on the balanced all-colours view "
+                  "(every test digit in all ten colours, 10x the images) in the second table.", ""]
+        lines += _table(summary, dataset, backbone, schedule, methods, ratios, "test")
+        lines += _published(dataset, backbone, ratios)
+        if any(summary[(dataset, backbone, schedule, m, r)].get("all_colors") for m in methods for r in ratios
+               if (dataset, backbone, schedule, m, r) in summary):
+            lines += ["", "Balanced all-colours test view:", ""]
+            lines += _table(summary, dataset, backbone, schedule, methods, ratios, "all_colors")
+        lines += ["", "DCWP (official) internals: mined bias-conflicting set and sparsity reached:", "",
+                  "| ratio | mined | precision | recall | sparsity | valid " + metric + " |", "|---|---|---|---|---|---|"]
+        for r in ratios:
+            c = summary.get((dataset, backbone, schedule, "dcwp-official", r))
+            if c:
+                lines.append(f"| {r:g} % | {_fmt(c.get('mined_count', []), 1)} | {_fmt(c.get('mined_precision', []))} | "
+                             f"{_fmt(c.get('mined_recall', []))} | {_fmt(c['sparsity'])} | {_fmt(c['valid'])} |")
+        if ablations:
+            lines += ["", "Ablations of DCWP (official):", ""]
+            lines += _table(summary, dataset, backbone, schedule, ["dcwp-official"] + ablations, ratios, "test")
+        lines.append("")
+    failed = [r for r in _latest(records) if r.get("status") != "ok"]
+    if failed:
+        lines += ["## Failed cells", ""] + [f"- {r['dataset']} {r['ratio']:g}% {r['backbone']} seed {r['seed']} "
+                                            f"{r['method']}: {r.get('error', '')[:200]}" for r in failed]
+    text = "\n".join(lines).rstrip() + "\n"
+    from dcwp_prune._atomic import write_text
+
+    write_text(os.path.join(out, "table.md"), text)
+    _plots(summary, out)
+    return text
+
+
+def _table(summary: Dict[tuple, Any], dataset: str, backbone: str, schedule: str, methods: List[str],
+           ratios: List[float], field: str) -> List[str]:
+    head = "| method | selection | " + " | ".join(f"{r:g} %" for r in ratios) + " | sparsity | MACs |"
+    rows = [head, "|" + "---|" * (len(ratios) + 4)]
+    for m in methods:
+        cells, sparsity, macs, selection = [], [], [], "-"
+        for r in ratios:
+            c = summary.get((dataset, backbone, schedule, m, r))
+            cells.append(_fmt(c[field]) if c and c.get(field) else "-")
+            if c:
+                sparsity += c["sparsity"]
+                macs += c["macs"]
+                selection = c["selection"][0] or "-"
+        sp = f"{100 * statistics.fmean(sparsity):.0f} %" if sparsity else "-"
+        mc = f"{statistics.fmean(macs) / 1e6:.2f} M" if macs else "-"
+        rows.append(f"| {m} | {selection} | " + " | ".join(cells) + f" | {sp} | {mc} |")
+    return rows
+
+
+def _published(dataset: str, backbone: str, ratios: List[float]) -> List[str]:
+    rows = []
+    for entry in PUBLISHED.get((dataset, backbone), []):
+        values = [entry["values"].get(r) for r in ratios]
+        if not any(v is not None for v in values):
+            continue
+        cells = " | ".join("-" if v is None else f"{v:.1f}" for v in values)
+        rows.append(f"| *published* {entry['method']} | {entry['selection']} | {cells} | | |")
+    if rows:
+        protocol = PUBLISHED[(dataset, backbone)][0]["protocol"]
+        rows = ["", f"*Published*, {protocol}:", "", "| method | selection | " +
+                " | ".join(f"{r:g} %" for r in ratios) + " | | |", "|" + "---|" * (len(ratios) + 4)] + rows
+    return rows
+
+
+def _plots(summary: Dict[tuple, Any], out: str) -> None:
+    """``accuracy_by_ratio.png`` (per backbone, one line per method) and ``accuracy_vs_sparsity.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dcwp_prune._atomic import atomic_path
+
+    groups = sorted({(k[0], k[1], k[2]) for k in summary})
+    if not groups:
+        return
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), squeeze=False)
+    for ax, (dataset, backbone, schedule) in zip(axes[0], groups):
+        for m in ORDER:
+            pts = sorted((k[4], v["test"]) for k, v in summary.items() if k[:4] == (dataset, backbone, schedule, m))
+            if not pts:
+                continue
+            xs = [p[0] for p in pts]
+            means = [100 * statistics.fmean(p[1]) for p in pts]
+            errs = [100 * statistics.stdev(p[1]) if len(p[1]) > 1 else 0.0 for p in pts]
+            ax.errorbar(xs, means, yerr=errs, marker="o", capsize=3, label=m)
+        ax.set_xscale("log")
+        ax.set_xticks([k[4] for k in summary if k[:3] == (dataset, backbone, schedule)])
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.set_xlabel("conflict ratio (%)")
+        ax.set_ylabel(f"test {HEADLINE.get(dataset, 'accuracy')} (%)")
+        ax.set_title(f"{dataset} {backbone} ({schedule})")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(os.path.join(out, "accuracy_by_ratio.png"), suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), squeeze=False)
+    for ax, (dataset, backbone, schedule) in zip(axes[0], groups):
+        for m in ("dcwp-official", "dcwp-clean", "dcwp-structured", "mrm", "magnitude", "random", "erm"):
+            pts = [(100 * statistics.fmean(v["sparsity"]), 100 * statistics.fmean(v["test"]))
+                   for k, v in summary.items() if k[:4] == (dataset, backbone, schedule, m)]
+            if pts:
+                ax.scatter(*zip(*pts), label=m, s=18)
+        ax.set_xlabel("sparsity (%)")
+        ax.set_ylabel(f"test {HEADLINE.get(dataset, 'accuracy')} (%)")
+        ax.set_title(f"{dataset} {backbone}: one point per ratio")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(os.path.join(out, "accuracy_vs_sparsity.png"), suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
