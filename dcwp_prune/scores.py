@@ -24,7 +24,7 @@ from .version import __version__
 
 __all__ = ["MaskScores", "PRUNABLE_TYPES", "resolve_tensor"]
 
-#: Module types whose ``weight`` gets a mask logit by default.
+#: Module types whose weights get a mask logit by default (``weight``; for attention, its projections).
 PRUNABLE_TYPES: Tuple[Type[nn.Module], ...] = (
     nn.Conv1d,
     nn.Conv2d,
@@ -33,7 +33,11 @@ PRUNABLE_TYPES: Tuple[Type[nn.Module], ...] = (
     nn.ConvTranspose2d,
     nn.ConvTranspose3d,
     nn.Linear,
+    nn.MultiheadAttention,
 )
+#: The projection weights of an ``nn.MultiheadAttention`` that get logits: the packed q/k/v projection,
+#: or the three separate ones when key / value dims differ (``out_proj`` is an ``nn.Linear``).
+_ATTENTION_TENSORS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
 
 _FORMAT = "dcwp-prune.mask-scores.v1"
 
@@ -121,7 +125,8 @@ class MaskScores:
             include: glob patterns (``fnmatch``) on the module name or weight FQN; if given, only
                 matching weights are scored.
             exclude: glob patterns removing weights, e.g. ``["fc.*"]`` to leave the head dense.
-            module_types: module classes to score (conv 1d/2d/3d, transposed conv, linear).
+            module_types: module classes to score (conv 1d/2d/3d, transposed conv, linear, and
+                ``nn.MultiheadAttention``: its ``in_proj_weight`` or ``q/k/v_proj_weight``).
             exclude_types: module classes never scored.
             init: initial logit value.
 
@@ -130,17 +135,24 @@ class MaskScores:
         """
         logits: Dict[str, Tensor] = {}
         for name, module in model.named_modules():
-            if not isinstance(module, tuple(module_types)) or isinstance(module, tuple(exclude_types)):
+            if isinstance(module, tuple(exclude_types)):
                 continue
-            weight = getattr(module, "weight", None)
-            if not isinstance(weight, Tensor):
+            if isinstance(module, nn.MultiheadAttention) and nn.MultiheadAttention in tuple(module_types):
+                tensors = _ATTENTION_TENSORS  # its out_proj is an nn.Linear, scored as one
+            elif isinstance(module, tuple(module_types)):
+                tensors = ("weight",)
+            else:
                 continue
-            fqn = f"{name}.weight" if name else "weight"
-            if include and not _matches(include, name, fqn):
-                continue
-            if _matches(exclude, name, fqn):
-                continue
-            logits[fqn] = torch.full_like(weight, float(init), dtype=torch.float32)
+            for tensor_name in tensors:
+                weight = getattr(module, tensor_name, None)
+                if not isinstance(weight, Tensor):
+                    continue
+                fqn = f"{name}.{tensor_name}" if name else tensor_name
+                if include and not _matches(include, name, fqn):
+                    continue
+                if _matches(exclude, name, fqn):
+                    continue
+                logits[fqn] = torch.full_like(weight, float(init), dtype=torch.float32)
         if not logits:
             raise ValueError(
                 f"no weight matched (include={include}, exclude={exclude}, "

@@ -107,8 +107,9 @@ def test_traps_raise():
 
 def test_input_errors():
     net = TinyCNN()
+    pending = DCWPImportance({"conv1.weight": torch.rand(8, 3, 3, 3)})  # resolved later, in the pruner's graph
     with pytest.raises(ValueError, match="scores keyed by FQN need the model"):
-        DCWPImportance({"conv1.weight": torch.rand(8, 3, 3, 3)})
+        pending(type("GroupWithoutGraph", (), {"items": []})())
     with pytest.raises(DCWPScoreShapeError, match=r"scores for 'conv1.weight' have shape \(8,\)"):
         DCWPImportance({"conv1.weight": torch.rand(8)}, model=net)
     with pytest.raises(ValueError, match=r"outside \[0, 1\]; pass scores_are_logits=True"):
@@ -117,15 +118,60 @@ def test_input_errors():
         DCWPImportance([1, 2])
 
 
-def test_stale_scores_after_pruning_raise():
+def test_plain_dict_without_model_works_inside_a_pruner():
+    """What safetensors.torch.load_file returns: {fqn: tensor}. The pruner's graph knows the names."""
+    torch.manual_seed(0)
+    net, ref = TinyCNN(), TinyCNN()
+    ref.load_state_dict(net.state_dict())
+    probs = {"conv1.weight": torch.rand(8, 3, 3, 3), "conv2.weight": torch.rand(6, 8, 3, 3), "fc.weight": torch.rand(3, 6)}
+    x = torch.randn(1, 3, 8, 8)
+    for model, imp in ((net, DCWPImportance(probs)), (ref, DCWPImportance(probs, model=ref))):
+        tp.pruner.BasePruner(model, x, importance=imp, pruning_ratio=0.5, ignored_layers=[model.fc]).step()
+    assert net.conv1.out_channels == ref.conv1.out_channels == 4
+    assert torch.equal(net.conv1.weight, ref.conv1.weight) and torch.equal(net.conv2.weight, ref.conv2.weight)
+    with pytest.raises(KeyError, match="no submodule 'nope'"):
+        tp.pruner.BasePruner(TinyCNN(), x, importance=DCWPImportance({"nope.weight": torch.rand(2)}),
+                             pruning_ratio=0.5).step()
+
+
+def test_iterative_steps_follow_the_removed_channels():
+    """5 steps reach the target; at every step the scores are the original ones of the surviving
+    channels, and each step removes the surviving channels with the lowest kept fraction."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 20, 3), nn.ReLU(), nn.Conv2d(20, 4, 3), nn.Flatten(), nn.LazyLinear(2))
+    x = torch.randn(1, 3, 8, 8)
+    net(x)
+    with torch.no_grad():  # tag each filter of layer 0 with its original index
+        net[0].weight.copy_(torch.arange(20.0).view(20, 1, 1, 1).expand_as(net[0].weight) + 1)
+    keep = torch.rand(20, 3, 3, 3)
+    imp = DCWPImportance({"0.weight": keep}, model=net, min_keep=0)
+    pruner = tp.pruner.BasePruner(net, x, importance=imp, pruning_ratio=0.5, iterative_steps=5,
+                                  ignored_layers=[net[2], net[4]])
+    fraction = keep.flatten(1).mean(1)
+    alive = list(range(20))
+    for step in range(5):
+        pruner.step()
+        now = [int(v) - 1 for v in net[0].weight[:, 0, 0, 0].tolist()]  # original indices still there
+        removed = sorted(set(alive) - set(now))
+        lowest = sorted(sorted(alive, key=lambda i: float(fraction[i]))[:len(removed)])
+        assert removed == lowest, f"step {step + 1}"
+        assert torch.equal(imp._keep[(net[0], "weight")], keep[now])
+        alive = now
+    assert net[0].out_channels == 10 and net(x).shape == (1, 2)
+
+
+def test_one_importance_serves_one_pruner():
     net = TinyCNN()
     x = torch.randn(1, 3, 8, 8)
     imp = DCWPImportance(MaskScores.from_model(net))
-    pruner = tp.pruner.BasePruner(net, x, importance=imp, pruning_ratio=0.5, iterative_steps=2,
-                                  ignored_layers=[net.fc])
-    pruner.step()
-    with pytest.raises(DCWPScoreShapeError, match="one-shot pruning"):
-        pruner.step()
+    tp.pruner.BasePruner(net, x, importance=imp, pruning_ratio=0.25, ignored_layers=[net.fc]).step()
+    with pytest.raises(RuntimeError, match="already serves another pruner"):
+        tp.pruner.BasePruner(net, x, importance=imp, pruning_ratio=0.25, ignored_layers=[net.fc]).step()
+    other = TinyCNN()
+    stale = DCWPImportance(MaskScores.from_model(other))
+    _group(other, x, other.conv1).prune(idxs=[0, 1])  # pruned by a graph the importance does not follow
+    with pytest.raises(DCWPScoreShapeError, match="pruned outside the pruner"):
+        tp.pruner.BasePruner(other, x, importance=stale, pruning_ratio=0.25, ignored_layers=[other.fc]).step()
 
 
 def test_unsupported_architecture_refused_up_front():

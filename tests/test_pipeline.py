@@ -77,7 +77,7 @@ def test_clean_variant_selects_on_valid(tmp_path):
 
 
 def test_structured_mode_shrinks_macs_and_evaluates(tmp_path):
-    cfg = tiny(tmp_path / "run", model="cnn", prune={"structured": True, "pruning_ratio": 0.5},
+    cfg = tiny(tmp_path / "run", model="cnn", prune={"structured": True, "pruning_ratio": 0.5, "iterative_steps": 2},
                biased={"iterations": 6, "biased_iterations": 6}, mask={"iterations": 6, "eval_every": 6},
                finetune={"iterations": 4, "eval_every": 4})
     result = run_dcwp(cfg)

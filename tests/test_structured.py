@@ -77,3 +77,84 @@ def test_bad_ratio():
         prune_channels(model, _random_scores(model), torch.randn(1, 3, 32, 32), 1.0)
     with pytest.raises(ValueError, match=r"`pruning_ratio` to be a float in \[0, 1\], got -0.1"):
         prune_channels(model, _random_scores(model), torch.randn(1, 3, 32, 32), -0.1)
+
+
+def _small_vit(num_classes=5):
+    torch.manual_seed(0)
+    model = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64,
+                                                 mlp_dim=128, num_classes=num_classes)
+    nn.init.normal_(model.heads.head.weight, std=0.1)  # torchvision zero-initialises the head
+    return model
+
+
+def test_squeezenet_conv_classifier_is_protected():
+    """SqueezeNet's logits come from a Conv2d: it must keep its 10 output channels."""
+    model = torchvision.models.squeezenet1_1(num_classes=10)
+    x = torch.randn(1, 3, 64, 64)
+    from dcwp_prune.adapters.structured import logits_module
+
+    assert logits_module(model, x) is model.classifier[1]
+    result = prune_channels(model, _random_scores(model), x, 0.5)
+    assert model.classifier[1].out_channels == 10 and model.eval()(x).shape == (1, 10)
+    assert result.macs_after < result.macs_before
+
+
+def test_output_shape_change_is_refused():
+    model = torchvision.models.squeezenet1_1(num_classes=10)
+    x = torch.randn(1, 3, 64, 64)
+    import dcwp_prune.adapters.structured as structured
+
+    original = structured.logits_module
+    structured.logits_module = lambda m, x: m.features[0]  # pretend the wrong layer produces the output
+    try:
+        with pytest.raises(RuntimeError, match=r"changed the output shape \(1, 10\) -> \(1, \d+\)"):
+            prune_channels(model, _random_scores(model), x, 0.5)
+    finally:
+        structured.logits_module = original
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_vit_prunes_structurally_and_reloads(steps, tmp_path):
+    model = _small_vit()
+    x = torch.randn(2, 3, 32, 32)
+    scores = _random_scores(model)
+    assert "encoder.layers.encoder_layer_0.self_attention.in_proj_weight" in scores
+    result = prune_channels(model, scores, x, 0.4, iterative_steps=steps)
+    width = model.conv_proj.out_channels
+    assert width < 64 and width % 4 == 0 and model.hidden_dim == width  # heads divide the embedding
+    assert model.encoder.layers[0].self_attention.embed_dim == width
+    assert result.macs_after < result.macs_before and result.params_after < result.params_before
+    out = model(x)
+    assert out.shape == (2, 5)
+    out.sum().backward()
+    save_history(tmp_path / "h.json", result.history)
+    fresh = _small_vit()
+    load_pruning_history(fresh, read_history(tmp_path / "h.json"), x)
+    fresh.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(fresh.eval()(x), model.eval()(x), atol=1e-5)
+
+
+def test_vit_unstructured_masks_attention_exactly():
+    """DCWPMethod covers in_proj_weight / out_proj: the pruned model equals the dense one with masked weights."""
+    from torch.nn.utils import prune
+
+    from dcwp_prune import dcwp_global_unstructured, pruned_sparsity
+
+    model = _small_vit()
+    scores = _random_scores(model)
+    dense = _small_vit()
+    dense.load_state_dict(model.state_dict())
+    dcwp_global_unstructured(model, scores.probs(), threshold=0.5)
+    masks = scores.hard_mask()
+    with torch.no_grad():
+        for fqn, mask in masks.items():
+            module_name, _, tensor = fqn.rpartition(".")
+            getattr(dense.get_submodule(module_name), tensor).mul_(mask)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x), dense.eval()(x), atol=1e-5)
+    attn = model.encoder.layers[0].self_attention
+    assert prune.is_pruned(attn) and hasattr(attn, "in_proj_weight_mask")
+    expected = 1 - sum(float(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
+    assert pruned_sparsity(model) == pytest.approx(expected)

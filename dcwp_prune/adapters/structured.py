@@ -1,8 +1,10 @@
 """Structured (channel) pruning with :class:`DCWPImportance` through Torch-Pruning, with guards.
 
 ``prune_channels`` is the safe one-call path: it refuses the models Torch-Pruning cannot trace,
-un-freezes weights while the dependency graph is built, ignores the classifier, checks that
-something was actually removed, and returns the pruning history needed to rebuild the model.
+un-freezes weights while the dependency graph is built, protects the layer that produces the
+output (whatever its type), checks that the output shape is unchanged and that something was
+actually removed, supports iterative schedules and attention models (torchvision ViT), and
+returns the pruning history needed to rebuild the model.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = [
     "check_structured_support",
     "count_macs_params",
     "load_pruning_history",
+    "logits_module",
     "prune_channels",
 ]
 
@@ -77,13 +80,15 @@ def count_macs_params(model: nn.Module, example_inputs: Tensor) -> tuple[int, in
 
 @contextlib.contextmanager
 def _traceable(model: nn.Module) -> Iterator[None]:
-    """All parameters trainable while Torch-Pruning traces (frozen ones are invisible to it).
+    """All parameters trainable and the model in eval mode while Torch-Pruning traces (frozen
+    weights are invisible to it; train mode would update BatchNorm statistics with the example).
 
-    Flags are restored by name: Torch-Pruning replaces the Parameters it prunes.
+    Flags and the mode are restored; flags by name, as Torch-Pruning replaces the Parameters it prunes.
     """
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     was_training = model.training
     model.requires_grad_(True)
+    model.eval()  # tracing must not move BatchNorm statistics (nor fail on a batch of one)
     try:
         with torch.enable_grad():
             yield
@@ -103,6 +108,45 @@ def _channels(model: nn.Module) -> Dict[str, int]:
     return out
 
 
+def logits_module(model: nn.Module, example_inputs: Tensor) -> nn.Module:
+    """The layer that produces the model's output: the weighted layer nearest to it in the autograd graph.
+
+    A final ``nn.Linear`` for most classifiers, SqueezeNet's final ``nn.Conv2d``, a ViT's head. Its
+    output channels are the classes, so structured pruning must never remove them.
+    """
+    owner = {id(p): m for m in model.modules() for p in m.parameters(recurse=False)
+             if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear, nn.MultiheadAttention))}
+    with _traceable(model):
+        out = model(example_inputs)
+    out = out if isinstance(out, Tensor) else next(t for t in tp.utils.flatten_as_list(out) if isinstance(t, Tensor))
+    frontier, seen = [out.grad_fn], set()
+    while frontier:  # breadth first: the nearest weighted layer wins
+        nxt = []
+        for fn in frontier:
+            if fn is None or fn in seen:
+                continue
+            seen.add(fn)
+            variable = getattr(fn, "variable", None)
+            if variable is not None and id(variable) in owner:
+                return owner[id(variable)]
+            nxt += [f for f, _ in fn.next_functions]
+        frontier = nxt
+    raise RuntimeError("no conv / linear layer produces the model's output; pass ignored_layers explicitly")
+
+
+def _fix_static_sizes(model: nn.Module) -> None:
+    """Sizes a model stores outside its layers, updated after channels were removed (torchvision ViT)."""
+    for m in model.modules():
+        if type(m).__name__ == "VisionTransformer" and hasattr(m, "conv_proj") and hasattr(m, "hidden_dim"):
+            m.hidden_dim = m.conv_proj.out_channels
+
+
+def _default_round_to(model: nn.Module) -> Optional[int]:
+    """Attention keeps its embedding divisible by its head count: round channels to the largest count."""
+    heads = [m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)]
+    return max(heads) if heads else None
+
+
 def prune_channels(
     model: nn.Module,
     scores: Union[MaskScores, Dict[str, Tensor]],
@@ -112,6 +156,7 @@ def prune_channels(
     global_pruning: bool = True,
     ignored_layers: Optional[Sequence[nn.Module]] = None,
     round_to: Optional[int] = None,
+    iterative_steps: int = 1,
     hard: bool = False,
     min_keep: int = 1,
 ) -> StructuredResult:
@@ -123,8 +168,12 @@ def prune_channels(
         example_inputs: a batch that ``model`` accepts, used for tracing and MACs.
         pruning_ratio: fraction of channels to remove (Torch-Pruning's ``pruning_ratio``).
         global_pruning: rank channels across layers (True) or within each layer.
-        ignored_layers: layers never pruned; default: the final ``nn.Linear`` (the classifier).
-        round_to: keep channel counts multiples of this (e.g. 8 for tensor cores).
+        ignored_layers: layers never pruned. The layer that produces the output (found in the
+            autograd graph: a final ``nn.Linear``, SqueezeNet's ``nn.Conv2d``, ...) is always added.
+        round_to: keep channel counts multiples of this (e.g. 8 for tensor cores); default: the head
+            count of the model's attention layers, if any (their embedding must stay divisible by it).
+        iterative_steps: reach ``pruning_ratio`` in this many steps; the scores follow the removed
+            channels between steps.
         hard, min_keep: see :class:`DCWPImportance`.
 
     Returns:
@@ -132,25 +181,36 @@ def prune_channels(
 
     Raises:
         UnsupportedModelError: the architecture is in ``UNSUPPORTED_ARCHITECTURES``.
-        RuntimeError: nothing was pruned.
+        RuntimeError: nothing was pruned, or the output shape changed.
     """
     check_fraction(pruning_ratio, "pruning_ratio")
     if pruning_ratio >= 1.0:
         raise ValueError(f"pruning_ratio must be < 1 (1.0 would remove every channel), got {pruning_ratio}")
+    if iterative_steps < 1:
+        raise ValueError(f"iterative_steps must be >= 1, got {iterative_steps}")
     check_structured_support(model)
-    if ignored_layers is None:
-        ignored_layers = [m for m in model.modules() if isinstance(m, nn.Linear)][-1:]  # the classifier
+    head = logits_module(model, example_inputs)
+    ignored = list(ignored_layers or []) + ([head] if head not in list(ignored_layers or []) else [])
     with _traceable(model):
+        with torch.no_grad():
+            shape_before = _output_shape(model, example_inputs)
         importance = DCWPImportance(scores, model=model, hard=hard, min_keep=min_keep)
         before_channels = _channels(model)
         macs0, params0 = count_macs_params(model, example_inputs)
         pruner = tp.pruner.BasePruner(
             model, example_inputs, importance=importance, pruning_ratio=pruning_ratio,
-            global_pruning=global_pruning, ignored_layers=list(ignored_layers), round_to=round_to,
-            iterative_steps=1,
+            global_pruning=global_pruning, ignored_layers=ignored,
+            round_to=round_to if round_to is not None else _default_round_to(model), iterative_steps=iterative_steps,
         )
-        pruner.step()
+        for _ in range(iterative_steps):
+            pruner.step()
+            _fix_static_sizes(model)
         history = [list(h) for h in pruner.pruning_history()]
+        with torch.no_grad():
+            shape_after = _output_shape(model, example_inputs)
+    if shape_after != shape_before:
+        raise RuntimeError(f"structured pruning changed the output shape {shape_before} -> {shape_after}: a layer that "
+                           "produces the output was pruned; pass it in ignored_layers")
     if importance.groups_scored == 0 or not history:
         raise RuntimeError(
             "structured pruning removed nothing: no dependency group had DCWP scores "
@@ -162,11 +222,19 @@ def prune_channels(
     return StructuredResult(macs0, macs1, params0, params1, changed, history)
 
 
+def _output_shape(model: nn.Module, example_inputs: Tensor) -> tuple:
+    was_training = model.training
+    out = model.eval()(example_inputs)
+    model.train(was_training)
+    return tuple(out.shape) if isinstance(out, Tensor) else tuple(tuple(t.shape) for t in tp.utils.flatten_as_list(out))
+
+
 def load_pruning_history(model: nn.Module, history: Sequence[Sequence[Any]], example_inputs: Tensor) -> nn.Module:
     """Replay a pruning history on a freshly built (unpruned) ``model``; load the weights afterwards."""
     with _traceable(model):
         dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
         dg.load_pruning_history([[name, bool(is_out), list(idxs)] for name, is_out, idxs in history])
+    _fix_static_sizes(model)
     return model
 
 

@@ -3,12 +3,19 @@
 The importance of a channel is the fraction of its coupled weights that DCWP keeps: for every
 conv / linear layer in a dependency group, the keep-probabilities of the weights that the channel
 removes (output rows, input columns, grouped / depthwise / transposed conventions, flatten
-expansions) are summed and divided by their count.
+expansions) are summed and divided by their count. An ``nn.MultiheadAttention`` contributes its
+``in_proj_weight`` (the q, k and v rows and the input column of an embedding channel) and its
+``out_proj`` weight (row and column).
+
+Iterative pruning: the first call hooks the dependency graph that the pruner owns, so every group it
+prunes also slices the score tensors, with the same pruning function and indices on a shadow copy
+of each scored layer; the next step reads scores that match the smaller layers.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional, Tuple, Union
+import copy
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 import torch_pruning as tp
@@ -33,6 +40,8 @@ _BONUS = 2.0  # keep-fractions lie in [0, 1]; +2 puts the protected channels abo
 # A float64 offset far below any meaningful score difference makes all channels distinct; ties are
 # then broken by (group order, channel position), earlier first, like a stable sort.
 _TIE_STEP = 2.0**-40
+#: The tensors of an ``nn.MultiheadAttention`` that may carry scores (only ``in_proj_weight`` ranks channels).
+_MHA_TENSORS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
 
 
 #: Module class name -> why Torch-Pruning (1.6) cannot prune it structurally.
@@ -40,7 +49,6 @@ UNSUPPORTED_ARCHITECTURES: Dict[str, str] = {
     "ShuffleNetV2": "its functional channel shuffle (view/transpose) is not traceable as a channel mapping",
     "SwinTransformer": "patch merging and shifted-window attention need custom Torch-Pruning pruners",
     "MaxVit": "its relative-position attention blocks need custom Torch-Pruning pruners",
-    "VisionTransformer": "torchvision's ViT reads static head/hidden sizes; not supported by dcwp-prune yet",
     "RAFT": "optical-flow correlation volumes are not channel-prunable",
 }
 
@@ -110,8 +118,10 @@ class DCWPImportance(tp.importance.Importance):
 
     Args:
         scores: :class:`MaskScores` (logits), or a dict of weight-shaped tensors keyed by tensor
-            FQN (``"layer1.0.conv1.weight"``, needs ``model``) or by module.
-        model: resolves FQN keys; defaults to the model the :class:`MaskScores` were built on.
+            FQN (``"layer1.0.conv1.weight"``, ``"...self_attention.in_proj_weight"``) or by module.
+            A plain FQN dict (what ``safetensors.torch.load_file`` returns) needs no ``model``: the
+            names are resolved in the pruner's dependency graph on the first call.
+        model: resolves FQN keys now; defaults to the model the :class:`MaskScores` were built on.
         scores_are_logits: whether dict values are logits; default: True for :class:`MaskScores`,
             False (keep-probabilities in [0, 1]) for dicts.
         hard: use the binary keep mask (``p >= threshold``) instead of probabilities.
@@ -119,9 +129,11 @@ class DCWPImportance(tp.importance.Importance):
         min_keep: channels per group protected from pruning (Torch-Pruning silently skips a
             group whose channels all fall below the global cut; this keeps every layer alive).
 
-    The scores are resolved to module objects once, here, so the model must be unpruned and
-    trainable now: frozen weights (``requires_grad=False``) make Torch-Pruning's autograd tracing
-    find no layer and silently prune nothing, so they are refused.
+    The scores are resolved to module objects once (here, or on the first call without a model), so
+    the model must be unpruned and trainable then: frozen weights (``requires_grad=False``) make
+    Torch-Pruning's autograd tracing find no layer and silently prune nothing, so they are refused.
+    Iterative pruning (``iterative_steps > 1``) is served: what a step removes is removed from the
+    scores too.
 
     Example:
         >>> import torch, torch_pruning as tp
@@ -155,68 +167,146 @@ class DCWPImportance(tp.importance.Importance):
         self.min_keep = int(min_keep)
         self.groups_scored = 0
         self._tick = 0
-        self._keep: Dict[nn.Module, Tensor] = {}
-        self._names: Dict[nn.Module, str] = {}
+        self._keep: Dict[Tuple[nn.Module, str], Tensor] = {}  # (module, tensor name) -> keep-probabilities
+        self._names: Dict[Tuple[nn.Module, str], str] = {}
+        self._shadows: Dict[nn.Module, nn.Module] = {}  # scored layer -> a copy whose tensors are its scores
+        self._graph: Any = None  # the dependency graph whose pruning slices the scores
+        entries, logits = self._entries(scores, scores_are_logits)
         bound = model if model is not None else (scores.model if isinstance(scores, MaskScores) else None)
+        self._pending: Optional[List[Tuple[object, Tensor]]] = None
         if bound is not None:
             check_structured_support(bound)
-        for name, module, value, logits in self._resolve(scores, model, scores_are_logits):
-            weight = getattr(module, "weight", None)
+            self._bind(entries, logits, bound)
+        elif all(isinstance(k, nn.Module) for k, _ in entries):
+            self._bind(entries, logits, None)
+        else:
+            self._pending = entries  # FQN keys, no model yet: resolved in the pruner's graph on the first call
+            self._pending_logits = logits
+
+    # ------------------------------------------------------------------------------ resolution
+    @staticmethod
+    def _entries(scores: object, scores_are_logits: Optional[bool]) -> Tuple[List[Tuple[object, Tensor]], bool]:
+        if isinstance(scores, MaskScores):
+            logits = True if scores_are_logits is None else scores_are_logits
+            entries: List[Tuple[object, Tensor]] = [(k, p.detach()) for k, p in scores.items()]
+        elif isinstance(scores, Mapping):
+            logits = bool(scores_are_logits)
+            entries = list(scores.items())
+        else:
+            raise TypeError(f"scores must be MaskScores or a dict of tensors, got {type(scores).__name__}")
+        if not entries:
+            raise ValueError("DCWPImportance got no scores")
+        return entries, logits
+
+    def _bind(self, entries: List[Tuple[object, Tensor]], logits: bool, model: Optional[nn.Module]) -> None:
+        for key, value in entries:
+            if isinstance(key, nn.Module):
+                name, module, tensor_name = type(key).__name__, key, "weight"
+            else:
+                if model is None:
+                    raise ValueError("scores keyed by FQN need the model: DCWPImportance(scores, model=model)")
+                module, tensor_name = resolve_tensor(model, str(key))
+                name = str(key)
+            if tensor_name not in (_MHA_TENSORS if isinstance(module, nn.MultiheadAttention) else ("weight",)):
+                raise ValueError(f"DCWPImportance scores weights (and attention projections) only, got {name!r}")
+            weight = getattr(module, tensor_name, None)
             if not isinstance(weight, Tensor) or tuple(weight.shape) != tuple(value.shape):
                 shape = tuple(weight.shape) if isinstance(weight, Tensor) else None
                 raise DCWPScoreShapeError(f"scores for {name!r} have shape {tuple(value.shape)}, the weight {shape}")
-            self._check_module(name, module)
+            self._check_module(name, module, tensor_name)
             p = torch.sigmoid(value.detach().float()) if logits else value.detach().float()
             if not logits and (p.min() < 0 or p.max() > 1):
                 raise ValueError(
                     f"scores for {name!r} are outside [0, 1]; pass scores_are_logits=True for raw logits"
                 )
-            self._keep[module] = (p >= self.threshold).float() if hard else p
-            self._names[module] = name
+            self._keep[(module, tensor_name)] = ((p >= self.threshold).float() if self.hard else p).to(weight.device)
+            self._names[(module, tensor_name)] = name
 
     @staticmethod
-    def _resolve(
-        scores: object, model: Optional[nn.Module], scores_are_logits: Optional[bool]
-    ) -> list[Tuple[str, nn.Module, Tensor, bool]]:
-        if isinstance(scores, MaskScores):
-            model = model if model is not None else scores.model
-            logits = True if scores_are_logits is None else scores_are_logits
-            values: Mapping = {k: p.detach() for k, p in scores.items()}
-        elif isinstance(scores, Mapping):
-            logits = bool(scores_are_logits)
-            values = scores
-        else:
-            raise TypeError(f"scores must be MaskScores or a dict of tensors, got {type(scores).__name__}")
-        if not values:
-            raise ValueError("DCWPImportance got no scores")
-        out = []
-        for key, value in values.items():
-            if isinstance(key, nn.Module):
-                out.append((type(key).__name__, key, value, logits))
-                continue
-            if model is None:
-                raise ValueError("scores keyed by FQN need the model: DCWPImportance(scores, model=model)")
-            module, tensor_name = resolve_tensor(model, key)
-            if tensor_name != "weight":
-                raise ValueError(f"DCWPImportance scores weights only, got {key!r}")
-            out.append((key, module, value, logits))
-        return out
-
-    @staticmethod
-    def _check_module(name: str, module: nn.Module) -> None:
-        if hasattr(module, "weight_orig") or hasattr(module, "parametrizations"):
+    def _check_module(name: str, module: nn.Module, tensor_name: str = "weight") -> None:
+        if hasattr(module, f"{tensor_name}_orig") or hasattr(module, "parametrizations"):
             raise RuntimeError(
                 f"{name!r} still carries a torch.nn.utils.prune hook or a parametrization; Torch-Pruning "
                 "replaces weight Parameters and would break it. Call prune.remove / detach_masks first"
             )
-        if not module.weight.requires_grad:
+        if not getattr(module, tensor_name).requires_grad:
             raise RuntimeError(
                 f"{name!r} has a frozen weight (requires_grad=False): Torch-Pruning traces the model with "
                 "autograd and would find no layer, pruning nothing. Call model.requires_grad_(True) first"
             )
 
+    # ------------------------------------------------------------------------------ iterative pruning
+    def _follow(self, graph: Any) -> None:
+        """Hook ``graph`` once: every group it builds for pruning also prunes the score shadows."""
+        if self._graph is graph:
+            return
+        if self._graph is not None:
+            raise RuntimeError("this DCWPImportance already serves another pruner; create one per pruner")
+        if self._pending is not None:
+            check_structured_support(graph.model)
+            self._bind(self._pending, self._pending_logits, graph.model)
+            self._pending = None
+        scored = {m for m, _ in self._keep}
+        # an attention layer prunes its out_proj itself: it needs a shadow when only out_proj is scored
+        layers = scored | {m for m in graph.model.modules() if isinstance(m, nn.MultiheadAttention) and m.out_proj in scored}
+        for module in layers:
+            if module not in self._shadows:
+                self._shadows[module] = copy.deepcopy(module).requires_grad_(False)
+            self._sync_shadow(module)
+        build = graph.get_pruning_group
+        follower = self
+
+        def get_pruning_group(*args: Any, **kwargs: Any) -> Any:
+            group = build(*args, **kwargs)
+            prune = group.prune
+
+            def prune_with_scores(idxs: Any = None, record_history: bool = True) -> Any:
+                if idxs is None:  # the group's own items; with idxs, prune() builds a new group (hooked too)
+                    follower._prune_shadows(group)
+                return prune(idxs, record_history)
+
+            group.prune = prune_with_scores
+            return group
+
+        graph.get_pruning_group = get_pruning_group
+        self._graph = graph
+
+    def _sync_shadow(self, module: nn.Module) -> None:
+        """Write the keep tensors of ``module`` into its shadow (same shapes, same positions)."""
+        shadow = self._shadows[module]
+        for (m, tensor_name), keep in self._keep.items():
+            if m is module:
+                getattr(shadow, tensor_name).data = keep.clone()
+        if isinstance(module, nn.MultiheadAttention) and (module.out_proj, "weight") in self._keep:
+            shadow.out_proj.weight.data = self._keep[(module.out_proj, "weight")].clone()
+
+    @torch.no_grad()
+    def _prune_shadows(self, group: Any) -> None:
+        """Apply each item of ``group`` (its pruning function and indices) to the shadow of its layer."""
+        for dep, idxs in group.items:
+            layer = dep.target.module
+            shadow = self._shadows.get(layer)
+            if shadow is None:
+                continue
+            dep.target.module = shadow
+            try:
+                dep(idxs)
+            finally:
+                dep.target.module = layer
+            for key in [k for k in self._keep if k[0] is layer]:
+                self._keep[key] = getattr(shadow, key[1]).detach().clone()
+            if isinstance(layer, nn.MultiheadAttention) and (layer.out_proj, "weight") in self._keep:
+                self._keep[(layer.out_proj, "weight")] = shadow.out_proj.weight.detach().clone()
+                if layer.out_proj in self._shadows:
+                    self._shadows[layer.out_proj].weight.data = self._keep[(layer.out_proj, "weight")].clone()
+
     @torch.no_grad()
     def __call__(self, group: object, **kwargs: object) -> Optional[Tensor]:
+        graph = getattr(group, "_DG", None)
+        if graph is not None:
+            self._follow(graph)
+        elif self._pending is not None:
+            raise ValueError("scores keyed by FQN need the model: DCWPImportance(scores, model=model)")
         items = group.items  # type: ignore[attr-defined]
         root = items[0].root_idxs if items[0].root_idxs is not None else items[0].idxs
         pos = {r: i for i, r in enumerate(root)}
@@ -225,15 +315,9 @@ class DCWPImportance(tp.importance.Importance):
         den = torch.zeros(n, dtype=torch.float64)
         for item in items:
             layer, fn, idxs, ridx = item.dep.layer, item.dep.pruning_fn, item.idxs, item.root_idxs
-            keep = self._keep.get(layer)
-            if keep is None or ridx is None or any(r is None or r not in pos for r in ridx):
+            if ridx is None or any(r is None or r not in pos for r in ridx):
                 continue
-            if tuple(keep.shape) != tuple(layer.weight.shape):
-                raise DCWPScoreShapeError(
-                    f"scores for {self._names[layer]!r} have shape {tuple(keep.shape)} but the weight is now "
-                    f"{tuple(layer.weight.shape)}: DCWPImportance supports one-shot pruning (iterative_steps=1)"
-                )
-            rows = _rows(layer, fn, keep)
+            rows = self._channel_rows(layer, fn)
             if rows is None:
                 continue
             rows = rows[torch.as_tensor(idxs, dtype=torch.long, device=rows.device)].double().cpu()
@@ -248,6 +332,34 @@ class DCWPImportance(tp.importance.Importance):
         self._protect(imp, _channel_groups(group))
         self.groups_scored += 1
         return imp
+
+    def _channel_rows(self, layer: nn.Module, fn: object) -> Optional[Tensor]:
+        """The keep-probabilities each channel of ``layer`` removes, one row per channel (None: unscored)."""
+        if isinstance(layer, nn.MultiheadAttention):
+            parts = []
+            ip = self._current(layer, "in_proj_weight")
+            if ip is not None:  # channel c: rows c, E + c, 2E + c (q, k, v) and column c
+                e = ip.shape[1]
+                parts += [ip[:e], ip[e:2 * e], ip[2 * e:], ip.t()]
+            op = self._current(layer.out_proj, "weight")
+            if op is not None:  # and row c, column c of the output projection
+                parts += [op, op.t()]
+            return torch.cat(parts, 1) if parts else None
+        keep = self._current(layer, "weight")
+        return None if keep is None else _rows(layer, fn, keep)
+
+    def _current(self, module: nn.Module, tensor_name: str) -> Optional[Tensor]:
+        keep = self._keep.get((module, tensor_name))
+        if keep is None:
+            return None
+        now = getattr(module, tensor_name)
+        if tuple(keep.shape) != tuple(now.shape):
+            raise DCWPScoreShapeError(
+                f"scores for {self._names[(module, tensor_name)]!r} have shape {tuple(keep.shape)} but the weight is "
+                f"now {tuple(now.shape)}: the model was pruned outside the pruner this DCWPImportance serves "
+                "(it follows the pruning of one pruner's dependency graph)"
+            )
+        return keep
 
     def _protect(self, imp: Tensor, ch_groups: int) -> None:
         """Add a bonus to the ``min_keep`` best channels (per offset within each channel group)."""

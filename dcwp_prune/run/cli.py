@@ -94,6 +94,7 @@ _RUN_MAP = {
     "mnist_root": ("data", "mnist_root"), "image_size": ("data", "image_size"), "batch_size": ("data", "batch_size"),
     "num_workers": ("data", "num_workers"), "test_protocol": ("data", "test_protocol"),
     "mining": ("mining", "method"), "structured": ("prune", "structured"), "pruning_ratio": ("prune", "pruning_ratio"),
+    "iterative_steps": ("prune", "iterative_steps"),
     "amount": ("prune", "amount"), "sparsity": ("prune", "sparsity"), "threshold": ("prune", "threshold"),
     "variant": (None, "variant"), "weights": (None, "weights"), "model_file": (None, "model_file"),
     "stage1_from": (None, "stage1_from"), "device": (None, "device"), "seed": (None, "seed"), "out": (None, "out"), "resume": (None, "resume"),
@@ -159,6 +160,8 @@ def _default_out(model: str, overrides: Dict[str, Any]) -> str:
 @click.option("--mining", type=click.Choice(MINING_METHODS), help="Bias-conflicting mining method.")
 @click.option("--structured", is_flag=True, help="Prune channels with Torch-Pruning instead of weights.")
 @click.option("--pruning-ratio", type=float, default=0.5, show_default=True, help="Channel ratio for --structured.")
+@click.option("--iterative-steps", type=int, default=1, show_default=True,
+              help="--structured: reach the ratio in this many steps (scores follow the removed channels).")
 @click.option("--amount", type=float, help="Unstructured: prune this fraction of the lowest-scored weights.")
 @click.option("--sparsity", type=float, help="Unstructured: target total sparsity.")
 @click.option("--threshold", type=float, help="Unstructured: prune keep-probabilities below this (default rule 0.5).")

@@ -62,6 +62,7 @@ class PruneConfig(Options):
     pruning_ratio: float = 0.5
     round_to: Optional[int] = None
     global_pruning: bool = True
+    iterative_steps: int = 1  # structured: reach pruning_ratio in this many steps
 
     def rule(self) -> Dict[str, float]:
         """The unstructured rule as ``dcwp_global_unstructured`` keywords: the one of :data:`PRUNE_RULES`
@@ -119,6 +120,8 @@ def validate(config: RunConfig) -> None:
             raise ValueError(f"prune.{k} must be in [0, 1], got {v}")
     if p.amount is not None and not 0.0 <= p.amount <= 1.0:
         raise ValueError(f"prune.amount must be a fraction in [0, 1], got {p.amount}")
+    if p.iterative_steps < 1:
+        raise ValueError(f"prune.iterative_steps must be >= 1, got {p.iterative_steps}")
     if not 0.0 < p.pruning_ratio < 1.0:
         raise ValueError(f"prune.pruning_ratio must be in (0, 1), got {p.pruning_ratio}")
     if config.data.ratio is not None and not 0.0 <= config.data.ratio <= 100.0:

@@ -396,7 +396,7 @@ class _Run:
 
             example = self.data.valid[0].image.unsqueeze(0).to(self.rt.device)
             result = prune_channels(model, scores, example, p.pruning_ratio, global_pruning=p.global_pruning,
-                                    round_to=p.round_to)
+                                    round_to=p.round_to, iterative_steps=p.iterative_steps)
             info = dict(result.to_dict(), history=result.history)
         else:
             dcwp_global_unstructured(model, scores.probs(), **p.rule())
