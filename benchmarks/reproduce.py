@@ -228,6 +228,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--device", help="override the profile's device (cpu, cuda)")
     parser.add_argument("--budget-s", type=float, default=0, help="stop starting new cells after this many seconds")
     parser.add_argument("--render", action="store_true", help="only rebuild table.md and the plots")
+    parser.add_argument("--readme", action="store_true", help="also copy table.md into the README's results block")
     args = parser.parse_args(argv)
     profile = PROFILES[args.profile]
     out = args.out or os.path.join(ROOT, "benchmarks", "results", profile.name)
@@ -239,8 +240,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         for note in skipped:
             print(note, file=sys.stderr)
         Runner(profile, out, args).run(cells, deadline=time.monotonic() + args.budget_s if args.budget_s else None)
-    render(out, profile)
+    text = render(out, profile)
     print(f"table: {os.path.join(out, 'table.md')}", file=sys.stderr)
+    if args.readme:
+        from benchmarks.table import readme_block, rewrite_readme
+
+        rewrite_readme(profile.name, readme_block(text))
     return 0
 
 

@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterable, List
 
 from benchmarks.published import PUBLISHED
 
-__all__ = ["render", "summarise"]
+__all__ = ["readme_block", "render", "rewrite_readme", "summarise"]
 
 #: The headline metric per dataset (the papers' numbers): pooled accuracy on the unbiased test set for
 #: Colored MNIST / CIFAR10-C, the mean of the bias-conflicting groups for BFFHQ (DCWP protocol).
@@ -197,3 +197,32 @@ def _plots(summary: Dict[tuple, Any], out: str) -> None:
         fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
+
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+
+
+def readme_block(table_md: str) -> str:
+    """``table.md`` as the README shows it: headings nested two levels down, nothing else changed."""
+    import re
+
+    body = table_md.split("\n", 1)[1].lstrip("\n")  # the title line is the README section's own
+    return re.sub(r"^(#+) ", lambda m: "#" * (len(m.group(1)) + 2) + " ", body, flags=re.M)
+
+
+def rewrite_readme(profile: str, block: str) -> bool:
+    """Replace the README's ``<!-- figures:bench-PROFILE -->`` block; True if it changed."""
+    import re
+
+    with open(README) as f:
+        old = f.read()
+    pattern = re.compile(rf"(<!-- figures:bench-{re.escape(profile)} -->\n)(.*?)(<!-- /figures:bench-{re.escape(profile)} -->)",
+                         re.S)
+    if not pattern.search(old):
+        raise SystemExit(f"README.md has no <!-- figures:bench-{profile} --> block")
+    new = pattern.sub(lambda m: m.group(1) + block + m.group(3), old)
+    if new != old:
+        from dcwp_prune._atomic import write_text
+
+        write_text(README, new)
+    return new != old

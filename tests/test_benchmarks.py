@@ -65,3 +65,17 @@ def test_rerun_skips_finished_cells_and_records_a_failure(harness):
     assert runner.run(bad) == 1
     last = json.loads((out / "results.jsonl").read_text().splitlines()[-1])
     assert last["status"] == "failed" and "no-such-net" in last["error"]
+
+
+def test_readme_results_block_is_the_committed_table():
+    """The README's results are benchmarks/results/cpu-quick/table.md, copied by --readme (never hand-edited)."""
+    import os
+    import re
+
+    from benchmarks.table import README, readme_block
+
+    path = os.path.join(os.path.dirname(README), "benchmarks", "results", "cpu-quick", "table.md")
+    with open(README) as f:
+        block = re.search(r"<!-- figures:bench-cpu-quick -->\n(.*?)<!-- /figures:bench-cpu-quick -->", f.read(), re.S)
+    with open(path) as f:
+        assert block.group(1) == readme_block(f.read())

