@@ -44,7 +44,7 @@ from dcwp_prune.training.mining import MinedSet, mine_conflicting
 from dcwp_prune.training.objectives import gce_loss
 from dcwp_prune.training.sampling import upweight
 
-__all__ = ["BASELINES", "DCWP_CONFIGS", "Cell", "run_baseline", "train_lff"]
+__all__ = ["BASELINES", "DCWP_CONFIGS", "Cell", "lff_weights", "run_baseline", "train_lff"]
 
 #: Methods (and ablations) that are ``run_dcwp`` configs: the overrides applied to the cell's config.
 DCWP_CONFIGS: Dict[str, Dict[str, Any]] = {
@@ -151,6 +151,16 @@ def pruned_baseline(cell: Cell, kind: str) -> Dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ LfF
+def lff_weights(ema_b: Tensor, ema_d: Tensor, labels: Tensor, idx: Tensor, num_classes: int) -> Tensor:
+    """LfF's relative difficulty ``w = L_B / (L_B + L_D)`` of samples ``idx``, each EMA loss normalised by
+    its class maximum: near 1 where the biased model fails and the debiased one does not."""
+    norm = []
+    for ema in (ema_b, ema_d):
+        class_max = torch.zeros(num_classes).scatter_reduce_(0, labels, ema, "amax", include_self=False)
+        norm.append(ema[idx] / class_max[labels[idx]].clamp_min(1e-8))
+    return norm[0] / (norm[0] + norm[1] + 1e-8)
+
+
 def train_lff(model_d: nn.Module, model_b: nn.Module, batches: Any, index_of: Callable[[Any], Tensor],
               labels: Tensor, cfg: BiasedTrainConfig, runtime: Runtime, ema_alpha: float = 0.7) -> None:
     """Learning from Failure: f_B with GCE, f_D with CE weighted by the relative difficulty score.
@@ -179,13 +189,9 @@ def train_lff(model_d: nn.Module, model_b: nn.Module, batches: Any, index_of: Ca
         with runtime.autocast():
             logits = {k: f(x).float() for k, f in forwards.items()}
         ce = {k: F.cross_entropy(v, y, reduction="none") for k, v in logits.items()}
-        norm = {}
         for k in ("d", "b"):
-            e = ema[k]
-            e[idx] = ema_alpha * e[idx] + (1 - ema_alpha) * ce[k].detach().float().cpu()
-            class_max = torch.zeros(c).scatter_reduce_(0, labels, e, "amax", include_self=False)
-            norm[k] = e[idx] / class_max[labels[idx]].clamp_min(1e-8)
-        w = (norm["b"] / (norm["b"] + norm["d"] + 1e-8)).to(dev)
+            ema[k][idx] = ema_alpha * ema[k][idx] + (1 - ema_alpha) * ce[k].detach().float().cpu()
+        w = lff_weights(ema["b"], ema["d"], labels, idx, c).to(dev)
         return {"loss_d": engine.update((ce["d"] * w).mean(), "d"),
                 "loss_b": engine.update(gce_loss(logits["b"], y, cfg.q), "b")}
 

