@@ -9,6 +9,7 @@ kept fraction (checked where the group has no channel grouping). Architectures t
 Usage::
 
     python -m benchmarks.zoo                  # all models -> benchmarks/results/zoo.json + the README list
+                                              # (resumes: models already in zoo.json are kept; --fresh redoes all)
     python -m benchmarks.zoo --models resnet18 vit_b_16
     python -m benchmarks.zoo --readme          # only rewrite the README list from zoo.json
 
@@ -170,18 +171,31 @@ def rewrite_readme(text: str) -> bool:
     return new != old
 
 
+def _save(results: List[Dict[str, Any]]) -> None:
+    from dcwp_prune._atomic import write_json
+
+    meta = {"torch": torch.__version__, "torchvision": torchvision.__version__, "ratio": RATIO}
+    write_json(RESULTS, {"meta": meta, "results": sorted(results, key=lambda r: (r["model"], r["global"]))})
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", help="only these models (merged into zoo.json)")
     parser.add_argument("--readme", action="store_true", help="only rewrite the README list from zoo.json")
+    parser.add_argument("--fresh", action="store_true", help="run every model again (default: resume)")
     args = parser.parse_args(argv)
     results: List[Dict[str, Any]] = []
     if os.path.isfile(RESULTS):
         with open(RESULTS) as f:
             results = json.load(f)["results"]
     if not args.readme:
-        names = args.models or classification_models()
-        results = [r for r in results if r["model"] not in names]
+        if args.models:  # run these again
+            names = args.models
+            results = [r for r in results if r["model"] not in names]
+        else:  # resume: models already in zoo.json are kept (--fresh runs everything again)
+            done = set() if args.fresh else {r["model"] for r in results}
+            results = [r for r in results if r["model"] in done]
+            names = [m for m in classification_models() if m not in done]
         for k, name in enumerate(names):
             for global_pruning in (False, True):
                 r = check_model(name, global_pruning)
@@ -191,10 +205,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 if r["status"] == "refused":
                     results.append(dict(r, **{"global": not global_pruning}))
                     break
-        from dcwp_prune._atomic import write_json
-
-        meta = {"torch": torch.__version__, "torchvision": torchvision.__version__, "ratio": RATIO}
-        write_json(RESULTS, {"meta": meta, "results": sorted(results, key=lambda r: (r["model"], r["global"]))})
+            _save(results)  # after every model: an interrupted zoo resumes where it stopped
+        _save(results)
     with open(RESULTS) as f:
         results = json.load(f)["results"]
     changed = rewrite_readme(render(results))
