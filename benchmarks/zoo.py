@@ -20,7 +20,6 @@ rendering of ``zoo.json`` (so the list is never hand-written).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import re
@@ -96,8 +95,8 @@ def _lowest_removed(ref: torch.nn.Module, scores_state: Dict[str, torch.Tensor],
     return lowest == sorted(int(i) for i in idxs)
 
 
-def check_model(name: str, global_pruning: bool, ratio: float = RATIO) -> Dict[str, Any]:
-    """Prune one model; ``{"status": "pruned" | "refused" | "failed", ...checks}``."""
+def check_model(name: str, global_pruning: bool, ratio: float = RATIO, max_params: float = 1e12) -> Dict[str, Any]:
+    """Prune one model; ``{"status": "pruned" | "refused" | "skipped" | "failed", ...checks}``."""
     from dcwp_prune import prune_channels
     from dcwp_prune.adapters.torch_pruning import UnsupportedModelError, check_structured_support
 
@@ -108,11 +107,15 @@ def check_model(name: str, global_pruning: bool, ratio: float = RATIO) -> Dict[s
     except UnsupportedModelError as err:
         reason = str(err).split(": ", 1)[1].split(". Use")[0]
         return {"model": name, "global": global_pruning, "status": "refused", "reason": reason}
+    n_params = sum(p.numel() for p in model.parameters())
+    if n_params > max_params:
+        return {"model": name, "global": global_pruning, "status": "skipped",
+                "reason": f"{n_params / 1e6:.0f} M parameters: more than this zoo run's memory allows "
+                          f"(--max-params {max_params / 1e6:.0f}M)"}
     size = input_size(name)
     x = torch.randn(2, 3, size, size)
     scores = _random_scores(model)
     state = {k: v.detach().clone() for k, v in scores.items()}
-    ref = copy.deepcopy(model)
     start = time.perf_counter()
     try:
         result = prune_channels(model, scores, x[:1], ratio, global_pruning=global_pruning)
@@ -123,8 +126,10 @@ def check_model(name: str, global_pruning: bool, ratio: float = RATIO) -> Dict[s
             "backward": all(p.grad is not None for p in model.parameters() if p.requires_grad),
             "macs_reduced": result.macs_after < result.macs_before,
             "params_reduced": result.params_after < result.params_before,
-            "lowest_removed": _lowest_removed(ref, state, x[:1], result.history),
         }
+        del model, scores, out
+        torch.manual_seed(0)
+        checks["lowest_removed"] = _lowest_removed(build(name), state, x[:1], result.history)  # the same init again
         ok = all(v is not False for v in checks.values())
         return {"model": name, "global": global_pruning, "status": "pruned" if ok else "failed", **checks,
                 "macs_ratio": round(result.macs_ratio, 3), "params_ratio": round(result.params_ratio, 3),
@@ -142,6 +147,7 @@ def render(results: List[Dict[str, Any]]) -> str:
     supported = sorted(m for m, rs in by_model.items() if all(r["status"] == "pruned" for r in rs))
     refused = sorted(m for m, rs in by_model.items() if any(r["status"] == "refused" for r in rs))
     failed = sorted(m for m, rs in by_model.items() if any(r["status"] == "failed" for r in rs))
+    skipped = sorted(m for m, rs in by_model.items() if any(r["status"] == "skipped" for r in rs))
     reasons: Dict[str, List[str]] = {}
     for m in refused:
         reasons.setdefault(by_model[m][0]["reason"], []).append(m)
@@ -152,6 +158,9 @@ def render(results: List[Dict[str, Any]]) -> str:
     if refused:
         lines += [f"Refused up front ({len(refused)}; Torch-Pruning 1.6 cannot prune them either; use `DCWPMethod`):", ""]
         lines += [f"- {', '.join(f'`{m}`' for m in ms)}: {reason}" for reason, ms in sorted(reasons.items())]
+    if skipped:
+        lines += ["", f"Not run by the last zoo run ({len(skipped)}, too large for its machine's memory): "
+                  + ", ".join(f"`{m}` ({by_model[m][0]['reason'].split(' parameters')[0]})" for m in skipped)]
     if failed:
         lines += ["", f"Failed in the last zoo run ({len(failed)}): " + ", ".join(f"`{m}`" for m in failed)]
     return "\n".join(lines).rstrip() + "\n"
@@ -183,6 +192,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--models", nargs="+", help="only these models (merged into zoo.json)")
     parser.add_argument("--readme", action="store_true", help="only rewrite the README list from zoo.json")
     parser.add_argument("--fresh", action="store_true", help="run every model again (default: resume)")
+    parser.add_argument("--max-params", type=float, default=1e12, help="skip models with more parameters (memory)")
     args = parser.parse_args(argv)
     results: List[Dict[str, Any]] = []
     if os.path.isfile(RESULTS):
@@ -198,11 +208,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             names = [m for m in classification_models() if m not in done]
         for k, name in enumerate(names):
             for global_pruning in (False, True):
-                r = check_model(name, global_pruning)
+                r = check_model(name, global_pruning, max_params=args.max_params)
                 results.append(r)
                 print(f"[{k + 1}/{len(names)}] {name} {'global' if global_pruning else 'local'}: {r['status']} "
                       f"{r.get('reason', '')[:100]}", file=sys.stderr, flush=True)
-                if r["status"] == "refused":
+                if r["status"] in ("refused", "skipped"):
                     results.append(dict(r, **{"global": not global_pruning}))
                     break
             _save(results)  # after every model: an interrupted zoo resumes where it stopped

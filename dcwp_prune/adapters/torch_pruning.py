@@ -169,7 +169,8 @@ class DCWPImportance(tp.importance.Importance):
         self._tick = 0
         self._keep: Dict[Tuple[nn.Module, str], Tensor] = {}  # (module, tensor name) -> keep-probabilities
         self._names: Dict[Tuple[nn.Module, str], str] = {}
-        self._shadows: Dict[nn.Module, nn.Module] = {}  # scored layer -> a copy whose tensors are its scores
+        self._shadows: Dict[nn.Module, nn.Module] = {}  # scored layer -> a shallow copy whose tensors are its scores
+        self._layers: set = set()  # the layers whose pruning slices scores
         self._graph: Any = None  # the dependency graph whose pruning slices the scores
         entries, logits = self._entries(scores, scores_are_logits)
         bound = model if model is not None else (scores.model if isinstance(scores, MaskScores) else None)
@@ -248,11 +249,8 @@ class DCWPImportance(tp.importance.Importance):
             self._pending = None
         scored = {m for m, _ in self._keep}
         # an attention layer prunes its out_proj itself: it needs a shadow when only out_proj is scored
-        layers = scored | {m for m in graph.model.modules() if isinstance(m, nn.MultiheadAttention) and m.out_proj in scored}
-        for module in layers:
-            if module not in self._shadows:
-                self._shadows[module] = copy.deepcopy(module).requires_grad_(False)
-            self._sync_shadow(module)
+        self._layers = scored | {m for m in graph.model.modules()
+                                 if isinstance(m, nn.MultiheadAttention) and m.out_proj in scored}
         build = graph.get_pruning_group
         follower = self
 
@@ -271,34 +269,46 @@ class DCWPImportance(tp.importance.Importance):
         graph.get_pruning_group = get_pruning_group
         self._graph = graph
 
-    def _sync_shadow(self, module: nn.Module) -> None:
-        """Write the keep tensors of ``module`` into its shadow (same shapes, same positions)."""
-        shadow = self._shadows[module]
-        for (m, tensor_name), keep in self._keep.items():
-            if m is module:
-                getattr(shadow, tensor_name).data = keep.clone()
-        if isinstance(module, nn.MultiheadAttention) and (module.out_proj, "weight") in self._keep:
-            shadow.out_proj.weight.data = self._keep[(module.out_proj, "weight")].clone()
+    def _shadow(self, module: nn.Module) -> nn.Module:
+        """A shallow copy of ``module`` whose tensors are its keep-probabilities (shared, not copied).
+
+        Created when the layer is first pruned (so it starts from the unpruned layer); tensors that
+        carry no scores but that the layer's pruning function slices (an unscored ``out_proj``) are
+        zero-stride stand-ins, so the shadow costs no memory beyond the scores themselves.
+        """
+        if module in self._shadows:
+            return self._shadows[module]
+        shadow = copy.copy(module)
+        shadow._parameters, shadow._buffers, shadow._modules = {}, {}, {}
+        for name, value in module._parameters.items():
+            keep = self._keep.get((module, name))
+            if keep is not None:
+                shadow._parameters[name] = nn.Parameter(keep, requires_grad=False)
+            elif name == "weight" and value is not None:
+                shadow._parameters[name] = nn.Parameter(value.new_zeros(()).expand(value.shape), requires_grad=False)
+            else:
+                shadow._parameters[name] = None
+        if isinstance(module, nn.MultiheadAttention):
+            shadow._modules["out_proj"] = self._shadow(module.out_proj)  # shared: either path updates it
+        self._shadows[module] = shadow
+        return shadow
 
     @torch.no_grad()
     def _prune_shadows(self, group: Any) -> None:
         """Apply each item of ``group`` (its pruning function and indices) to the shadow of its layer."""
         for dep, idxs in group.items:
             layer = dep.target.module
-            shadow = self._shadows.get(layer)
-            if shadow is None:
+            if layer not in self._layers:
                 continue
+            shadow = self._shadow(layer)
             dep.target.module = shadow
             try:
                 dep(idxs)
             finally:
                 dep.target.module = layer
-            for key in [k for k in self._keep if k[0] is layer]:
-                self._keep[key] = getattr(shadow, key[1]).detach().clone()
-            if isinstance(layer, nn.MultiheadAttention) and (layer.out_proj, "weight") in self._keep:
-                self._keep[(layer.out_proj, "weight")] = shadow.out_proj.weight.detach().clone()
-                if layer.out_proj in self._shadows:
-                    self._shadows[layer.out_proj].weight.data = self._keep[(layer.out_proj, "weight")].clone()
+            for module in (layer, getattr(layer, "out_proj", None)):
+                for key in [k for k in self._keep if k[0] is module]:
+                    self._keep[key] = self._shadows[module]._parameters[key[1]].detach()
 
     @torch.no_grad()
     def __call__(self, group: object, **kwargs: object) -> Optional[Tensor]:
