@@ -156,7 +156,7 @@ def render(results: List[Dict[str, Any]]) -> str:
              f"({len(supported)} of {len(by_model)} torchvision classification models):", "",
              ", ".join(f"`{m}`" for m in supported), ""]
     if refused:
-        lines += [f"Refused up front ({len(refused)}; Torch-Pruning 1.6 cannot prune them either; use `DCWPMethod`):", ""]
+        lines += [f"Refused up front with the reason ({len(refused)}; prune them unstructured with `DCWPMethod`):", ""]
         lines += [f"- {', '.join(f'`{m}`' for m in ms)}: {reason}" for reason, ms in sorted(reasons.items())]
     if skipped:
         lines += ["", f"Not run by the last zoo run ({len(skipped)}, too large for its machine's memory): "
