@@ -152,14 +152,21 @@ def _published(dataset: str, backbone: str, ratios: List[float]) -> List[str]:
     return rows
 
 
+def _save(plt: Any, fig: Any, path: str) -> None:
+    from dcwp_prune._atomic import atomic_path
+
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
 def _plots(summary: Dict[tuple, Any], out: str) -> None:
     """``accuracy_by_ratio.png`` (per backbone, one line per method) and ``accuracy_vs_sparsity.png``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from dcwp_prune._atomic import atomic_path
 
     groups = sorted({(k[0], k[1], k[2]) for k in summary})
     if not groups:
@@ -181,10 +188,7 @@ def _plots(summary: Dict[tuple, Any], out: str) -> None:
         ax.set_ylabel(f"test {HEADLINE.get(dataset, 'accuracy')} (%)")
         ax.set_title(f"{dataset} {backbone} ({schedule})")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(os.path.join(out, "accuracy_by_ratio.png"), suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, os.path.join(out, "accuracy_by_ratio.png"))
 
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), squeeze=False)
     for ax, (dataset, backbone, schedule) in zip(axes[0], groups):
@@ -197,11 +201,7 @@ def _plots(summary: Dict[tuple, Any], out: str) -> None:
         ax.set_ylabel(f"test {HEADLINE.get(dataset, 'accuracy')} (%)")
         ax.set_title(f"{dataset} {backbone}: one point per ratio")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(os.path.join(out, "accuracy_vs_sparsity.png"), suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-
+    _save(plt, fig, os.path.join(out, "accuracy_vs_sparsity.png"))
 
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
