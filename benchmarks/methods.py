@@ -138,7 +138,7 @@ def pruned_baseline(cell: Cell, kind: str) -> Dict[str, Any]:
     model = cell.base_stage1()
     scored = MaskScores.from_model(model, include=cell.config.mask.include or None,
                                    exclude=cell.config.mask.exclude or None)
-    params = [(module, name) for module, name in scored.resolve(model).values()]
+    params = list(scored.resolve(model).values())
     seed_everything(cell.config.seed * 1000 + 3)
     method = prune.L1Unstructured if kind == "magnitude" else prune.RandomUnstructured
     prune.global_unstructured(params, pruning_method=method, amount=sparsity)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -126,8 +127,6 @@ class Runner:
             config = self.config(cell, run_dir, overrides)
             resume = os.path.isfile(os.path.join(run_dir, "config.json"))
             if not resume and os.path.isdir(run_dir):  # an attempt that failed before its first checkpoint
-                import shutil
-
                 shutil.rmtree(run_dir)
             result = run_dcwp(config.replace(resume=resume)).to_dict()
             selected = "dcwp_best_valid" if result["selected"] == "best_valid" else "dcwp_last"
@@ -152,8 +151,8 @@ class Runner:
         from dcwp_prune.adapters.structured import count_macs_params
         from dcwp_prune.data import default_transform, generate_cmnist
         from dcwp_prune.run.export import load_pruned_model
-        from dcwp_prune.run.pipeline import RunData, RunLoaders
-        from dcwp_prune.training.engine import Runtime, resolve_device
+        from dcwp_prune.training.engine import Runtime, make_loader, resolve_device
+        from dcwp_prune.training.evaluate import evaluate
 
         model = load_pruned_model(run_dir).eval()
         with open(os.path.join(run_dir, "model.json")) as f:
@@ -165,8 +164,8 @@ class Runner:
             view = generate_cmnist("test", d.ratio, d.source, d.mnist_root, seed=config.seed, all_colors=True,
                                    transform=default_transform("cmnist", "test", d.image_size))
             rt = Runtime(device=resolve_device(config.device))
-            loaders = RunLoaders(config, RunData(view, view, view, view, 10), rt)
-            out["test_all_colors"] = _groups(loaders.evaluate(model.to(rt.device), ("test",))["test"])
+            loader = make_loader(view, batch_size=d.eval_batch_size, device=rt.device)
+            out["test_all_colors"] = _groups(evaluate(model.to(rt.device), loader, view.num_classes, rt))
         return out
 
     # ------------------------------------------------------------------------------ the grid

@@ -189,8 +189,10 @@ def prune_channels(
     if iterative_steps < 1:
         raise ValueError(f"iterative_steps must be >= 1, got {iterative_steps}")
     check_structured_support(model)
+    ignored = list(ignored_layers or [])
     head = logits_module(model, example_inputs)
-    ignored = list(ignored_layers or []) + ([head] if head not in list(ignored_layers or []) else [])
+    if head not in ignored:
+        ignored.append(head)
     with _traceable(model):
         with torch.no_grad():
             shape_before = _output_shape(model, example_inputs)

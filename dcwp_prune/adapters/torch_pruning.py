@@ -174,15 +174,15 @@ class DCWPImportance(tp.importance.Importance):
         self._graph: Any = None  # the dependency graph whose pruning slices the scores
         entries, logits = self._entries(scores, scores_are_logits)
         bound = model if model is not None else (scores.model if isinstance(scores, MaskScores) else None)
-        self._pending: Optional[List[Tuple[object, Tensor]]] = None
+        # FQN keys without a model: resolved in the pruner's dependency graph on the first call
+        self._pending: Optional[Tuple[List[Tuple[object, Tensor]], bool]] = None
         if bound is not None:
             check_structured_support(bound)
             self._bind(entries, logits, bound)
         elif all(isinstance(k, nn.Module) for k, _ in entries):
             self._bind(entries, logits, None)
         else:
-            self._pending = entries  # FQN keys, no model yet: resolved in the pruner's graph on the first call
-            self._pending_logits = logits
+            self._pending = (entries, logits)
 
     # ------------------------------------------------------------------------------ resolution
     @staticmethod
@@ -245,7 +245,7 @@ class DCWPImportance(tp.importance.Importance):
             raise RuntimeError("this DCWPImportance already serves another pruner; create one per pruner")
         if self._pending is not None:
             check_structured_support(graph.model)
-            self._bind(self._pending, self._pending_logits, graph.model)
+            self._bind(*self._pending, graph.model)
             self._pending = None
         scored = {m for m, _ in self._keep}
         # an attention layer prunes its out_proj itself: it needs a shadow when only out_proj is scored
@@ -306,7 +306,8 @@ class DCWPImportance(tp.importance.Importance):
                 dep(idxs)
             finally:
                 dep.target.module = layer
-            for module in (layer, getattr(layer, "out_proj", None)):
+            # an attention layer's pruning function also slices its out_proj (a shared shadow)
+            for module in (layer, layer.out_proj) if isinstance(layer, nn.MultiheadAttention) else (layer,):
                 for key in [k for k in self._keep if k[0] is module]:
                     self._keep[key] = self._shadows[module]._parameters[key[1]].detach()
 

@@ -307,10 +307,7 @@ class _Run:
         c = self.config
         done = self.done("stage1_biased")
         if done is not None:
-            model_d, model_b = self.new_model(), self.new_model()
-            model_d.load_state_dict(done["model_d"])
-            model_b.load_state_dict(done["model_b"])
-            return {**done, "model_d": model_d, "model_b": model_b}
+            return self.with_models(done)
         if c.stage1_from:
             return self.reuse_stage1(c.stage1_from)
         models: List[nn.Module] = []
@@ -337,12 +334,16 @@ class _Run:
         self.begin(0, "biased")
         state = RunRecorder(source).load("stage1_biased")
         assert state is not None  # checked before the run folder was created
-        model_d, model_b = self.new_model(), self.new_model()
-        model_d.load_state_dict(state["model_d"])
-        model_b.load_state_dict(state["model_b"])
         state = {k: state[k] for k in ("model_d", "model_b", "vanilla", "pseudo_scores")}
         self.rt.log({"stage": "vanilla", "stage1_from": os.path.abspath(source), **state["vanilla"]})
         self.finish("stage1_biased", state)
+        return self.with_models(state)
+
+    def with_models(self, state: Dict[str, Any]) -> Dict[str, Any]:
+        """A stage-1 checkpoint with f_D and f_B built and loaded from it."""
+        model_d, model_b = self.new_model(), self.new_model()
+        model_d.load_state_dict(state["model_d"])
+        model_b.load_state_dict(state["model_b"])
         return {**state, "model_d": model_d, "model_b": model_b}
 
     # stage 2 ---------------------------------------------------------------------------------
