@@ -60,6 +60,15 @@ DCWP_CONFIGS: Dict[str, Dict[str, Any]] = {
     "abl-no-contrastive": {"mask": {"lambda_con": 0.0}, "finetune": {"lambda_con": 0.0}},
     "abl-no-upweight": {"mask": {"upweight": 1.0}, "finetune": {"upweight": 1.0}},
     "abl-no-sparsity": {"mask": {"lambda_sparse": 0.0}},
+    # the clean variant, one of its settings put back to official at a time (which one costs what)
+    "clean-gumbel-official": {"variant": "clean", "mask": {"gumbel": "official"}},
+    "clean-positives-official": {"variant": "clean", "mask": {"positives": "official"},
+                                 "finetune": {"positives": "official"}},
+    "clean-mask-upweight-80": {"variant": "clean", "mask": {"upweight": 80.0}},
+    # a clean fix: Adam moves a logit that gets no task gradient by about lr * lambda / (lambda + eps) a step
+    # (../shared/DCWP.md, section 2), so the whole stage's drift grows with its length: 2000 official steps at
+    # lr 1e-2 move it ~10 on Colored MNIST, the 400 quick steps ~2. lr x5 restores the official drift.
+    "clean-fix-mask-drift": {"variant": "clean", "mask": {"lr": 5e-2}},
 }
 
 

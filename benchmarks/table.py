@@ -12,6 +12,7 @@ import statistics
 from collections import defaultdict
 from typing import Any, Dict, Iterable, List
 
+from benchmarks.profiles import CLEAN_STUDY
 from benchmarks.published import PUBLISHED
 
 __all__ = ["readme_block", "render", "rewrite_readme", "summarise"]
@@ -105,6 +106,12 @@ def render(out: str, profile: Any) -> str:
         if ablations:
             lines += ["", "Ablations of DCWP (official):", ""]
             lines += _table(summary, dataset, backbone, schedule, ["dcwp-official"] + ablations, ratios, "test", n_seeds)
+        study = [m for m in CLEAN_STUDY if any((dataset, backbone, schedule, m, r) in summary for r in ratios)]
+        if study:
+            lines += ["", "The clean variant, one of its settings back to official at a time (`clean-<setting>-official`, "
+                      "`clean-mask-upweight-80`), and its fixes (`clean-fix-*`); same seeds, same stage 1:", ""]
+            lines += _table(summary, dataset, backbone, schedule, ["dcwp-official", "dcwp-clean"] + study, ratios, "test",
+                            n_seeds)
         lines.append("")
     failed = [r for r in _latest(records) if r.get("status") != "ok"]
     if failed:
