@@ -262,20 +262,29 @@ def test_implausible_mining_is_marked_loudly(finished):
         assert results["warnings"] == [] and "WARNING" not in report
 
 
-@pytest.mark.parametrize("count,n,method,flagged", [
-    (2049, 4000, "wrong", True),  # the tiny run above: f_B trained 20 steps
-    (3508, 4000, "ensemble", True),
-    (2000, 4000, "wrong", False),  # exactly half is not above the bound
-    (29, 4000, "wrong", False),  # the quick mlp demo
-    (4000, 4000, "oracle", False),  # the true labels are never flagged
+@pytest.mark.parametrize("count,n,method,ratio,flagged", [
+    (2049, 4000, "wrong", None, True),  # the tiny run above: f_B trained 20 steps
+    (3508, 4000, "ensemble", None, True),
+    (2000, 4000, "wrong", None, False),  # without a conflict ratio exactly half is not above the bound
+    (29, 4000, "wrong", 0.5, False),  # the quick mlp demo
+    (4000, 4000, "oracle", 0.5, False),  # the true labels are never flagged
+    (1454, 4000, "wrong", 0.5, True),  # cpu-quick's CNN with f_B at 40 SGD steps: 36 % at 0.5 %
+    (400, 4000, "wrong", 0.5, False),  # 10 % is the floor at 0.5-2 %
+    (401, 4000, "wrong", 2.0, True),
+    (1000, 4000, "wrong", 5.0, False),  # 5 x 5 % = 25 %
+    (1001, 4000, "wrong", 5.0, True),
+    (2001, 4000, "wrong", 20.0, True),  # never above half
 ])
-def test_implausible_mining_rule(count, n, method, flagged):
+def test_implausible_mining_rule(count, n, method, ratio, flagged):
     from dcwp_prune.run.pipeline import mining_warnings
 
-    notes = mining_warnings(count, n, method)
+    notes = mining_warnings(count, n, method, ratio)
     assert bool(notes) == flagged
     if flagged:
         assert f"mined {count} of {n} training samples" in notes[0] and "not a valid DCWP result" in notes[0]
+        assert ("conflict ratio" in notes[0]) == (ratio is not None)
+        if ratio is not None:
+            assert f"for a {ratio:g} % conflict ratio" in notes[0]
 
 
 # ------------------------------------------------------------------------------ 4. no half-made folder

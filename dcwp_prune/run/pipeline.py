@@ -47,6 +47,9 @@ _STAGES = ("biased", "mining", "mask", "finetune", "final")
 #: little): the standard releases hold 0.5-5 % bias-conflicting samples, and mining more than half
 #: of the data cannot single them out.
 IMPLAUSIBLE_MINED_FRACTION = 0.5
+#: With a known conflict ratio r (%), the bound is min(0.5, max(0.1, 5 r / 100)): a mined set more than
+#: five times the true conflicting set (and above a tenth of the data) has a precision of at most 20 %.
+MINED_OVER_RATIO, MINED_FLOOR = 5.0, 0.1
 _LOG_STAGE = {"biased": 0, "vanilla": 0, "mining": 1, "mask": 2, "mask_eval": 2, "prune": 2, "finetune": 3,
               "finetune_eval": 3, "final": 4}
 
@@ -91,17 +94,30 @@ def resolve_variant(config: RunConfig) -> Dict[str, Any]:
     }
 
 
-def mining_warnings(count: int, num_samples: int, method: str) -> List[str]:
+def mined_fraction_bound(conflict_ratio: Optional[float] = None) -> float:
+    """The largest mined fraction of the training set that :func:`mining_warnings` accepts."""
+    if conflict_ratio is None:
+        return IMPLAUSIBLE_MINED_FRACTION
+    return min(IMPLAUSIBLE_MINED_FRACTION, max(MINED_FLOOR, MINED_OVER_RATIO * conflict_ratio / 100))
+
+
+def mining_warnings(count: int, num_samples: int, method: str, conflict_ratio: Optional[float] = None) -> List[str]:
     """A loud note when stage 2 mined an implausible fraction (the result is not a normal DCWP result).
 
-    ``oracle`` mining takes the true labels and is never flagged.
+    The bound is :func:`mined_fraction_bound` of the dataset's conflict ratio (%), when it has one
+    (10 % of the data at 0.5-2 %, 25 % at 5 %), else half the data. ``oracle`` mining takes the true
+    labels and is never flagged.
     """
     fraction = count / max(num_samples, 1)
-    if method == "oracle" or fraction <= IMPLAUSIBLE_MINED_FRACTION:
+    bound = mined_fraction_bound(conflict_ratio)
+    if method == "oracle" or fraction <= bound:
         return []
-    return [f"stage 2 mined {count} of {num_samples} training samples ({100 * fraction:.0f} %) as bias-conflicting: "
-            "the biased model did not learn the bias (diverged or trained too little; see the 'biased' losses in "
-            "metrics.jsonl), so this is not a valid DCWP result. Lower [biased] lr or train f_B longer."]
+    given = f", above {100 * bound:.0f} %" + ("" if conflict_ratio is None else
+                                              f" for a {conflict_ratio:g} % conflict ratio")
+    return [f"stage 2 mined {count} of {num_samples} training samples ({100 * fraction:.0f} %{given}) as "
+            "bias-conflicting: the biased model did not learn the bias (diverged or trained too little; see the "
+            "'biased' losses in metrics.jsonl), so this is not a valid DCWP result. Lower [biased] lr or train f_B "
+            "longer."]
 
 
 # ------------------------------------------------------------------------------------ resume
@@ -517,7 +533,7 @@ def _stages(config: RunConfig, rt: Runtime, data: RunData, variant: Dict[str, An
     run = _Run(config, rt, data, recorder)
     stage1 = run.biased()
     mined = run.mining(stage1["model_b"], stage1["pseudo_scores"])
-    notes = mining_warnings(mined.count, len(data.train), config.mining.method)
+    notes = mining_warnings(mined.count, len(data.train), config.mining.method, config.data.ratio)
     for note in notes:
         warnings.warn(note, RuntimeWarning, stacklevel=2)
     model = stage1["model_d"]
