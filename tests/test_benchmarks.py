@@ -139,3 +139,47 @@ def test_jtt_second_stage_upweights_the_first_stage_errors(monkeypatch, tmp_path
     assert seen["weights"][1] is None and 0 < int(errors.sum()) < len(errors)
     assert torch.equal(seen["weights"][4], torch.where(errors, 7.0, 1.0).to(seen["weights"][4].dtype))
     assert result["mined"]["count"] == int(errors.sum()) and (tmp_path / "jtt" / "model.safetensors").is_file()
+
+
+def test_per_stage_schedule_scales():
+    """A profile can shorten one stage (cpu-quick: the CNN's f_D) and keep the others at --quick."""
+    from benchmarks.reproduce import _scaled, schedule_label
+    from dcwp_prune.run.presets import build_config, quick_schedule
+
+    quick = quick_schedule(build_config("cmnist", {"model": "cnn"}), 4000)  # 640 / 160 / 400 / 160 iterations
+    scaled = _scaled(quick, {"f_d": 0.25})
+    assert (scaled.biased.iterations, scaled.biased.lr_decay_step) == (160, 160)
+    assert (scaled.biased.biased_iterations, scaled.biased.biased_lr_decay_step) == (160, 48)
+    assert (scaled.mask.iterations, scaled.mask.eval_every, scaled.finetune.iterations) == (400, 100, 160)
+    assert scaled.finetune.eval_every == quick.finetune.eval_every and scaled.checkpoint_every == quick.checkpoint_every
+    every = _scaled(quick, 0.5)
+    assert (every.biased.iterations, every.biased.biased_iterations, every.mask.iterations,
+            every.finetune.iterations) == (320, 80, 200, 80)
+    assert schedule_label(1.0) == "quick" and schedule_label(0.5) == "quick x0.5"
+    assert schedule_label({"f_d": 0.25}) == "quick, f_d x0.25" and schedule_label({"mask": 1.0}) == "quick"
+    with pytest.raises(ValueError, match="unknown stage"):
+        _scaled(quick, {"fd": 0.25})
+
+
+def test_clean_study_cells_and_table(tmp_path):
+    """The clean-variant study runs on its backbones only and renders as its own table beside official and clean."""
+    from benchmarks.methods import DCWP_CONFIGS
+    from benchmarks.profiles import CLEAN_STUDY, PROFILES
+
+    assert set(CLEAN_STUDY) <= set(DCWP_CONFIGS) and all(DCWP_CONFIGS[m]["variant"] == "clean" for m in CLEAN_STUDY)
+    cells = PROFILES["cpu-quick"].cells()
+    assert {c["backbone"] for c in cells if c["method"] in CLEAN_STUDY} == {"mlp"}
+    assert sum(c["method"] == "clean-fix-mask-drift" for c in cells) == 12  # 4 ratios x 3 seeds
+
+    def rec(method, acc):
+        return {"dataset": "cmnist", "ratio": 1.0, "backbone": "mlp", "method": method, "seed": 0, "schedule": "quick",
+                "status": "ok", "selection": "best_valid", "sparsity": 0.5, "macs": 1e6, "test": {"accuracy": acc},
+                "valid": {"accuracy": acc}}
+
+    records = [rec("dcwp-official", 0.5), rec("dcwp-clean", 0.4), rec("clean-fix-mask-drift", 0.45)]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    text = render(str(tmp_path), Profile(name="fixed", datasets={"cmnist": (1.0,)}, backbones={"cmnist": ("mlp",)},
+                                         seeds=(0,)))
+    study = text.split("The clean variant, one of its settings")[1]
+    assert "| clean-fix-mask-drift | best_valid | 45.0 (n=1) |" in study and "| dcwp-clean | best_valid | 40.0" in study
+    assert "clean-gumbel-official" not in study  # no records, no row
