@@ -7,13 +7,14 @@
    beside the official DCWP code's figures on a 2-core CPU of this kind: 0.41 s per pre-training
    iteration (f_D and f_B together), 0.18 s per mask-learning iteration, 0.19 s per fine-tuning one.
 4. Structured DCWP on resnet18 (pruning ratio 0.5): MACs and params ratios, latency speed-up at batch
-   1 and 32.
+   1 and 32, as trained (BatchNorm layers) and as deployed (BatchNorm folded into the convolutions,
+   ``torch.fx.experimental.optimization.fuse``, in both models).
 5. Loader throughput vs the training step it feeds (in-memory and PNG Colored MNIST, with workers).
 
 Usage::
 
     python -m benchmarks.speed [--device cpu|cuda] [--reps 5] [--out benchmarks/results/speed-cpu.json]
-    python -m benchmarks.speed --only pipeline step       # a subset
+    python -m benchmarks.speed --only pipeline step       # a subset, merged into the existing JSON
 """
 
 from __future__ import annotations
@@ -237,6 +238,7 @@ def pipeline(args: argparse.Namespace) -> Dict[str, Any]:
 
 def structured(args: argparse.Namespace) -> Dict[str, Any]:
     import torchvision
+    from torch.fx.experimental.optimization import fuse
 
     from dcwp_prune import prune_channels
 
@@ -247,13 +249,18 @@ def structured(args: argparse.Namespace) -> Dict[str, Any]:
     result = prune_channels(pruned, random_scores(pruned).to(args.device), x1, 0.5)
     out: Dict[str, Any] = {"macs_ratio": result.macs_ratio, "params_ratio": result.params_ratio}
     print(f"4. resnet18 structured 0.5: MACs {result.macs_ratio:.2f}x, params {result.params_ratio:.2f}x fewer")
+    # as deployed: BatchNorm folded into the convolution before it, in both models alike
+    folded = {"dense": fuse(copy.deepcopy(dense)), "pruned": fuse(copy.deepcopy(pruned))}
+    with torch.inference_mode():
+        assert torch.allclose(folded["pruned"](x1), pruned(x1), atol=1e-3), "BN folding changed the pruned model"
     for batch in (1, 32):
         x = torch.randn(batch, 3, 224, 224, device=args.device)
         reps = args.reps if batch > 1 else 4 * args.reps
-        t0, t1 = latency(dense, x, reps), latency(pruned, x, reps)
-        out[f"batch{batch}"] = {"dense_ms": t0 * 1e3, "pruned_ms": t1 * 1e3, "speedup": t0 / t1}
-        print(f"   latency batch {batch:>2}: {t0 * 1e3:.1f} ms -> {t1 * 1e3:.1f} ms, speed-up {t0 / t1:.2f}x"
-              + (" (target >= 3x)" if batch == 32 else ""))
+        for tag, (a, b) in (("", (dense, pruned)), ("_bn_folded", (folded["dense"], folded["pruned"]))):
+            t0, t1 = latency(a, x, reps), latency(b, x, reps)
+            out[f"batch{batch}{tag}"] = {"dense_ms": t0 * 1e3, "pruned_ms": t1 * 1e3, "speedup": t0 / t1}
+            print(f"   latency batch {batch:>2}{' (BN folded)' if tag else ''}: {t0 * 1e3:.1f} ms -> {t1 * 1e3:.1f} ms, "
+                  f"speed-up {t0 / t1:.2f}x" + (" (target >= 3x)" if batch == 32 else ""))
     return out
 
 
@@ -302,6 +309,12 @@ def main(argv: List[str] = None) -> int:  # type: ignore[assignment]
             record[name] = fn(args)
     out = args.out or os.path.join(ROOT, "benchmarks", "results", f"speed-{args.device}.json")
     from dcwp_prune._atomic import write_json
+
+    if args.only and os.path.isfile(out):  # a subset re-measured: the other sections stay, each with its date
+        with open(out) as f:
+            old = json.load(f)
+        when = {**old.get("section_when", {}), **{name: record["when"] for name in args.only}}
+        record = {**old, **{k: v for k, v in record.items() if k != "when"}, "section_when": when}
 
     write_json(out, record)
     print(f"wrote {out}")
