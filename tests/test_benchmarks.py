@@ -168,8 +168,9 @@ def test_clean_study_cells_and_table(tmp_path):
 
     assert set(CLEAN_STUDY) <= set(DCWP_CONFIGS) and all(DCWP_CONFIGS[m]["variant"] == "clean" for m in CLEAN_STUDY)
     cells = PROFILES["cpu-quick"].cells()
-    assert {c["backbone"] for c in cells if c["method"] in CLEAN_STUDY} == {"mlp"}
+    assert {c["backbone"] for c in cells if c["method"] == "clean-fix-mask-drift"} == {"mlp"}
     assert sum(c["method"] == "clean-fix-mask-drift" for c in cells) == 12  # 4 ratios x 3 seeds
+    assert sum(c["method"] == "clean-fix-early-select" for c in cells) == 24  # and on the CNN
 
     def rec(method, acc):
         return {"dataset": "cmnist", "ratio": 1.0, "backbone": "mlp", "method": method, "seed": 0, "schedule": "quick",
@@ -183,3 +184,22 @@ def test_clean_study_cells_and_table(tmp_path):
     study = text.split("The clean variant, one of its settings")[1]
     assert "| clean-fix-mask-drift | best_valid | 45.0 (n=1) |" in study and "| dcwp-clean | best_valid | 40.0" in study
     assert "clean-gumbel-official" not in study  # no records, no row
+
+
+def test_schedule_overrides_apply_after_the_quick_schedule():
+    """clean-fix-early-select evaluates fine-tuning 4x as often as the derived --quick schedule, nothing else changes."""
+    from benchmarks.methods import DCWP_CONFIGS
+    from benchmarks.profiles import PROFILES
+
+    runner = Runner(PROFILES["cpu-quick"], "unused", argparse.Namespace(data_root=None, mnist_root=None, device=None))
+
+    def config(method, backbone):
+        cell = {"dataset": "cmnist", "ratio": 1.0, "seed": 0, "backbone": backbone, "method": method}
+        return runner.config(cell, "unused", DCWP_CONFIGS[method])
+
+    for backbone in ("mlp", "cnn"):
+        fixed = config("clean-fix-early-select", backbone)
+        assert fixed.finetune.eval_every == 4 and fixed.finetune.iterations == 160 and fixed.mask.iterations == 400
+        assert not fixed.quick  # derived here: run_dcwp takes the schedule as given
+    plain = config("dcwp-clean", "cnn")
+    assert config("clean-fix-early-select", "cnn").replace(finetune=plain.finetune) == plain
