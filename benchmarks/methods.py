@@ -69,6 +69,10 @@ DCWP_CONFIGS: Dict[str, Dict[str, Any]] = {
     # (../shared/DCWP.md, section 2), so the whole stage's drift grows with its length: 2000 official steps at
     # lr 1e-2 move it ~10 on Colored MNIST, the 400 quick steps ~2. lr x5 restores the official drift.
     "clean-fix-mask-drift": {"variant": "clean", "mask": {"lr": 5e-2}},
+    # a clean fix: the official form samples m ~ Bernoulli(sigmoid(sigmoid(pi))), so every weight starts kept with
+    # probability 0.69 (pi = 1.5) and never above 0.73; the textbook form starts at sigmoid(1.5) = 0.82. Starting
+    # the logits at sigmoid(1.5) gives the textbook form the official starting keep probability (0.69)
+    "clean-fix-init-keep": {"variant": "clean", "mask": {"init": 0.8176}},
     # a clean fix: at low conflict ratios the upweighted fine-tuning overfits the few mined images, and
     # valid accuracy peaks before the first evaluation of the schedule (one epoch in); evaluating four
     # times as often lets the best-on-valid selection see the peak

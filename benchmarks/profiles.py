@@ -18,7 +18,7 @@ __all__ = ["MAIN_METHODS", "ABLATIONS", "CLEAN_STUDY", "PROFILES", "Profile"]
 MAIN_METHODS = ("dcwp-official", "erm", "dcwp-clean", "dcwp-structured", "mrm", "magnitude", "random", "lff", "jtt")
 ABLATIONS = ("abl-mining-oracle", "abl-mining-ensemble", "abl-no-contrastive", "abl-no-upweight", "abl-no-sparsity")
 CLEAN_STUDY = ("clean-gumbel-official", "clean-positives-official", "clean-mask-upweight-80", "clean-fix-mask-drift",
-               "clean-fix-early-select")
+               "clean-fix-init-keep", "clean-fix-early-select")
 
 
 @dataclass(frozen=True)
