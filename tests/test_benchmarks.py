@@ -171,6 +171,7 @@ def test_clean_study_cells_and_table(tmp_path):
     assert {c["backbone"] for c in cells if c["method"] == "clean-fix-mask-drift"} == {"mlp"}
     assert sum(c["method"] == "clean-fix-mask-drift" for c in cells) == 12  # 4 ratios x 3 seeds
     assert sum(c["method"] == "clean-fix-early-select" for c in cells) == 24  # and on the CNN
+    assert sum(c["method"] == "clean-gumbel-official" for c in cells) == 24
 
     def rec(method, acc):
         return {"dataset": "cmnist", "ratio": 1.0, "backbone": "mlp", "method": method, "seed": 0, "schedule": "quick",
