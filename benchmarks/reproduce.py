@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m benchmarks.reproduce --profile cpu-quick                    # about an hour on 2 CPU cores
+    python -m benchmarks.reproduce --profile cpu-quick                    # hours on 2 CPU cores (README: Results)
     python -m benchmarks.reproduce --profile cpu-quick --methods dcwp-official erm --seeds 0
     python -m benchmarks.reproduce --profile gpu-paper --data-root ~/data --mnist-root ~/mnist
     python -m benchmarks.reproduce --profile cpu-quick --render            # rebuild table.md and plots only
