@@ -189,6 +189,7 @@ def _plots(summary: Dict[tuple, Any], out: str) -> None:
             errs = [100 * statistics.stdev(p[1]) if len(p[1]) > 1 else 0.0 for p in pts]
             ax.errorbar(xs, means, yerr=errs, marker="o", capsize=3, label=m)
         ax.set_xscale("log")
+        ax.minorticks_off()  # the log axis' minor labels (3 x 10^0, ...) overlap the ratios
         ax.set_xticks([k[4] for k in summary if k[:3] == (dataset, backbone, schedule)])
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.set_xlabel("conflict ratio (%)")
