@@ -3,7 +3,8 @@
 ``cpu-quick``: Colored MNIST from the offline 5,000-digit sample on both CMNIST backbones (DCWP's
 CNN and LfF's 3 x 100 MLP), the ``--quick`` schedules (the CNN's f_D stage at a quarter of it: f_D
 is the longest stage and plain ERM is biased by then; f_B, mask learning and fine-tuning keep their
-quick lengths, which DCWP needs to mine and to prune), every method, the ablations on the MLP.
+quick lengths, which DCWP needs to mine and to prune), every method, the ablations on the MLP,
+the clean-variant study (``Profile.study``) on the MLP and two of its rows on the CNN.
 ``gpu-paper``: the paper's schedules on CMNIST, CIFAR10-C and BFFHQ at their releases' ratios.
 ``gpu-check``: full-schedule CMNIST CNN cells for ``benchmarks/gpu_check.sh`` (as many as fit).
 """
