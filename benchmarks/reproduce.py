@@ -166,6 +166,8 @@ class Runner:
             info = {"selection": result["selected"], "variant": config.variant, "sparsity": result["sparsity"],
                     "mined": {k: result["mined"].get(k) for k in ("count", "precision", "recall")},
                     "vanilla": result["metrics"]["vanilla"]}
+            if result.get("structured"):
+                info["structured"] = {k: result["structured"][k] for k in ("macs_ratio", "pruning_ratio")}
         else:
             config = self.config(cell, run_dir, {})
             result = run_baseline(cell["method"], config, run_dir, base)

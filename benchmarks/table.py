@@ -129,6 +129,7 @@ def _table(summary: Dict[tuple, Any], dataset: str, backbone: str, schedule: str
            ratios: List[float], field: str, expected: int = 0) -> List[str]:
     head = "| method | selection | " + " | ".join(f"{r:g} %" for r in ratios) + " | sparsity | MACs |"
     rows = [head, "|" + "---|" * (len(ratios) + 4)]
+    dense = [v for r in ratios for v in (summary.get((dataset, backbone, schedule, "erm", r)) or {}).get("macs", [])]
     for m in methods:
         cells, sparsity, macs, selection = [], [], [], "-"
         for r in ratios:
@@ -140,6 +141,8 @@ def _table(summary: Dict[tuple, Any], dataset: str, backbone: str, schedule: str
                 selection = c["selection"][0] or "-"
         sp = f"{100 * statistics.fmean(sparsity):.0f} %" if sparsity else "-"
         mc = f"{statistics.fmean(macs) / 1e6:.2f} M" if macs else "-"
+        if macs and dense and statistics.fmean(macs) < statistics.fmean(dense):  # fewer MACs than the dense ERM model
+            mc += f" ({statistics.fmean(dense) / statistics.fmean(macs):.2f}x fewer)"
         rows.append(f"| {m} | {selection} | " + " | ".join(cells) + f" | {sp} | {mc} |")
     return rows
 

@@ -105,6 +105,17 @@ def test_structured_prune_subcommand(run_dir, tmp_path):
     model = load_pruned_model(str(tmp_path / "s"))
     assert model(torch.zeros(2, 3, 28, 28)).shape == (2, 10)
     assert json.loads((tmp_path / "s" / "prune_report.json").read_text())["params_ratio"] > 1.5
+    # a stated MACs reduction instead of a channel ratio: the ratio found is reported
+    result = invoke("prune", "--model-file", tmp_path / "f_d.pt", "--arch", "mlp", "--scores",
+                    run_dir / "scores.safetensors", "--structured", "--target-macs", "3", "--pruning-ratio", "0.9",
+                    "--out", tmp_path / "t")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "t" / "prune_report.json").read_text())
+    assert report["macs_ratio"] >= 3.0 and 0 < report["pruning_ratio"] < 0.9
+    bad = invoke("prune", "--model-file", tmp_path / "f_d.pt", "--arch", "mlp", "--scores",
+                 run_dir / "scores.safetensors", "--target-macs", "3", "--out", tmp_path / "u")
+    assert bad.exit_code == 2 and "prune.target_macs applies to structured pruning; pass --structured" in bad.output
+    assert not (tmp_path / "u").exists()
 
 
 def test_make_cmnist(tmp_path):

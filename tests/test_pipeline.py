@@ -89,6 +89,27 @@ def test_structured_mode_shrinks_macs_and_evaluates(tmp_path):
         assert torch.allclose(saved(x), result.model.eval()(x), atol=1e-5)
 
 
+def test_structured_to_a_stated_macs_reduction(tmp_path):
+    cfg = tiny(tmp_path / "run", model="cnn", prune={"structured": True, "pruning_ratio": 0.8, "target_macs": 3.0},
+               biased={"iterations": 6, "biased_iterations": 6}, mask={"iterations": 6, "eval_every": 6},
+               finetune={"iterations": 4, "eval_every": 4})
+    result = run_dcwp(cfg)
+    assert result.structured["macs_ratio"] >= 3.0 and 0 < result.structured["pruning_ratio"] < 0.8
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["structured"]["pruning_ratio"] == result.structured["pruning_ratio"]
+
+
+@pytest.mark.parametrize("prune, message", [
+    ({"structured": True, "target_macs": 1.0}, "prune.target_macs is a MACs reduction factor > 1"),
+    ({"target_macs": 2.0}, "prune.target_macs applies to structured pruning; pass --structured"),
+])
+def test_target_macs_config_errors(tmp_path, prune, message):
+    from dcwp_prune.run.config import validate
+
+    with pytest.raises(ValueError, match=message):
+        validate(tiny(tmp_path / "run", prune=prune))
+
+
 def test_user_supplied_model_and_oracle_mining(tmp_path):
     from dcwp_prune.models import create_model
 

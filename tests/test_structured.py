@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 import torchvision
@@ -158,3 +160,37 @@ def test_vit_unstructured_masks_attention_exactly():
     assert prune.is_pruned(attn) and hasattr(attn, "in_proj_weight_mask")
     expected = 1 - sum(float(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
     assert pruned_sparsity(model) == pytest.approx(expected)
+
+
+def test_target_macs_ratio_finds_the_smallest_ratio_that_reaches_it():
+    from dcwp_prune import create_model
+    from dcwp_prune.adapters.structured import TARGET_SEARCH_STEPS
+
+    torch.manual_seed(0)
+    base = create_model("cnn", 10).eval()
+    scores = _random_scores(base)
+    x = torch.randn(1, 3, 28, 28)
+    model = copy.deepcopy(base)
+    result = prune_channels(model, scores, x, 0.6, target_macs_ratio=2.0)
+    assert result.macs_ratio >= 2.0 and 0 < result.pruning_ratio <= 0.6
+    # the same ratio given directly prunes the same channels; a ratio one search step smaller misses the target
+    direct = copy.deepcopy(base)
+    again = prune_channels(direct, scores, x, result.pruning_ratio)
+    assert again.channels == result.channels and again.macs_after == result.macs_after
+    for (_, a), (_, b) in zip(model.state_dict().items(), direct.state_dict().items()):
+        assert torch.equal(a, b)
+    below = prune_channels(copy.deepcopy(base), scores, x, result.pruning_ratio - 0.6 / 2**TARGET_SEARCH_STEPS)
+    assert below.macs_ratio < 2.0
+
+
+def test_target_macs_ratio_errors():
+    from dcwp_prune import create_model
+
+    model = create_model("cnn", 10)
+    scores = _random_scores(model)
+    x = torch.randn(1, 3, 28, 28)
+    with pytest.raises(ValueError, match=r"target_macs_ratio 3.0 is not reached at pruning_ratio 0.1 \(MACs 1\.\d\dx"):
+        prune_channels(model, scores, x, 0.1, target_macs_ratio=3.0)
+    assert model.features[0].out_channels == 64  # the trials ran on copies
+    with pytest.raises(ValueError, match="target_macs_ratio must be > 1 .* got 0.5"):
+        prune_channels(model, scores, x, 0.5, target_macs_ratio=0.5)

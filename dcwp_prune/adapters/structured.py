@@ -10,6 +10,7 @@ returns the pruning history needed to rebuild the model.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ __all__ = [
     "UNSUPPORTED_ARCHITECTURES",
     "UnsupportedModelError",
     "StructuredResult",
+    "TARGET_SEARCH_STEPS",
     "check_structured_support",
     "count_macs_params",
     "load_pruning_history",
@@ -51,6 +53,7 @@ class StructuredResult:
     params_after: int
     channels: Dict[str, List[int]] = field(default_factory=dict)  # layer -> [before, after]
     history: List[Any] = field(default_factory=list)
+    pruning_ratio: Optional[float] = None  # the ratio used (the one found, with ``target_macs_ratio``)
 
     @property
     def macs_ratio(self) -> float:
@@ -68,6 +71,7 @@ class StructuredResult:
             "params_after": self.params_after,
             "macs_ratio": self.macs_ratio,
             "params_ratio": self.params_ratio,
+            "pruning_ratio": self.pruning_ratio,
             "channels": self.channels,
         }
 
@@ -147,12 +151,17 @@ def _default_round_to(model: nn.Module) -> Optional[int]:
     return max(heads) if heads else None
 
 
+#: Bisection steps of the ``target_macs_ratio`` search (the ratio found is within 2**-10 of the upper bound).
+TARGET_SEARCH_STEPS = 10
+
+
 def prune_channels(
     model: nn.Module,
     scores: Union[MaskScores, Dict[str, Tensor]],
     example_inputs: Tensor,
     pruning_ratio: float = 0.5,
     *,
+    target_macs_ratio: Optional[float] = None,
     global_pruning: bool = True,
     ignored_layers: Optional[Sequence[nn.Module]] = None,
     round_to: Optional[int] = None,
@@ -166,7 +175,14 @@ def prune_channels(
         model: a plain model (no prune hooks or parametrizations).
         scores: DCWP scores (logits in :class:`MaskScores`, or FQN-keyed keep-probabilities).
         example_inputs: a batch that ``model`` accepts, used for tracing and MACs.
-        pruning_ratio: fraction of channels to remove (Torch-Pruning's ``pruning_ratio``).
+        pruning_ratio: fraction of channels to remove (Torch-Pruning's ``pruning_ratio``); with
+            ``target_macs_ratio``, the largest ratio the search may use.
+        target_macs_ratio: prune to at least this MACs reduction (2.0: half the MACs) instead of a fixed
+            ratio: the smallest pruning ratio in ``(0, pruning_ratio]`` that reaches it is found by
+            bisection on copies of ``model`` (:data:`TARGET_SEARCH_STEPS` trial prunings), then applied.
+            How many MACs a channel ratio removes depends on the architecture and, with global
+            pruning, on the scores; this states the reduction instead. ``result.pruning_ratio`` is the
+            ratio found.
         global_pruning: rank channels across layers (True) or within each layer.
         ignored_layers: layers never pruned. The layer that produces the output (found in the
             autograd graph: a final ``nn.Linear``, SqueezeNet's ``nn.Conv2d``, ...) is always added.
@@ -182,17 +198,69 @@ def prune_channels(
     Raises:
         UnsupportedModelError: the architecture is in ``UNSUPPORTED_ARCHITECTURES``.
         RuntimeError: nothing was pruned, or the output shape changed.
+        ValueError: a ratio out of range, or ``target_macs_ratio`` not reached at ``pruning_ratio``.
     """
     check_fraction(pruning_ratio, "pruning_ratio")
     if pruning_ratio >= 1.0:
         raise ValueError(f"pruning_ratio must be < 1 (1.0 would remove every channel), got {pruning_ratio}")
     if iterative_steps < 1:
         raise ValueError(f"iterative_steps must be >= 1, got {iterative_steps}")
+    if target_macs_ratio is not None and not target_macs_ratio > 1.0:
+        raise ValueError(f"target_macs_ratio must be > 1 (2.0 = half the MACs), got {target_macs_ratio}")
     check_structured_support(model)
     ignored = list(ignored_layers or [])
     head = logits_module(model, example_inputs)
     if head not in ignored:
         ignored.append(head)
+    options = dict(global_pruning=global_pruning, round_to=round_to, iterative_steps=iterative_steps, hard=hard,
+                   min_keep=min_keep)
+    if target_macs_ratio is not None:
+        pruning_ratio = _search_ratio(model, scores, example_inputs, ignored, pruning_ratio, target_macs_ratio, options)
+    return _prune_at(model, scores, example_inputs, ignored, pruning_ratio, **options)
+
+
+def _search_ratio(model: nn.Module, scores: Union[MaskScores, Dict[str, Tensor]], example_inputs: Tensor,
+                  ignored: List[nn.Module], upper: float, target: float, options: Dict[str, Any]) -> float:
+    """The smallest ratio in ``(0, upper]`` whose pruning reaches ``target`` MACs reduction (on copies)."""
+
+    def reached(ratio: float) -> float:
+        trial = copy.deepcopy(model)
+        modules = dict(trial.named_modules())
+        try:
+            result = _prune_at(trial, scores, example_inputs, [modules[n] for n in _names_of(model, ignored)], ratio,
+                               **options)
+        except _NothingPruned:
+            if ratio == upper:  # not a small ratio: nothing is scored
+                raise
+            return 1.0  # a ratio too small for one channel
+        return result.macs_ratio
+
+    top = reached(upper)
+    if top < target:
+        raise ValueError(f"target_macs_ratio {target} is not reached at pruning_ratio {upper} (MACs {top:.2f}x "
+                           "fewer there); raise pruning_ratio (the search's upper bound) or lower the target")
+    lo, hi = 0.0, upper
+    for _ in range(TARGET_SEARCH_STEPS):
+        mid = (lo + hi) / 2
+        if reached(mid) >= target:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+class _NothingPruned(RuntimeError):
+    """Structured pruning removed no channel."""
+
+
+def _names_of(model: nn.Module, modules: Sequence[nn.Module]) -> List[str]:
+    name_of = {id(m): n for n, m in model.named_modules()}
+    return [name_of[id(m)] for m in modules if id(m) in name_of]
+
+
+def _prune_at(model: nn.Module, scores: Union[MaskScores, Dict[str, Tensor]], example_inputs: Tensor,
+              ignored: List[nn.Module], pruning_ratio: float, *, global_pruning: bool, round_to: Optional[int],
+              iterative_steps: int, hard: bool, min_keep: int) -> StructuredResult:
     with _traceable(model):
         with torch.no_grad():
             shape_before = _output_shape(model, example_inputs)
@@ -214,14 +282,14 @@ def prune_channels(
         raise RuntimeError(f"structured pruning changed the output shape {shape_before} -> {shape_after}: a layer that "
                            "produces the output was pruned; pass it in ignored_layers")
     if importance.groups_scored == 0 or not history:
-        raise RuntimeError(
+        raise _NothingPruned(
             "structured pruning removed nothing: no dependency group had DCWP scores "
             "(are the scored layers all ignored, or the ratio too small for one channel?)"
         )
     macs1, params1 = count_macs_params(model, example_inputs)
     after = _channels(model)
     changed = {k: [v, after[k]] for k, v in before_channels.items() if k in after and after[k] != v}
-    return StructuredResult(macs0, macs1, params0, params1, changed, history)
+    return StructuredResult(macs0, macs1, params0, params1, changed, history, pruning_ratio)
 
 
 def _output_shape(model: nn.Module, example_inputs: Tensor) -> tuple:

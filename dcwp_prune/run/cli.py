@@ -94,7 +94,7 @@ _RUN_MAP = {
     "mnist_root": ("data", "mnist_root"), "image_size": ("data", "image_size"), "batch_size": ("data", "batch_size"),
     "num_workers": ("data", "num_workers"), "test_protocol": ("data", "test_protocol"),
     "mining": ("mining", "method"), "structured": ("prune", "structured"), "pruning_ratio": ("prune", "pruning_ratio"),
-    "iterative_steps": ("prune", "iterative_steps"),
+    "iterative_steps": ("prune", "iterative_steps"), "target_macs": ("prune", "target_macs"),
     "amount": ("prune", "amount"), "sparsity": ("prune", "sparsity"), "threshold": ("prune", "threshold"),
     "variant": (None, "variant"), "weights": (None, "weights"), "model_file": (None, "model_file"),
     "stage1_from": (None, "stage1_from"), "device": (None, "device"), "seed": (None, "seed"), "out": (None, "out"), "resume": (None, "resume"),
@@ -159,7 +159,10 @@ def _default_out(model: str, overrides: Dict[str, Any]) -> str:
 @click.option("--variant", type=click.Choice(VARIANTS), default="official", show_default=True)
 @click.option("--mining", type=click.Choice(MINING_METHODS), help="Bias-conflicting mining method.")
 @click.option("--structured", is_flag=True, help="Prune channels with Torch-Pruning instead of weights.")
-@click.option("--pruning-ratio", type=float, default=0.5, show_default=True, help="Channel ratio for --structured.")
+@click.option("--pruning-ratio", type=float, default=0.5, show_default=True,
+              help="Channel ratio for --structured (with --target-macs: the largest ratio tried).")
+@click.option("--target-macs", type=float, help="--structured: prune the smallest ratio that divides the MACs by this "
+              "(2 = half the MACs); the ratio found is in results.json.")
 @click.option("--iterative-steps", type=int, default=1, show_default=True,
               help="--structured: reach the ratio in this many steps (scores follow the removed channels).")
 @click.option("--amount", type=float, help="Unstructured: prune this fraction of the lowest-scored weights.")
@@ -332,7 +335,9 @@ def _num_classes_of(arch: str, state: Dict[str, Any]) -> int:
 @click.option("--scores", required=True, type=click.Path(), help="Mask-scores .safetensors written by a run.")
 @click.option("--num-classes", type=int, help="Default: read from the classifier in the model file.")
 @click.option("--structured", is_flag=True, help="Remove channels (Torch-Pruning) instead of zeroing weights.")
-@click.option("--pruning-ratio", type=float, default=0.5, show_default=True)
+@click.option("--pruning-ratio", type=float, default=0.5, show_default=True,
+              help="Channel ratio for --structured (with --target-macs: the largest ratio tried).")
+@click.option("--target-macs", type=float, help="--structured: the smallest ratio that divides the MACs by this.")
 @click.option("--amount", type=float, help="Prune this fraction of the lowest-scored weights.")
 @click.option("--sparsity", type=float, help="Target total sparsity.")
 @click.option("--threshold", type=float, help="Prune keep-probabilities below this (default: DCWP rule, 0.5).")
@@ -340,19 +345,19 @@ def _num_classes_of(arch: str, state: Dict[str, Any]) -> int:
 @click.option("--out", required=True, type=click.Path(), help="Output folder.")
 @click.option("--overwrite", is_flag=True)
 def prune_command(model_file: str, arch: str, scores: str, num_classes: Optional[int], structured: bool,
-                  pruning_ratio: float, amount: Optional[float], sparsity: Optional[float], threshold: Optional[float],
-                  input_size: Optional[int], out: str, overwrite: bool) -> None:
+                  pruning_ratio: float, target_macs: Optional[float], amount: Optional[float], sparsity: Optional[float],
+                  threshold: Optional[float], input_size: Optional[int], out: str, overwrite: bool) -> None:
     """Apply saved DCWP scores to a saved model: no training."""
     try:
-        _prune(model_file, arch, scores, num_classes, structured, pruning_ratio, amount, sparsity, threshold,
-               input_size, out, overwrite)
+        _prune(model_file, arch, scores, num_classes, structured, pruning_ratio, target_macs, amount, sparsity,
+               threshold, input_size, out, overwrite)
     except _USER_ERRORS as err:
         raise _fail(err) from None
 
 
 def _prune(model_file: str, arch: str, scores_path: str, num_classes: Optional[int], structured: bool,
-           pruning_ratio: float, amount: Optional[float], sparsity: Optional[float], threshold: Optional[float],
-           input_size: Optional[int], out: str, overwrite: bool) -> None:
+           pruning_ratio: float, target_macs: Optional[float], amount: Optional[float], sparsity: Optional[float],
+           threshold: Optional[float], input_size: Optional[int], out: str, overwrite: bool) -> None:
     import torch
 
     from .._atomic import write_json
@@ -365,6 +370,7 @@ def _prune(model_file: str, arch: str, scores_path: str, num_classes: Optional[i
 
     # every check first; the output folder is created only when the pruned model is ready
     check_writable(out)
+    validate(RunConfig(prune=PruneConfig(structured=structured, pruning_ratio=pruning_ratio, target_macs=target_macs)))
     if os.path.isdir(out) and os.listdir(out) and not overwrite:
         raise FileExistsError(f"output folder {out!r} already exists; pass --overwrite to replace its files")
     _check_model_name(arch)
@@ -382,7 +388,7 @@ def _prune(model_file: str, arch: str, scores_path: str, num_classes: Optional[i
     if structured:
         from ..adapters.structured import prune_channels
 
-        result = prune_channels(model, scores, example, pruning_ratio)
+        result = prune_channels(model, scores, example, pruning_ratio, target_macs_ratio=target_macs)
         summary = dict(result.to_dict(), structured=True)
         history: Optional[list] = result.history
     else:

@@ -52,7 +52,8 @@ class PruneConfig(Options):
 
     Unstructured (default): DCWP's rule ``logit >= 0``, or one of ``amount`` / ``sparsity`` /
     ``threshold`` through ``DCWPMethod``. Structured: ``pruning_ratio`` of channels through
-    Torch-Pruning with ``DCWPImportance``.
+    Torch-Pruning with ``DCWPImportance``, or with ``target_macs`` the smallest ratio up to
+    ``pruning_ratio`` that divides the MACs by ``target_macs`` (``prune_channels(target_macs_ratio=)``).
     """
 
     structured: bool = False
@@ -63,6 +64,7 @@ class PruneConfig(Options):
     round_to: Optional[int] = None
     global_pruning: bool = True
     iterative_steps: int = 1  # structured: reach pruning_ratio in this many steps
+    target_macs: Optional[float] = None  # structured: the smallest ratio <= pruning_ratio with this MACs reduction
 
     def rule(self) -> Dict[str, float]:
         """The unstructured rule as ``dcwp_global_unstructured`` keywords: the one of :data:`PRUNE_RULES`
@@ -124,6 +126,10 @@ def validate(config: RunConfig) -> None:
         raise ValueError(f"prune.iterative_steps must be >= 1, got {p.iterative_steps}")
     if not 0.0 < p.pruning_ratio < 1.0:
         raise ValueError(f"prune.pruning_ratio must be in (0, 1), got {p.pruning_ratio}")
+    if p.target_macs is not None and not p.target_macs > 1.0:
+        raise ValueError(f"prune.target_macs is a MACs reduction factor > 1 (2.0 = half the MACs), got {p.target_macs}")
+    if p.target_macs is not None and not p.structured:
+        raise ValueError("prune.target_macs applies to structured pruning; pass --structured (or unset target_macs)")
     if config.data.ratio is not None and not 0.0 <= config.data.ratio <= 100.0:
         raise ValueError(f"data.ratio is a percentage in [0, 100], got {config.data.ratio}")
     if config.data.batch_size <= 0 or config.data.eval_batch_size <= 0:

@@ -412,8 +412,9 @@ class _Run:
             from ..adapters.structured import prune_channels
 
             example = self.data.valid[0].image.unsqueeze(0).to(self.rt.device)
-            result = prune_channels(model, scores, example, p.pruning_ratio, global_pruning=p.global_pruning,
-                                    round_to=p.round_to, iterative_steps=p.iterative_steps)
+            result = prune_channels(model, scores, example, p.pruning_ratio, target_macs_ratio=p.target_macs,
+                                    global_pruning=p.global_pruning, round_to=p.round_to,
+                                    iterative_steps=p.iterative_steps)
             info = dict(result.to_dict(), history=result.history)
         else:
             dcwp_global_unstructured(model, scores.probs(), **p.rule())
