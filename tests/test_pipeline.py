@@ -99,6 +99,23 @@ def test_structured_to_a_stated_macs_reduction(tmp_path):
     assert saved["structured"]["pruning_ratio"] == result.structured["pruning_ratio"]
 
 
+def test_unreached_macs_target_keeps_the_learned_scores_and_resumes(tmp_path):
+    """The target is checked once the scores exist: the error says how to go on without retraining."""
+    short = {"biased": {"iterations": 6, "biased_iterations": 6}, "mask": {"iterations": 6, "eval_every": 6},
+             "finetune": {"iterations": 4, "eval_every": 4}}
+    cfg = tiny(tmp_path / "run", model="cnn", prune={"structured": True, "pruning_ratio": 0.05, "target_macs": 3.0},
+               **short)
+    with pytest.raises(ValueError, match=r"not reached at pruning_ratio 0.05 .*\(stage 3 is done\): continue with "
+                                         r"--resume --out .* --force-config and a larger --pruning-ratio"):
+        run_dcwp(cfg)
+    scores_mtime = os.path.getmtime(tmp_path / "run" / "scores.safetensors")
+    again = tiny(tmp_path / "run", model="cnn", prune={"structured": True, "pruning_ratio": 0.8, "target_macs": 3.0},
+                 resume=True, **short)
+    result = run_dcwp(again, force_config=True)
+    assert result.structured["macs_ratio"] >= 3.0
+    assert os.path.getmtime(tmp_path / "run" / "scores.safetensors") == scores_mtime  # stage 3 was not run again
+
+
 @pytest.mark.parametrize("prune, message", [
     ({"structured": True, "target_macs": 1.0}, "prune.target_macs is a MACs reduction factor > 1"),
     ({"target_macs": 2.0}, "prune.target_macs applies to structured pruning; pass --structured"),

@@ -412,9 +412,16 @@ class _Run:
             from ..adapters.structured import prune_channels
 
             example = self.data.valid[0].image.unsqueeze(0).to(self.rt.device)
-            result = prune_channels(model, scores, example, p.pruning_ratio, target_macs_ratio=p.target_macs,
-                                    global_pruning=p.global_pruning, round_to=p.round_to,
-                                    iterative_steps=p.iterative_steps)
+            try:
+                result = prune_channels(model, scores, example, p.pruning_ratio, target_macs_ratio=p.target_macs,
+                                        global_pruning=p.global_pruning, round_to=p.round_to,
+                                        iterative_steps=p.iterative_steps)
+            except ValueError as err:
+                if p.target_macs is None or not self.writes:
+                    raise
+                raise ValueError(f"{err}. The learned scores are saved (stage 3 is done): continue with --resume "
+                                 f"--out {self.config.out} --force-config and a larger --pruning-ratio (or a smaller "
+                                 "--target-macs)") from None
             info = dict(result.to_dict(), history=result.history)
         else:
             dcwp_global_unstructured(model, scores.probs(), **p.rule())
