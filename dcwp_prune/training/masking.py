@@ -55,29 +55,36 @@ def _check_mode(mode: str, variant: str) -> None:
 
 class _HardConcrete(torch.autograd.Function):
     """Straight-through Gumbel-sigmoid sample, fused: forward returns the hard 0/1 draw, backward
-    the gradient of the soft sample ``sigmoid((s + noise) / t)`` (``s = sigmoid(logit)`` when official).
+    the gradient of the soft sample ``sigmoid((s + z) / t)`` (``s = sigmoid(logit)`` when official),
+    with ``z = log(u / (1 - u))`` Logistic(0, 1) noise from one uniform ``u``.
 
-    The Logistic(0, 1) noise is drawn as ``log(u) - log(1 - u)`` from one uniform; the official code
-    draws it as a difference of two Gumbels, ``log(-log u0) - log(-log u1)``, which has the same
-    distribution. One fused pass keeps a mask step close to a plain training step in cost.
+    The official code draws the noise as a difference of two Gumbels, ``log(-log u0) - log(-log u1)``,
+    which has the same distribution. No logarithm is needed at ``t = 1`` (the default): with
+    ``p = sigmoid(s)`` and ``q = 1 - p``,
+
+    - the hard sample ``1[s + z > 0]`` is ``1[u > q]`` (so ``P(m = 1) = p``);
+    - the soft sample is ``u p / (u p + (1 - u) q)``, and its derivative in ``s`` is
+      ``u (1 - u) p q / (u p + (1 - u) q)^2``.
+
+    Every step is an in-place pass over the logits, so a mask step stays close to a plain training
+    step in cost (on CPU the elementwise passes over every weight are what a mask step adds).
     """
 
     @staticmethod
     def forward(ctx: Any, logit: Tensor, official: bool, temperature: float) -> Tensor:  # type: ignore[override]
         u = torch.rand_like(logit).clamp_(1e-10, 1.0 - 1e-7)
-        z = torch.log(u).sub_(torch.log1p_(u.neg_()))  # Logistic(0, 1) noise
         s = torch.sigmoid(logit) if official else logit
-        z.add_(s)
-        if temperature != 1.0:
-            z.div_(temperature)
-        soft = torch.sigmoid_(z)
-        hard = (soft > 0.5).to(logit.dtype)
-        # d soft / d logit, computed once here so backward is a single multiply
-        deriv = soft.mul_(1.0 - soft)
-        if temperature != 1.0:
-            deriv.div_(temperature)
+        p = torch.sigmoid(s)
+        q = torch.rsub(p, 1.0)
+        hard = (u > q).to(logit.dtype)
+        if temperature == 1.0:
+            deriv = torch.lerp(q, p, u).square_()  # (u p + (1 - u) q)^2
+            deriv = p.mul_(q).mul_(u.addcmul_(u, u, value=-1.0)).div_(deriv)  # u (1 - u) p q / ...
+        else:
+            x = torch.log(u).sub_(torch.log(torch.rsub(u, 1.0))).add_(s).div_(temperature)
+            deriv = torch.sigmoid(x).mul_(x.neg_().sigmoid_()).div_(temperature)  # soft (1 - soft) / t, no cancellation
         if official:
-            deriv.mul_(s.mul_(1.0 - s))
+            deriv.mul_(s.addcmul_(s, s, value=-1.0))  # d sigmoid(logit) / d logit
         ctx.save_for_backward(deriv)
         return hard
 
