@@ -80,10 +80,29 @@ def latency(model: torch.nn.Module, x: torch.Tensor, reps: int) -> float:
     return statistics.median(times)
 
 
-def step_worker(mode: str, model_name: str, size: int, batch: int, steps: int, device: str) -> Dict[str, Any]:
-    """In a fresh process: median seconds of a plain CE step or a DCWP mask step, and peak memory."""
-    import resource
+def _rss_kib(field: str) -> int:
+    """``VmRSS`` (now) or ``VmHWM`` (peak since the last reset) of this process, in KiB (Linux)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"no {field} in /proc/self/status")
 
+
+def _reset_peak_rss() -> None:
+    """Reset ``VmHWM`` to the current RSS (Linux >= 4.0: write 5 to ``/proc/self/clear_refs``)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def step_worker(mode: str, model_name: str, size: int, batch: int, steps: int, device: str) -> Dict[str, Any]:
+    """In a fresh process: median seconds of a plain CE step or a DCWP mask step, and peak memory.
+
+    Peak memory is what the training adds on top of the process as imported: on CUDA the allocator's
+    peak; on CPU the peak resident set (``VmHWM``, reset after the imports) minus the resident set
+    at that point. (``ru_maxrss`` is no use here: a child started by ``subprocess`` inherits its
+    parent's peak across ``exec``.)
+    """
     import torch.nn.functional as F
 
     from dcwp_prune import MaskScores, attach_masks, create_model
@@ -92,6 +111,9 @@ def step_worker(mode: str, model_name: str, size: int, batch: int, steps: int, d
 
     torch.manual_seed(0)
     dev = torch.device(device)
+    if dev.type == "cpu":
+        _reset_peak_rss()
+        base_kib = _rss_kib("VmRSS")
     model = create_model(model_name, 10).to(dev).train()
     x = torch.randn(batch, 3, size, size, device=dev)
     y = torch.randint(0, 10, (batch,), device=dev)
@@ -128,7 +150,7 @@ def step_worker(mode: str, model_name: str, size: int, batch: int, steps: int, d
         if dev.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated() if dev.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = torch.cuda.max_memory_allocated() if dev.type == "cuda" else (_rss_kib("VmHWM") - base_kib) * 1024
     return {"step_s": statistics.median(times), "peak_bytes": peak}
 
 
