@@ -9,6 +9,8 @@ Every method runs on the same data, models, schedules and evaluation as DCWP:
 - ``magnitude`` / ``random``: f_D pruned (``torch.nn.utils.prune`` L1 / random, global) to the sparsity
   ``dcwp-official`` reached, then fine-tuned exactly as DCWP's stage 4 (same mined set, upweighting,
   contrastive term and schedule): only the choice of weights differs.
+- ``structured-magnitude`` / ``structured-random``: the same for channels: f_D's channels ranked by
+  weight magnitude or at random, pruned to ``dcwp-structured``'s MACs target, DCWP's stage 4.
 - ``lff``: Learning from Failure (Nam et al. 2020) on :class:`~dcwp_prune.training.engine.Engine`.
 - ``jtt``: Just Train Twice (Liu et al. 2021): an ERM identification model for f_B's schedule, its
   errors (``mine_conflicting("wrong")``) upweighted by lambda_up, a fresh model trained for f_D's.
@@ -132,8 +134,9 @@ class Cell:
         metrics = {"last": self.loaders.evaluate(model.eval())}
         shape = list(self.data.valid[0].image.shape)
         write_json(os.path.join(self.tmp, "config.json"), dict(self.config.to_dict(), method=method))
+        history = extra.pop("history", None)  # structured: what rebuilds the smaller model
         save_pruned_model(self.tmp, model, arch=self.config.model, num_classes=self.data.num_classes, input_shape=shape,
-                          extra={"selected": "last", "method": method})
+                          history=history, extra={"selected": "last", "method": method})
         result = {"method": method, "metrics": metrics, "selected": "last", **extra}
         write_json(os.path.join(self.tmp, "results.json"), result)
         if os.path.isdir(self.out):
@@ -171,6 +174,39 @@ def pruned_baseline(cell: Cell, kind: str) -> Dict[str, Any]:
     cfg = cell.config.finetune.replace(positives=cell.config.finetune.positives or "official")
     finetune(model, cell.train_batches(4, weights), mined.flags_for, cfg, cell.rt)
     return cell.finish(kind, model, {"sparsity": float(pruned_sparsity(model)), "target_sparsity": sparsity})
+
+
+# ------------------------------------------------------------------------------ structured magnitude / random
+def structured_baseline(cell: Cell, kind: str) -> Dict[str, Any]:
+    """f_D's channels ranked by weight magnitude or at random instead of DCWP's scores, pruned through the
+    same ``prune_channels`` call as ``dcwp-structured`` (the same MACs target), then DCWP's stage 4.
+
+    ``magnitude``: a weight's keep score is ``|w| / max |w|`` of its layer, so a channel's importance is the
+    mean normalised magnitude of its coupled weights (``DCWPImportance`` averages keep scores);
+    ``random``: uniform keep scores. Only the ranking differs from ``dcwp-structured``.
+    """
+    from dcwp_prune.adapters.structured import prune_channels
+
+    p = cell.config.prune.replace(**DCWP_CONFIGS["dcwp-structured"]["prune"])
+    model = cell.base_stage1()
+    scored = MaskScores.from_model(model, include=cell.config.mask.include or None,
+                                   exclude=cell.config.mask.exclude or None)
+    gen = torch.Generator().manual_seed(cell.config.seed * 1000 + 3)
+    keep = {}
+    for fqn, (module, name) in scored.resolve(model).items():
+        w = getattr(module, name).detach().abs().float().cpu()
+        keep[fqn] = w / w.max().clamp_min(1e-12) if kind == "magnitude" else torch.rand(w.shape, generator=gen)
+    example = cell.data.valid[0].image.unsqueeze(0).to(cell.rt.device)
+    result = prune_channels(model, keep, example, p.pruning_ratio, target_macs_ratio=p.target_macs,
+                            global_pruning=p.global_pruning, round_to=p.round_to, iterative_steps=p.iterative_steps)
+    mined = cell.base_mined()
+    weights = upweight(mined.flags_for(cell.data.train.ids), cell.config.finetune.upweight)
+    seed_everything(cell.config.seed * 1000 + 3)  # DCWP's fine-tuning seed
+    cfg = cell.config.finetune.replace(positives=cell.config.finetune.positives or "official")
+    finetune(model, cell.train_batches(4, weights), mined.flags_for, cfg, cell.rt)
+    return cell.finish(f"structured-{kind}", model, {
+        "sparsity": 0.0, "history": result.history,
+        "structured": {"macs_ratio": result.macs_ratio, "pruning_ratio": result.pruning_ratio}})
 
 
 # ------------------------------------------------------------------------------ LfF
@@ -254,6 +290,8 @@ BASELINES: Dict[str, Callable[[Cell], Dict[str, Any]]] = {
     "erm": erm,
     "magnitude": lambda cell: pruned_baseline(cell, "magnitude"),
     "random": lambda cell: pruned_baseline(cell, "random"),
+    "structured-magnitude": lambda cell: structured_baseline(cell, "magnitude"),
+    "structured-random": lambda cell: structured_baseline(cell, "random"),
     "lff": lff,
     "jtt": jtt,
 }

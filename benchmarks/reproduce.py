@@ -174,6 +174,8 @@ class Runner:
             metrics = result["metrics"]["last"]
             info = {"selection": "last", "variant": None, "sparsity": result.get("sparsity", 0.0),
                     "mined": result.get("mined")}
+            if result.get("structured"):
+                info["structured"] = result["structured"]
         wall = time.perf_counter() - start
         return {**info, "valid": _groups(metrics["valid"]), "test": _groups(metrics["test"]),
                 **self.extra_metrics(cell, run_dir, config), "wall_s": round(wall, 1), "run_dir": os.path.relpath(run_dir, self.out)}
@@ -204,6 +206,8 @@ class Runner:
 
     # ------------------------------------------------------------------------------ the grid
     def run(self, cells: List[Dict[str, Any]], deadline: Optional[float] = None) -> int:
+        import torch
+
         os.makedirs(self.out, exist_ok=True)
         done = {cell_key(r, r["schedule"]) for r in read_results(self.results_path) if r.get("status") == "ok"}
         todo = [c for c in cells if cell_key(c, self.schedule_name(c["backbone"])) not in done]
@@ -217,7 +221,9 @@ class Runner:
             schedule = self.schedule_name(cell["backbone"])
             label = f"{cell['dataset']} {cell['ratio']:g}% {cell['backbone']} seed {cell['seed']} {cell['method']}"
             start = time.perf_counter()
-            record: Dict[str, Any] = {**cell, "schedule": schedule, "profile": self.profile.name, "commit": self.commit}
+            # CPU results are bit-reproducible at the same thread count (summation order follows the threads)
+            record: Dict[str, Any] = {**cell, "schedule": schedule, "profile": self.profile.name, "commit": self.commit,
+                                      "threads": torch.get_num_threads()}
             try:
                 record.update(self.run_cell(cell), status="ok")
             except Exception as err:  # a failed cell is recorded, the grid goes on

@@ -11,7 +11,8 @@ from benchmarks.table import render
 
 pytestmark = pytest.mark.slow
 
-METHODS = ("dcwp-official", "erm", "magnitude", "random", "lff", "jtt", "dcwp-clean")
+METHODS = ("dcwp-official", "erm", "magnitude", "random", "lff", "jtt", "dcwp-clean", "dcwp-structured",
+           "structured-magnitude", "structured-random")
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,8 @@ def test_every_cell_finishes_and_is_recorded(harness):
     out, profile, _, failed = harness
     records = {r["method"]: r for r in read_results(str(out / "results.jsonl"))}
     assert failed == 0 and set(records) == set(METHODS) | {"abl-mining-oracle"}
-    assert all(r["status"] == "ok" and r["schedule"] == "quick x0.1" and r["commit"] for r in records.values())
+    assert all(r["status"] == "ok" and r["schedule"] == "quick x0.1" and r["commit"] and r["threads"] >= 1
+               for r in records.values())
     official = records["dcwp-official"]
     assert official["selection"] == "last" and records["dcwp-clean"]["selection"] == "best_valid"
     # ERM is the group's stage-1 f_D: its metrics are DCWP's "vanilla" row
@@ -37,6 +39,10 @@ def test_every_cell_finishes_and_is_recorded(harness):
     # magnitude and random pruning reach the sparsity DCWP reached (to one weight)
     for kind in ("magnitude", "random"):
         assert records[kind]["sparsity"] == pytest.approx(official["sparsity"], abs=1e-4)
+    # structured DCWP and its channel-ranking baselines all halve the MACs (the stated target), through one path
+    dense = records["erm"]["macs"]
+    for kind in ("dcwp-structured", "structured-magnitude", "structured-random"):
+        assert records[kind]["structured"]["macs_ratio"] >= 2.0 and dense / records[kind]["macs"] >= 2.0
     # oracle mining finds the true conflicting set exactly
     assert records["abl-mining-oracle"]["mined"]["precision"] == 1.0
     # the balanced view has exactly 10 x the test images: its accuracy is a multiple of 1/5000
@@ -51,6 +57,7 @@ def test_table_and_plots(harness):
     text = render(str(out), profile)
     assert (out / "table.md").read_text() == text
     assert "| dcwp-official | last | " in text and "| dcwp-clean | best_valid | " in text
+    assert "x fewer) |" in text.split("| dcwp-structured | last | ")[1].splitlines()[0]  # MACs vs the dense model
     assert "*published* LfF" in text and "(n=1)" in text and "Balanced all-colours test view" in text
     for png in ("accuracy_by_ratio.png", "accuracy_vs_sparsity.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
