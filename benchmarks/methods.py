@@ -54,6 +54,9 @@ DCWP_CONFIGS: Dict[str, Dict[str, Any]] = {
     "dcwp-clean": {"variant": "clean"},
     # channels removed until the MACs are halved (the smallest Torch-Pruning ratio up to 0.6 that does it)
     "dcwp-structured": {"variant": "official", "prune": {"structured": True, "pruning_ratio": 0.6, "target_macs": 2.0}},
+    # the same target with channels ranked within each layer (every layer loses the same fraction)
+    "dcwp-structured-local": {"variant": "official", "prune": {"structured": True, "pruning_ratio": 0.6, "target_macs": 2.0,
+                                                               "global_pruning": False}},
     # MRM: the mask learned with plain CE on uniform batches, fine-tuned with plain CE
     "mrm": {"variant": "official", "mask": {"upweight": 1.0, "lambda_con": 0.0},
             "finetune": {"upweight": 1.0, "lambda_con": 0.0}},
