@@ -10,7 +10,8 @@ Every method runs on the same data, models, schedules and evaluation as DCWP:
   ``dcwp-official`` reached, then fine-tuned exactly as DCWP's stage 4 (same mined set, upweighting,
   contrastive term and schedule): only the choice of weights differs.
 - ``structured-magnitude`` / ``structured-random``: the same for channels: f_D's channels ranked by
-  weight magnitude or at random, pruned to ``dcwp-structured``'s MACs target, DCWP's stage 4.
+  weight magnitude or at random, pruned to ``dcwp-structured``'s MACs target, DCWP's stage 4;
+  ``structured-random-local``: random within each layer, the control of ``dcwp-structured-local``.
 - ``lff``: Learning from Failure (Nam et al. 2020) on :class:`~dcwp_prune.training.engine.Engine`.
 - ``jtt``: Just Train Twice (Liu et al. 2021): an ERM identification model for f_B's schedule, its
   errors (``mine_conflicting("wrong")``) upweighted by lambda_up, a fresh model trained for f_D's.
@@ -180,9 +181,10 @@ def pruned_baseline(cell: Cell, kind: str) -> Dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ structured magnitude / random
-def structured_baseline(cell: Cell, kind: str) -> Dict[str, Any]:
+def structured_baseline(cell: Cell, kind: str, like: str = "dcwp-structured") -> Dict[str, Any]:
     """f_D's channels ranked by weight magnitude or at random instead of DCWP's scores, pruned through the
-    same ``prune_channels`` call as ``dcwp-structured`` (the same MACs target), then DCWP's stage 4.
+    same ``prune_channels`` call as the DCWP method ``like`` (``dcwp-structured``: global ranking;
+    ``dcwp-structured-local``: within each layer; the same MACs target), then DCWP's stage 4.
 
     ``magnitude``: a weight's keep score is ``|w| / max |w|`` of its layer, so a channel's importance is the
     mean normalised magnitude of its coupled weights (``DCWPImportance`` averages keep scores);
@@ -190,7 +192,7 @@ def structured_baseline(cell: Cell, kind: str) -> Dict[str, Any]:
     """
     from dcwp_prune.adapters.structured import prune_channels
 
-    p = cell.config.prune.replace(**DCWP_CONFIGS["dcwp-structured"]["prune"])
+    p = cell.config.prune.replace(**DCWP_CONFIGS[like]["prune"])
     model = cell.base_stage1()
     scored = MaskScores.from_model(model, include=cell.config.mask.include or None,
                                    exclude=cell.config.mask.exclude or None)
@@ -207,7 +209,7 @@ def structured_baseline(cell: Cell, kind: str) -> Dict[str, Any]:
     seed_everything(cell.config.seed * 1000 + 3)  # DCWP's fine-tuning seed
     cfg = cell.config.finetune.replace(positives=cell.config.finetune.positives or "official")
     finetune(model, cell.train_batches(4, weights), mined.flags_for, cfg, cell.rt)
-    return cell.finish(f"structured-{kind}", model, {
+    return cell.finish(f"structured-{kind}" + ("-local" if not p.global_pruning else ""), model, {
         "sparsity": 0.0, "history": result.history,
         "structured": {"macs_ratio": result.macs_ratio, "pruning_ratio": result.pruning_ratio}})
 
@@ -295,6 +297,7 @@ BASELINES: Dict[str, Callable[[Cell], Dict[str, Any]]] = {
     "random": lambda cell: pruned_baseline(cell, "random"),
     "structured-magnitude": lambda cell: structured_baseline(cell, "magnitude"),
     "structured-random": lambda cell: structured_baseline(cell, "random"),
+    "structured-random-local": lambda cell: structured_baseline(cell, "random", "dcwp-structured-local"),
     "lff": lff,
     "jtt": jtt,
 }

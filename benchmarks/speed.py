@@ -1,8 +1,8 @@
 """The speed suite: every ratio measured in one run on one machine, printed and written as JSON.
 
 1. ``DCWPMethod`` vs ``L1Unstructured`` in ``prune.global_unstructured`` (resnet50, same scores).
-2. Mask-learning step vs plain training step, time and peak memory (cnn 28 px, resnet18 64 px), each
-   in a fresh process so that peak memory is its own.
+2. Mask-learning step vs plain training step (cnn 28 px, resnet18 64 px): time with the two kinds of
+   step alternated in one process; peak memory of each kind in a fresh process of its own.
 3. The pipeline's time per iteration per stage (CMNIST CNN at batch 256, evaluations included),
    beside the official DCWP code's figures on a 2-core CPU of this kind: 0.41 s per pre-training
    iteration (f_D and f_B together), 0.18 s per mask-learning iteration, 0.19 s per fine-tuning one.
@@ -95,14 +95,9 @@ def _reset_peak_rss() -> None:
         f.write("5")
 
 
-def step_worker(mode: str, model_name: str, size: int, batch: int, steps: int, device: str) -> Dict[str, Any]:
-    """In a fresh process: median seconds of a plain CE step or a DCWP mask step, and peak memory.
-
-    Peak memory is what the training adds on top of the process as imported: on CUDA the allocator's
-    peak; on CPU the peak resident set (``VmHWM``, reset after the imports) minus the resident set
-    at that point. (``ru_maxrss`` is no use here: a child started by ``subprocess`` inherits its
-    parent's peak across ``exec``.)
-    """
+def _training_step(mode: str, model_name: str, size: int, batch: int, dev: torch.device) -> Callable[[], None]:
+    """One plain CE step (Adam on the weights) or one DCWP mask step (Adam on the logits, CE + SupCon +
+    the sparsity gradient, as ``learn_mask_scores`` does it) of ``model_name`` on a fixed random batch."""
     import torch.nn.functional as F
 
     from dcwp_prune import MaskScores, attach_masks, create_model
@@ -110,10 +105,6 @@ def step_worker(mode: str, model_name: str, size: int, batch: int, steps: int, d
     from dcwp_prune.training.objectives import add_sparsity_grad_, supcon_loss
 
     torch.manual_seed(0)
-    dev = torch.device(device)
-    if dev.type == "cpu":
-        _reset_peak_rss()
-        base_kib = _rss_kib("VmRSS")
     model = create_model(model_name, 10).to(dev).train()
     x = torch.randn(batch, 3, size, size, device=dev)
     y = torch.randint(0, 10, (batch,), device=dev)
@@ -130,28 +121,57 @@ def step_worker(mode: str, model_name: str, size: int, batch: int, steps: int, d
         with tap:
             logits = model(x)
         loss = F.cross_entropy(logits, y)
-        if mode == "mask":  # as learn_mask_scores does it
+        if mode == "mask":
             loss = loss + 0.05 * supcon_loss(tap.features, y, flags)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if mode == "mask":
             add_sparsity_grad_(scores.parameters(), 1e-8)
         opt.step()
-
-    for _ in range(3):
-        one_step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        one_step()
         if dev.type == "cuda":
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
+
+    return one_step
+
+
+def step_worker(mode: str, model_name: str, size: int, batch: int, steps: int, device: str) -> Dict[str, Any]:
+    """In a fresh process: the peak memory of ``steps`` plain CE steps or DCWP mask steps.
+
+    Peak memory is what the training adds on top of the process as imported: on CUDA the allocator's
+    peak; on CPU the peak resident set (``VmHWM``, reset after the imports) minus the resident set
+    at that point. (``ru_maxrss`` is no use here: a child started by ``subprocess`` inherits its
+    parent's peak across ``exec``.)
+    """
+    import dcwp_prune  # noqa: F401  (imported before the baseline is taken)
+
+    dev = torch.device(device)
+    if dev.type == "cpu":
+        _reset_peak_rss()
+        base_kib = _rss_kib("VmRSS")
+    else:
+        torch.cuda.reset_peak_memory_stats()
+    one_step = _training_step(mode, model_name, size, batch, dev)
+    for _ in range(steps):
+        one_step()
     peak = torch.cuda.max_memory_allocated() if dev.type == "cuda" else (_rss_kib("VmHWM") - base_kib) * 1024
-    return {"step_s": statistics.median(times), "peak_bytes": peak}
+    return {"peak_bytes": peak}
+
+
+def step_pair_worker(model_name: str, size: int, batch: int, steps: int, device: str) -> Dict[str, Any]:
+    """In a fresh process: median seconds of a plain step and of a mask step, measured alternately
+    (plain, mask, plain, ...) so that both see the same machine state (frequency, other load)."""
+    dev = torch.device(device)
+    steps_of = {mode: _training_step(mode, model_name, size, batch, dev) for mode in ("plain", "mask")}
+    for fn in steps_of.values():
+        for _ in range(3):
+            fn()
+    times: Dict[str, List[float]] = {mode: [] for mode in steps_of}
+    for _ in range(steps):
+        for mode, fn in steps_of.items():
+            start = time.perf_counter()
+            fn()
+            times[mode].append(time.perf_counter() - start)
+    return {f"{mode}_s": statistics.median(t) for mode, t in times.items()}
 
 
 def loader_rate(dataset: Any, batch: int, workers: int, batches: int) -> float:
@@ -211,20 +231,22 @@ def global_unstructured(args: argparse.Namespace) -> Dict[str, Any]:
 
 def step(args: argparse.Namespace) -> Dict[str, Any]:
     out = {}
+
+    def worker(*argv: str) -> Dict[str, Any]:
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.speed", "--device", args.device, *argv],
+                              capture_output=True, text=True, check=True, cwd=ROOT)
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
     for model, size, batch in (("cnn", 28, 256), ("resnet18", 64, 64)):
-        res = {}
-        for mode in ("plain", "mask"):
-            proc = subprocess.run([sys.executable, "-m", "benchmarks.speed", "--device", args.device,
-                                   "--step-worker", mode, model, str(size), str(batch)], capture_output=True, text=True,
-                                  check=True, cwd=ROOT)
-            res[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
-        t = res["mask"]["step_s"] / res["plain"]["step_s"]
-        m = res["mask"]["peak_bytes"] / res["plain"]["peak_bytes"]
-        print(f"2. {model} {size}px batch {batch}: plain step {res['plain']['step_s'] * 1e3:.1f} ms, mask step "
-              f"{res['mask']['step_s'] * 1e3:.1f} ms, time ratio {t:.2f} (target <= 1.15), peak memory ratio {m:.2f}")
-        out[model] = {"plain_s": res["plain"]["step_s"], "mask_s": res["mask"]["step_s"], "time_ratio": t,
-                      "peak_plain_bytes": res["plain"]["peak_bytes"], "peak_mask_bytes": res["mask"]["peak_bytes"],
-                      "memory_ratio": m}
+        res = worker("--step-pair", model, str(size), str(batch))
+        peak = {mode: worker("--step-worker", mode, model, str(size), str(batch))["peak_bytes"] for mode in ("plain", "mask")}
+        t = res["mask_s"] / res["plain_s"]
+        m = peak["mask"] / peak["plain"]
+        print(f"2. {model} {size}px batch {batch}: plain step {res['plain_s'] * 1e3:.1f} ms, mask step "
+              f"{res['mask_s'] * 1e3:.1f} ms (alternated in one process), time ratio {t:.2f} (target <= 1.15), "
+              f"peak memory {peak['plain'] / 2**20:.0f} MiB vs {peak['mask'] / 2**20:.0f} MiB, ratio {m:.2f}")
+        out[model] = {"plain_s": res["plain_s"], "mask_s": res["mask_s"], "time_ratio": t, "timing": "alternated",
+                      "peak_plain_bytes": peak["plain"], "peak_mask_bytes": peak["mask"], "memory_ratio": m}
     return out
 
 
@@ -316,10 +338,15 @@ def main(argv: List[str] = None) -> int:  # type: ignore[assignment]
     parser.add_argument("--only", nargs="+", choices=sorted(SECTIONS))
     parser.add_argument("--out", help="JSON file (default benchmarks/results/speed-DEVICE.json)")
     parser.add_argument("--step-worker", nargs=4, metavar=("MODE", "MODEL", "SIZE", "BATCH"), help=argparse.SUPPRESS)
+    parser.add_argument("--step-pair", nargs=3, metavar=("MODEL", "SIZE", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.step_worker:  # section 2 measures each step kind in a fresh process (its own peak memory)
+    if args.step_worker:  # section 2 measures each step kind's memory in a fresh process (its own peak)
         mode, model, size, batch = args.step_worker
-        print(json.dumps(step_worker(mode, model, int(size), int(batch), 20, args.device)))
+        print(json.dumps(step_worker(mode, model, int(size), int(batch), 5, args.device)))
+        return 0
+    if args.step_pair:  # and the time of both kinds, alternated, in one more
+        model, size, batch = args.step_pair
+        print(json.dumps(step_pair_worker(model, int(size), int(batch), 20, args.device)))
         return 0
     record: Dict[str, Any] = {"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
                               "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
