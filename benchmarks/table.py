@@ -182,7 +182,9 @@ def _plots(summary: Dict[tuple, Any], out: str) -> None:
     groups = sorted({(k[0], k[1], k[2]) for k in summary})
     if not groups:
         return
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), squeeze=False)
+    # one colour and marker per method, the same in every panel and plot (more methods than a 10-colour cycle)
+    style = {m: {"color": plt.get_cmap("tab20")(i % 20), "marker": "os^vDP<>Xph*d"[i % 13]} for i, m in enumerate(ORDER)}
+    fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 4.5), squeeze=False)
     for ax, (dataset, backbone, schedule) in zip(axes[0], groups):
         for m in ORDER:
             pts = sorted((k[4], v["test"]) for k, v in summary.items() if k[:4] == (dataset, backbone, schedule, m))
@@ -191,7 +193,7 @@ def _plots(summary: Dict[tuple, Any], out: str) -> None:
             xs = [p[0] for p in pts]
             means = [100 * statistics.fmean(p[1]) for p in pts]
             errs = [100 * statistics.stdev(p[1]) if len(p[1]) > 1 else 0.0 for p in pts]
-            ax.errorbar(xs, means, yerr=errs, marker="o", capsize=3, label=m)
+            ax.errorbar(xs, means, yerr=errs, capsize=3, label=m, **style[m])
         ax.set_xscale("log")
         ax.minorticks_off()  # the log axis' minor labels (3 x 10^0, ...) overlap the ratios
         ax.set_xticks([k[4] for k in summary if k[:3] == (dataset, backbone, schedule)])
@@ -199,16 +201,17 @@ def _plots(summary: Dict[tuple, Any], out: str) -> None:
         ax.set_xlabel("conflict ratio (%)")
         ax.set_ylabel(f"test {HEADLINE.get(dataset, 'accuracy')} (%)")
         ax.set_title(f"{dataset} {backbone} ({schedule})")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6, ncol=2, loc="upper left")
     _save(plt, fig, os.path.join(out, "accuracy_by_ratio.png"))
 
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), squeeze=False)
     for ax, (dataset, backbone, schedule) in zip(axes[0], groups):
-        for m in ("dcwp-official", "dcwp-clean", "dcwp-structured", "mrm", "magnitude", "random", "erm"):
+        for m in ("dcwp-official", "dcwp-clean", "dcwp-structured", "dcwp-structured-local", "mrm", "magnitude", "random",
+                  "erm"):
             pts = [(100 * statistics.fmean(v["sparsity"]), 100 * statistics.fmean(v["test"]))
                    for k, v in summary.items() if k[:4] == (dataset, backbone, schedule, m)]
             if pts:
-                ax.scatter(*zip(*pts), label=m, s=18)
+                ax.scatter(*zip(*pts), label=m, s=18, **style[m])
         ax.set_xlabel("sparsity (%)")
         ax.set_ylabel(f"test {HEADLINE.get(dataset, 'accuracy')} (%)")
         ax.set_title(f"{dataset} {backbone}: one point per ratio")
