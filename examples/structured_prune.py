@@ -2,9 +2,11 @@
 
     python examples/structured_prune.py --model resnet18 --random-scores --pruning-ratio 0.5
     python examples/structured_prune.py --model resnet18 --scores run/scores.safetensors
+    python examples/structured_prune.py --model resnet18 --random-scores --target-macs 3
 
 Channels are ranked by DCWPImportance: the fraction of each channel's coupled weights that DCWP keeps.
-The model becomes physically smaller (fewer MACs, lower latency).
+The model becomes physically smaller (fewer MACs, lower latency). With --target-macs the guarded
+``prune_channels`` finds the smallest ratio that divides the MACs by that factor.
 """
 
 import argparse
@@ -14,7 +16,7 @@ import torch
 import torch_pruning as tp
 import torchvision
 
-from dcwp_prune import DCWPImportance, MaskScores
+from dcwp_prune import DCWPImportance, MaskScores, prune_channels
 
 
 def latency_ms(model: torch.nn.Module, x: torch.Tensor, reps: int = 5) -> float:
@@ -33,6 +35,7 @@ def main() -> None:
     parser.add_argument("--scores", help="mask-scores .safetensors file")
     parser.add_argument("--random-scores", action="store_true", help="use random logits instead of a file")
     parser.add_argument("--pruning-ratio", type=float, default=0.5)
+    parser.add_argument("--target-macs", type=float, help="a MACs reduction (3 = a third of the MACs) instead of a ratio")
     parser.add_argument("--size", type=int, default=128, help="input resolution")
     args = parser.parse_args()
 
@@ -52,11 +55,16 @@ def main() -> None:
     macs0, params0 = tp.utils.count_ops_and_params(model, x[:1])
     t0 = latency_ms(model, x)
 
-    # The plugin call itself: Torch-Pruning's pruner, DCWP's importance. The classifier stays whole.
-    classifier = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
-    pruner = tp.pruner.BasePruner(model, x[:1], importance=DCWPImportance(scores), pruning_ratio=args.pruning_ratio,
-                                  global_pruning=True, ignored_layers=[classifier])
-    pruner.step()
+    if args.target_macs:
+        # The guarded path: the smallest ratio (up to 0.9) that reaches the MACs target; the classifier is found and kept.
+        result = prune_channels(model, scores, x[:1], 0.9, target_macs_ratio=args.target_macs)
+        print(f"pruning ratio found: {result.pruning_ratio:.3f}")
+    else:
+        # The plugin call itself: Torch-Pruning's pruner, DCWP's importance. The classifier stays whole.
+        classifier = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+        pruner = tp.pruner.BasePruner(model, x[:1], importance=DCWPImportance(scores),
+                                      pruning_ratio=args.pruning_ratio, global_pruning=True, ignored_layers=[classifier])
+        pruner.step()
 
     macs1, params1 = tp.utils.count_ops_and_params(model, x[:1])
     t1 = latency_ms(model, x)

@@ -36,6 +36,14 @@ def test_structured_example():
     assert "MACs" in out and "output shape: (1, 10)" in out
 
 
+def test_structured_example_to_a_macs_target():
+    import re
+
+    out = run_example("examples/structured_prune.py", "--random-scores", "--size", "64", "--target-macs", "3")
+    reduction = float(re.search(r"MACs .* \((\d+\.\d+)x\)", out).group(1))
+    assert "pruning ratio found: 0." in out and reduction >= 3.0 and "output shape: (1, 10)" in out
+
+
 def test_examples_need_scores():
     proc = subprocess.run([sys.executable, "examples/structured_prune.py"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and "pass --scores FILE or --random-scores" in proc.stderr
