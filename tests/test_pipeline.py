@@ -97,6 +97,11 @@ def test_structured_to_a_stated_macs_reduction(tmp_path):
     assert result.structured["macs_ratio"] >= 3.0 and 0 < result.structured["pruning_ratio"] < 0.8
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["structured"]["pruning_ratio"] == result.structured["pruning_ratio"]
+    from dcwp_prune.run.report import build_report
+
+    build_report(str(tmp_path / "run"), latency_reps=1)  # what the CLI does after the run
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert f"(Torch-Pruning ratio {result.structured['pruning_ratio']:.3f}, " in report and "x fewer MACs)." in report
 
 
 def test_unreached_macs_target_keeps_the_learned_scores_and_resumes(tmp_path):

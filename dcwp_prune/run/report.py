@@ -193,10 +193,19 @@ def render_markdown(report: Dict[str, Any]) -> str:
                 ["non-zero parameters", f"{d['params_nonzero']:,}", f"{q['params_nonzero']:,}"],
                 ["MACs", f"{d['macs']:,}", f"{q['macs']:,}"]]),
             "", f"Sparsity of the scored weights: {100 * report['sparsity']:.2f} %. "
-            + ("Structured pruning: channels were removed." if report["structured"] else
+            + (_structured_line(report["structured"]) if report["structured"] else
                "Unstructured pruning: zeros do not reduce MACs or latency in dense PyTorch."), "",
             _table(["device", "batch", "dense ms", "pruned ms", "speed-up"],
                    [[r["device"], str(r["batch"]), f"{r['dense_ms']:.2f}", f"{r['pruned_ms']:.2f}", f"{r['speedup']:.2f}x"]
                     for r in eff["latency"]]),
             "", "Plots: `kept_per_layer.png`, `group_accuracy.png`, `training_curves.png`.", ""]
     return "\n".join(out)
+
+
+def _structured_line(info: Dict[str, Any]) -> str:
+    """What structured pruning did: the ratio (the one found, when a MACs target was given) and the reduction."""
+    line = "Structured pruning: channels were removed"
+    if info.get("pruning_ratio") is not None:
+        line += f" (Torch-Pruning ratio {info['pruning_ratio']:.3f}"
+        line += f", {info['macs_ratio']:.2f}x fewer MACs)" if info.get("macs_ratio") else ")"
+    return line + "."
