@@ -112,10 +112,31 @@ def test_structured_prune_subcommand(run_dir, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "t" / "prune_report.json").read_text())
     assert report["macs_ratio"] >= 3.0 and 0 < report["pruning_ratio"] < 0.9
+    # ranking within each layer: every hidden layer of the MLP loses the same share
+    result = invoke("prune", "--model-file", tmp_path / "f_d.pt", "--arch", "mlp", "--scores",
+                    run_dir / "scores.safetensors", "--structured", "--local-ranking", "--pruning-ratio", "0.3",
+                    "--out", tmp_path / "l")
+    assert result.exit_code == 0, result.output
+    channels = json.loads((tmp_path / "l" / "prune_report.json").read_text())["channels"]
+    assert channels and all(after == 70 for before, after in channels.values())
     bad = invoke("prune", "--model-file", tmp_path / "f_d.pt", "--arch", "mlp", "--scores",
                  run_dir / "scores.safetensors", "--target-macs", "3", "--out", tmp_path / "u")
     assert bad.exit_code == 2 and "prune.target_macs applies to structured pruning; pass --structured" in bad.output
     assert not (tmp_path / "u").exists()
+
+
+def test_run_structured_to_a_macs_target_with_local_ranking(tmp_path):
+    (tmp_path / "tiny.toml").write_text(TINY_TOML)
+    out = tmp_path / "run"
+    result = invoke("mlp", "--data", "cmnist", "--config", tmp_path / "tiny.toml", "--structured", "--local-ranking",
+                    "--target-macs", "2", "--pruning-ratio", "0.8", "--out", out, "--no-progress")
+    assert result.exit_code == 0, result.output
+    prune = json.loads((out / "config.json").read_text())["prune"]
+    assert prune["global_pruning"] is False and prune["target_macs"] == 2.0 and prune["structured"] is True
+    structured = json.loads((out / "results.json").read_text())["structured"]
+    assert structured["macs_ratio"] >= 2.0 and 0 < structured["pruning_ratio"] < 0.8
+    assert len({after for before, after in structured["channels"].values()}) == 1  # the same share in every layer
+    assert f"(Torch-Pruning ratio {structured['pruning_ratio']:.3f}, " in (out / "report.md").read_text()
 
 
 def test_make_cmnist(tmp_path):

@@ -95,6 +95,7 @@ _RUN_MAP = {
     "num_workers": ("data", "num_workers"), "test_protocol": ("data", "test_protocol"),
     "mining": ("mining", "method"), "structured": ("prune", "structured"), "pruning_ratio": ("prune", "pruning_ratio"),
     "iterative_steps": ("prune", "iterative_steps"), "target_macs": ("prune", "target_macs"),
+    "global_pruning": ("prune", "global_pruning"),
     "amount": ("prune", "amount"), "sparsity": ("prune", "sparsity"), "threshold": ("prune", "threshold"),
     "variant": (None, "variant"), "weights": (None, "weights"), "model_file": (None, "model_file"),
     "stage1_from": (None, "stage1_from"), "device": (None, "device"), "seed": (None, "seed"), "out": (None, "out"), "resume": (None, "resume"),
@@ -161,6 +162,8 @@ def _default_out(model: str, overrides: Dict[str, Any]) -> str:
 @click.option("--structured", is_flag=True, help="Prune channels with Torch-Pruning instead of weights.")
 @click.option("--pruning-ratio", type=float, default=0.5, show_default=True,
               help="Channel ratio for --structured (with --target-macs: the largest ratio tried).")
+@click.option("--global-ranking/--local-ranking", "global_pruning", default=True, show_default=True,
+              help="--structured: rank channels across layers, or within each layer (every layer loses the same share).")
 @click.option("--target-macs", type=float, help="--structured: prune the smallest ratio that divides the MACs by this "
               "(2 = half the MACs); the ratio found is in results.json.")
 @click.option("--iterative-steps", type=int, default=1, show_default=True,
@@ -338,6 +341,8 @@ def _num_classes_of(arch: str, state: Dict[str, Any]) -> int:
 @click.option("--pruning-ratio", type=float, default=0.5, show_default=True,
               help="Channel ratio for --structured (with --target-macs: the largest ratio tried).")
 @click.option("--target-macs", type=float, help="--structured: the smallest ratio that divides the MACs by this.")
+@click.option("--global-ranking/--local-ranking", "global_pruning", default=True, show_default=True,
+              help="--structured: rank channels across layers, or within each layer.")
 @click.option("--amount", type=float, help="Prune this fraction of the lowest-scored weights.")
 @click.option("--sparsity", type=float, help="Target total sparsity.")
 @click.option("--threshold", type=float, help="Prune keep-probabilities below this (default: DCWP rule, 0.5).")
@@ -345,19 +350,21 @@ def _num_classes_of(arch: str, state: Dict[str, Any]) -> int:
 @click.option("--out", required=True, type=click.Path(), help="Output folder.")
 @click.option("--overwrite", is_flag=True)
 def prune_command(model_file: str, arch: str, scores: str, num_classes: Optional[int], structured: bool,
-                  pruning_ratio: float, target_macs: Optional[float], amount: Optional[float], sparsity: Optional[float],
-                  threshold: Optional[float], input_size: Optional[int], out: str, overwrite: bool) -> None:
+                  pruning_ratio: float, target_macs: Optional[float], global_pruning: bool, amount: Optional[float],
+                  sparsity: Optional[float], threshold: Optional[float], input_size: Optional[int], out: str,
+                  overwrite: bool) -> None:
     """Apply saved DCWP scores to a saved model: no training."""
     try:
-        _prune(model_file, arch, scores, num_classes, structured, pruning_ratio, target_macs, amount, sparsity,
-               threshold, input_size, out, overwrite)
+        _prune(model_file, arch, scores, num_classes, structured, pruning_ratio, target_macs, global_pruning, amount,
+               sparsity, threshold, input_size, out, overwrite)
     except _USER_ERRORS as err:
         raise _fail(err) from None
 
 
 def _prune(model_file: str, arch: str, scores_path: str, num_classes: Optional[int], structured: bool,
-           pruning_ratio: float, target_macs: Optional[float], amount: Optional[float], sparsity: Optional[float],
-           threshold: Optional[float], input_size: Optional[int], out: str, overwrite: bool) -> None:
+           pruning_ratio: float, target_macs: Optional[float], global_pruning: bool, amount: Optional[float],
+           sparsity: Optional[float], threshold: Optional[float], input_size: Optional[int], out: str,
+           overwrite: bool) -> None:
     import torch
 
     from .._atomic import write_json
@@ -388,7 +395,8 @@ def _prune(model_file: str, arch: str, scores_path: str, num_classes: Optional[i
     if structured:
         from ..adapters.structured import prune_channels
 
-        result = prune_channels(model, scores, example, pruning_ratio, target_macs_ratio=target_macs)
+        result = prune_channels(model, scores, example, pruning_ratio, target_macs_ratio=target_macs,
+                                global_pruning=global_pruning)
         summary = dict(result.to_dict(), structured=True)
         history: Optional[list] = result.history
     else:
