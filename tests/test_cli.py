@@ -131,6 +131,7 @@ def test_run_structured_to_a_macs_target_with_local_ranking(tmp_path):
     result = invoke("mlp", "--data", "cmnist", "--config", tmp_path / "tiny.toml", "--structured", "--local-ranking",
                     "--target-macs", "2", "--pruning-ratio", "0.8", "--out", out, "--no-progress")
     assert result.exit_code == 0, result.output
+    assert "x fewer, Torch-Pruning ratio 0." in result.output
     prune = json.loads((out / "config.json").read_text())["prune"]
     assert prune["global_pruning"] is False and prune["target_macs"] == 2.0 and prune["structured"] is True
     structured = json.loads((out / "results.json").read_text())["structured"]

@@ -281,8 +281,11 @@ def _print_summary(report: Dict[str, Any]) -> None:
         click.echo("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
     m, eff = report["mined"], report["efficiency"]
     click.echo(f"mined {m['count']} samples (precision {_fmt(m['precision'])}, recall {_fmt(m['recall'])}); "
-               f"sparsity {100 * report['sparsity']:.1f} %; MACs {eff['dense']['macs']:,} -> {eff['pruned']['macs']:,}; "
-               f"saved model: {p['saved_model']}")
+               f"sparsity {100 * report['sparsity']:.1f} %; MACs {eff['dense']['macs']:,} -> {eff['pruned']['macs']:,}"
+               + (f" ({eff['dense']['macs'] / max(eff['pruned']['macs'], 1):.2f}x fewer, Torch-Pruning ratio "
+                  f"{report['structured']['pruning_ratio']:.3f})" if (report.get("structured") or {}).get("pruning_ratio")
+                  else "")
+               + f"; saved model: {p['saved_model']}")
     for warning in report.get("warnings", []):
         click.echo(f"WARNING: {warning}", err=True)
     click.echo(f"report: {os.path.join(report['run_dir'], 'report.md')}")
