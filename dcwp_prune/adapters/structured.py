@@ -151,7 +151,8 @@ def _default_round_to(model: nn.Module) -> Optional[int]:
     return max(heads) if heads else None
 
 
-#: Bisection steps of the ``target_macs_ratio`` search (the ratio found is within 2**-10 of the upper bound).
+#: Bisection steps of the ``target_macs_ratio`` search: the ratio found is within ``pruning_ratio / 2**10`` of
+#: the smallest one that reaches the target, and always reaches it.
 TARGET_SEARCH_STEPS = 10
 
 
@@ -221,7 +222,11 @@ def prune_channels(
 
 def _search_ratio(model: nn.Module, scores: Union[MaskScores, Dict[str, Tensor]], example_inputs: Tensor,
                   ignored: List[nn.Module], upper: float, target: float, options: Dict[str, Any]) -> float:
-    """The smallest ratio in ``(0, upper]`` whose pruning reaches ``target`` MACs reduction (on copies)."""
+    """The smallest ratio in ``(0, upper]`` whose pruning reaches ``target`` MACs reduction (on copies).
+
+    Bisection: the MACs reduction grows with the ratio (a larger ratio removes a superset of channels,
+    up to ``round_to`` and per-layer limits); the ratio returned is one that was tried and reached it.
+    """
 
     def reached(ratio: float) -> float:
         trial = copy.deepcopy(model)
