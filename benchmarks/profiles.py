@@ -17,7 +17,8 @@ from typing import Dict, List, Optional, Tuple, Union
 __all__ = ["MAIN_METHODS", "ABLATIONS", "CLEAN_STUDY", "PROFILES", "Profile"]
 
 MAIN_METHODS = ("dcwp-official", "erm", "dcwp-clean", "dcwp-structured", "mrm", "magnitude", "random", "lff", "jtt",
-                "structured-magnitude", "structured-random", "dcwp-structured-local", "structured-random-local")
+                "structured-magnitude", "structured-random", "dcwp-structured-local", "structured-random-local",
+                "dcwp-structured-meannorm")
 ABLATIONS = ("abl-mining-oracle", "abl-mining-ensemble", "abl-no-contrastive", "abl-no-upweight", "abl-no-sparsity")
 CLEAN_STUDY = ("clean-gumbel-official", "clean-positives-official", "clean-mask-upweight-80", "clean-fix-mask-drift",
                "clean-fix-init-keep", "clean-fix-early-select")

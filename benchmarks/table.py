@@ -22,7 +22,8 @@ __all__ = ["readme_block", "render", "rewrite_readme", "summarise"]
 HEADLINE = {"cmnist": "accuracy", "cifar10c": "accuracy", "bffhq": "conflicting"}
 BACKBONE_NAMES = {"mlp": "LfF's 3 x 100 MLP", "cnn": "DCWP's CNN", "resnet18": "ResNet-18 (random init)"}
 ORDER = ("erm", "lff", "jtt", "mrm", "magnitude", "random", "dcwp-official", "dcwp-clean", "structured-magnitude",
-         "structured-random", "dcwp-structured", "structured-random-local", "dcwp-structured-local")
+         "structured-random", "dcwp-structured", "dcwp-structured-meannorm", "structured-random-local",
+         "dcwp-structured-local")
 
 
 def _latest(records: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:

@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 import torch_pruning as tp
@@ -25,6 +27,41 @@ def test_importance_is_kept_fraction_of_coupled_weights():
     expected[best] += 2.0  # min_keep protection
     assert got.dtype == torch.float64
     assert torch.allclose(got.float(), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("normalizer", ["mean", "max"])
+def test_normalizer_divides_each_group_by_its_mean_or_max(normalizer):
+    net = TinyCNN()
+    probs = {"conv1.weight": torch.rand(8, 3, 3, 3), "conv2.weight": torch.rand(6, 8, 3, 3), "fc.weight": torch.rand(3, 6)}
+    group = _group(net, torch.randn(1, 3, 8, 8), net.conv1)
+    plain = DCWPImportance(probs, model=net, min_keep=0)(group).float()
+    got = DCWPImportance(probs, model=net, min_keep=0, normalizer=normalizer)(group).float()
+    scale = plain.mean() if normalizer == "mean" else plain.max()
+    assert torch.allclose(got, plain / scale, atol=1e-6)
+    # the protected channel stays above any normalised importance
+    protected = DCWPImportance(probs, model=net, normalizer=normalizer)(group)
+    assert protected.max() > 1e5 and int(protected.argmax()) == int(plain.argmax())
+    with pytest.raises(ValueError, match="normalizer must be one of .* got 'sum'"):
+        DCWPImportance(probs, model=net, normalizer="sum")
+
+
+def test_mean_normalizer_ranks_channels_against_their_own_layer():
+    """Without normalising, a layer whose weights DCWP keeps less loses the most channels globally."""
+    from dcwp_prune import prune_channels
+
+    net = TinyCNN()
+    scores = MaskScores.from_model(net)
+    with torch.no_grad():
+        scores["conv1.weight"].uniform_(2.0, 4.0)  # every conv1 channel kept with high probability
+        scores["conv2.weight"].uniform_(-1.0, 1.0)  # conv2 about half
+    x = torch.randn(1, 3, 8, 8)
+    plain = prune_channels(copy.deepcopy(net), scores, x, 0.4, ignored_layers=[net.fc]).channels
+    normed = prune_channels(copy.deepcopy(net), scores, x, 0.4, ignored_layers=[net.fc], normalizer="mean").channels
+    lost = {name: {k: v[0] - v[1] for k, v in ch.items()} for name, ch in (("plain", plain), ("normed", normed))}
+    # unnormalised, the global cut takes mostly conv2 (its weights are kept less); normalised, each channel is
+    # ranked against its own layer and conv1 gives up more of its relatively weak channels
+    assert lost["plain"].get("conv2", 0) > lost["normed"].get("conv2", 0)
+    assert lost["normed"].get("conv1", 0) > lost["plain"].get("conv1", 0)
 
 
 def test_flatten_expansion_weights_each_input_once():

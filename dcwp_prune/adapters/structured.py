@@ -169,6 +169,7 @@ def prune_channels(
     iterative_steps: int = 1,
     hard: bool = False,
     min_keep: int = 1,
+    normalizer: Optional[str] = None,
 ) -> StructuredResult:
     """Remove channels of ``model`` in place, ranked by :class:`DCWPImportance`.
 
@@ -191,7 +192,8 @@ def prune_channels(
             count of the model's attention layers, if any (their embedding must stay divisible by it).
         iterative_steps: reach ``pruning_ratio`` in this many steps; the scores follow the removed
             channels between steps.
-        hard, min_keep: see :class:`DCWPImportance`.
+        hard, min_keep, normalizer: see :class:`DCWPImportance` (``normalizer="mean"`` ranks each channel
+            against its own layer before the global ranking compares layers).
 
     Returns:
         A :class:`StructuredResult`; ``result.history`` rebuilds the model (``load_pruning_history``).
@@ -214,7 +216,7 @@ def prune_channels(
     if head not in ignored:
         ignored.append(head)
     options = dict(global_pruning=global_pruning, round_to=round_to, iterative_steps=iterative_steps, hard=hard,
-                   min_keep=min_keep)
+                   min_keep=min_keep, normalizer=normalizer)
     if target_macs_ratio is not None:
         pruning_ratio = _search_ratio(model, scores, example_inputs, ignored, pruning_ratio, target_macs_ratio, options)
     return _prune_at(model, scores, example_inputs, ignored, pruning_ratio, **options)
@@ -265,11 +267,11 @@ def _names_of(model: nn.Module, modules: Sequence[nn.Module]) -> List[str]:
 
 def _prune_at(model: nn.Module, scores: Union[MaskScores, Dict[str, Tensor]], example_inputs: Tensor,
               ignored: List[nn.Module], pruning_ratio: float, *, global_pruning: bool, round_to: Optional[int],
-              iterative_steps: int, hard: bool, min_keep: int) -> StructuredResult:
+              iterative_steps: int, hard: bool, min_keep: int, normalizer: Optional[str]) -> StructuredResult:
     with _traceable(model):
         with torch.no_grad():
             shape_before = _output_shape(model, example_inputs)
-        importance = DCWPImportance(scores, model=model, hard=hard, min_keep=min_keep)
+        importance = DCWPImportance(scores, model=model, hard=hard, min_keep=min_keep, normalizer=normalizer)
         before_channels = _channels(model)
         macs0, params0 = count_macs_params(model, example_inputs)
         pruner = tp.pruner.BasePruner(

@@ -27,6 +27,7 @@ from ..scores import MaskScores, resolve_tensor
 __all__ = [
     "DCWPImportance",
     "DCWPScoreShapeError",
+    "NORMALIZERS",
     "UNSUPPORTED_ARCHITECTURES",
     "UnsupportedModelError",
     "check_structured_support",
@@ -36,6 +37,9 @@ _OUT_FNS = (F.prune_conv_out_channels, F.prune_linear_out_channels)
 _IN_FNS = (F.prune_conv_in_channels, F.prune_linear_in_channels)
 _DW_FNS = (F.prune_depthwise_conv_out_channels, F.prune_depthwise_conv_in_channels)
 _BONUS = 2.0  # keep-fractions lie in [0, 1]; +2 puts the protected channels above every other one
+_NORMALIZED_BONUS = 1e6  # normalised importances have no fixed bound: a bonus far above any of them
+#: Per-group normalisations of the channel importances before a global ranking (None: none).
+NORMALIZERS = (None, "mean", "max")
 # Torch-Pruning's global cut prunes every channel with ``imp <= threshold``, so exact ties over-prune.
 # A float64 offset far below any meaningful score difference makes all channels distinct; ties are
 # then broken by (group order, channel position), earlier first, like a stable sort.
@@ -128,6 +132,11 @@ class DCWPImportance(tp.importance.Importance):
         threshold: the keep threshold for ``hard``.
         min_keep: channels per group protected from pruning (Torch-Pruning silently skips a
             group whose channels all fall below the global cut; this keeps every layer alive).
+        normalizer: ``None`` (default: the kept fraction as it is), ``"mean"`` or ``"max"``: divide each
+            group's channel importances by their mean / maximum before a global ranking compares groups
+            (Torch-Pruning's own importances offer the same). Kept fractions differ by layer (DCWP keeps
+            more of a first convolution's few weights than of a last one's); normalising ranks each
+            channel against its own layer.
 
     The scores are resolved to module objects once (here, or on the first call without a model), so
     the model must be unpruned and trainable then: frozen weights (``requires_grad=False``) make
@@ -159,9 +168,13 @@ class DCWPImportance(tp.importance.Importance):
         hard: bool = False,
         threshold: float = 0.5,
         min_keep: int = 1,
+        normalizer: Optional[str] = None,
     ) -> None:
         if min_keep < 0:
             raise ValueError(f"min_keep must be >= 0, got {min_keep}")
+        if normalizer not in NORMALIZERS:
+            raise ValueError(f"normalizer must be one of {NORMALIZERS}, got {normalizer!r}")
+        self.normalizer = normalizer
         self.hard = hard
         self.threshold = float(threshold)
         self.min_keep = int(min_keep)
@@ -338,6 +351,10 @@ class DCWPImportance(tp.importance.Importance):
         if not bool((den > 0).any()):
             return None
         imp = torch.where(den > 0, num / den.clamp_min(1), torch.ones_like(num))
+        if self.normalizer == "mean":
+            imp /= imp.mean().clamp_min(1e-12)
+        elif self.normalizer == "max":
+            imp /= imp.max().clamp_min(1e-12)
         imp += (self._tick + torch.arange(n, dtype=torch.float64)) * _TIE_STEP
         self._tick += n
         self._protect(imp, _channel_groups(group))
@@ -380,4 +397,4 @@ class DCWPImportance(tp.importance.Importance):
         view = imp.view(ch_groups, -1)
         k = min(self.min_keep, view.shape[1])
         best = torch.argsort(view.mean(0), descending=True, stable=True)[:k]
-        view[:, best] += _BONUS
+        view[:, best] += _BONUS if self.normalizer is None else _NORMALIZED_BONUS

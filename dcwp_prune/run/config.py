@@ -65,6 +65,7 @@ class PruneConfig(Options):
     global_pruning: bool = True
     iterative_steps: int = 1  # structured: reach pruning_ratio in this many steps
     target_macs: Optional[float] = None  # structured: the smallest ratio <= pruning_ratio with this MACs reduction
+    normalizer: Optional[Literal["mean", "max"]] = None  # structured: per-layer normalisation before a global ranking
 
     def rule(self) -> Dict[str, float]:
         """The unstructured rule as ``dcwp_global_unstructured`` keywords: the one of :data:`PRUNE_RULES`
@@ -128,8 +129,9 @@ def validate(config: RunConfig) -> None:
         raise ValueError(f"prune.pruning_ratio must be in (0, 1), got {p.pruning_ratio}")
     if p.target_macs is not None and not p.target_macs > 1.0:
         raise ValueError(f"prune.target_macs is a MACs reduction factor > 1 (2.0 = half the MACs), got {p.target_macs}")
-    if p.target_macs is not None and not p.structured:
-        raise ValueError("prune.target_macs applies to structured pruning; pass --structured (or unset target_macs)")
+    for key in ("target_macs", "normalizer"):
+        if getattr(p, key) is not None and not p.structured:
+            raise ValueError(f"prune.{key} applies to structured pruning; pass --structured (or unset {key})")
     if config.data.ratio is not None and not 0.0 <= config.data.ratio <= 100.0:
         raise ValueError(f"data.ratio is a percentage in [0, 100], got {config.data.ratio}")
     if config.data.batch_size <= 0 or config.data.eval_batch_size <= 0:

@@ -415,7 +415,7 @@ class _Run:
             try:
                 result = prune_channels(model, scores, example, p.pruning_ratio, target_macs_ratio=p.target_macs,
                                         global_pruning=p.global_pruning, round_to=p.round_to,
-                                        iterative_steps=p.iterative_steps)
+                                        iterative_steps=p.iterative_steps, normalizer=p.normalizer)
             except ValueError as err:
                 if p.target_macs is None or not self.writes:
                     raise
