@@ -244,7 +244,7 @@ def _search_ratio(model: nn.Module, scores: Union[MaskScores, Dict[str, Tensor]]
 
     top = reached(upper)
     if top < target:
-        raise ValueError(f"target_macs_ratio {target} is not reached at pruning_ratio {upper} (MACs {top:.2f}x "
+        raise ValueError(f"target_macs_ratio {target} is not reached at pruning_ratio {upper} (MACs {top:.3f}x "
                            "fewer there); raise pruning_ratio (the search's upper bound) or lower the target")
     lo, hi = 0.0, upper
     for _ in range(TARGET_SEARCH_STEPS):
