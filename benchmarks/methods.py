@@ -163,6 +163,15 @@ def erm(cell: Cell) -> Dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ magnitude / random
+def dcwp_finetune(cell: Cell, model: nn.Module) -> None:
+    """DCWP's stage 4 on ``model``: the group's mined set upweighted, the contrastive term, its schedule and seed."""
+    mined = cell.base_mined()
+    weights = upweight(mined.flags_for(cell.data.train.ids), cell.config.finetune.upweight)
+    seed_everything(cell.config.seed * 1000 + 3)  # DCWP's fine-tuning seed
+    cfg = cell.config.finetune.replace(positives=cell.config.finetune.positives or "official")
+    finetune(model, cell.train_batches(4, weights), mined.flags_for, cfg, cell.rt)
+
+
 def pruned_baseline(cell: Cell, kind: str) -> Dict[str, Any]:
     """f_D pruned to dcwp-official's sparsity by weight magnitude or at random, then DCWP's stage 4."""
     from dcwp_prune.run.report import load_results
@@ -176,11 +185,7 @@ def pruned_baseline(cell: Cell, kind: str) -> Dict[str, Any]:
     seed_everything(cell.config.seed * 1000 + 3)
     method = prune.L1Unstructured if kind == "magnitude" else prune.RandomUnstructured
     prune.global_unstructured(params, pruning_method=method, amount=sparsity)
-    mined = cell.base_mined()
-    weights = upweight(mined.flags_for(cell.data.train.ids), cell.config.finetune.upweight)
-    seed_everything(cell.config.seed * 1000 + 3)  # DCWP's fine-tuning seed
-    cfg = cell.config.finetune.replace(positives=cell.config.finetune.positives or "official")
-    finetune(model, cell.train_batches(4, weights), mined.flags_for, cfg, cell.rt)
+    dcwp_finetune(cell, model)
     return cell.finish(kind, model, {"sparsity": float(pruned_sparsity(model)), "target_sparsity": sparsity})
 
 
@@ -206,13 +211,8 @@ def structured_baseline(cell: Cell, kind: str, like: str = "dcwp-structured") ->
         w = getattr(module, name).detach().abs().float().cpu()
         keep[fqn] = w / w.max().clamp_min(1e-12) if kind == "magnitude" else torch.rand(w.shape, generator=gen)
     example = cell.data.valid[0].image.unsqueeze(0).to(cell.rt.device)
-    result = prune_channels(model, keep, example, p.pruning_ratio, target_macs_ratio=p.target_macs,
-                            global_pruning=p.global_pruning, round_to=p.round_to, iterative_steps=p.iterative_steps)
-    mined = cell.base_mined()
-    weights = upweight(mined.flags_for(cell.data.train.ids), cell.config.finetune.upweight)
-    seed_everything(cell.config.seed * 1000 + 3)  # DCWP's fine-tuning seed
-    cfg = cell.config.finetune.replace(positives=cell.config.finetune.positives or "official")
-    finetune(model, cell.train_batches(4, weights), mined.flags_for, cfg, cell.rt)
+    result = prune_channels(model, keep, example, **p.channel_options())
+    dcwp_finetune(cell, model)
     return cell.finish(f"structured-{kind}" + ("-local" if not p.global_pruning else ""), model, {
         "sparsity": 0.0, "history": result.history,
         "structured": {"macs_ratio": result.macs_ratio, "pruning_ratio": result.pruning_ratio}})

@@ -230,12 +230,13 @@ def _search_ratio(model: nn.Module, scores: Union[MaskScores, Dict[str, Tensor]]
     up to ``round_to`` and per-layer limits); the ratio returned is one that was tried and reached it.
     """
 
+    ignored_names = _names_of(model, ignored)
+
     def reached(ratio: float) -> float:
         trial = copy.deepcopy(model)
         modules = dict(trial.named_modules())
         try:
-            result = _prune_at(trial, scores, example_inputs, [modules[n] for n in _names_of(model, ignored)], ratio,
-                               **options)
+            result = _prune_at(trial, scores, example_inputs, [modules[n] for n in ignored_names], ratio, **options)
         except _NothingPruned:
             if ratio == upper:  # not a small ratio: nothing is scored
                 raise

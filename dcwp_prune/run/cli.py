@@ -280,12 +280,12 @@ def _print_summary(report: Dict[str, Any]) -> None:
     for r in rows:
         click.echo("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
     m, eff = report["mined"], report["efficiency"]
+    dense, pruned = eff["dense"]["macs"], eff["pruned"]["macs"]
+    ratio = (report.get("structured") or {}).get("pruning_ratio")
+    reduction = f" ({dense / max(pruned, 1):.2f}x fewer, Torch-Pruning ratio {ratio:.3f})" if ratio is not None else ""
     click.echo(f"mined {m['count']} samples (precision {_fmt(m['precision'])}, recall {_fmt(m['recall'])}); "
-               f"sparsity {100 * report['sparsity']:.1f} %; MACs {eff['dense']['macs']:,} -> {eff['pruned']['macs']:,}"
-               + (f" ({eff['dense']['macs'] / max(eff['pruned']['macs'], 1):.2f}x fewer, Torch-Pruning ratio "
-                  f"{report['structured']['pruning_ratio']:.3f})" if (report.get("structured") or {}).get("pruning_ratio")
-                  else "")
-               + f"; saved model: {p['saved_model']}")
+               f"sparsity {100 * report['sparsity']:.1f} %; MACs {dense:,} -> {pruned:,}{reduction}; "
+               f"saved model: {p['saved_model']}")
     for warning in report.get("warnings", []):
         click.echo(f"WARNING: {warning}", err=True)
     click.echo(f"report: {os.path.join(report['run_dir'], 'report.md')}")
@@ -380,7 +380,9 @@ def _prune(model_file: str, arch: str, scores_path: str, num_classes: Optional[i
 
     # every check first; the output folder is created only when the pruned model is ready
     check_writable(out)
-    validate(RunConfig(prune=PruneConfig(structured=structured, pruning_ratio=pruning_ratio, target_macs=target_macs)))
+    rule = PruneConfig(structured=structured, pruning_ratio=pruning_ratio, target_macs=target_macs,
+                       global_pruning=global_pruning, amount=amount, sparsity=sparsity, threshold=threshold)
+    validate(RunConfig(prune=rule))  # ranges, at most one unstructured rule, structured-only options
     if os.path.isdir(out) and os.listdir(out) and not overwrite:
         raise FileExistsError(f"output folder {out!r} already exists; pass --overwrite to replace its files")
     _check_model_name(arch)
@@ -398,13 +400,10 @@ def _prune(model_file: str, arch: str, scores_path: str, num_classes: Optional[i
     if structured:
         from ..adapters.structured import prune_channels
 
-        result = prune_channels(model, scores, example, pruning_ratio, target_macs_ratio=target_macs,
-                                global_pruning=global_pruning)
+        result = prune_channels(model, scores, example, **rule.channel_options())
         summary = dict(result.to_dict(), structured=True)
         history: Optional[list] = result.history
     else:
-        rule = PruneConfig(amount=amount, sparsity=sparsity, threshold=threshold)
-        validate(RunConfig(prune=rule))  # at most one rule, each in range
         dcwp_global_unstructured(model, scores, **rule.rule())
         summary = {"structured": False, "sparsity": pruned_sparsity(model), **rule.rule()}
         history = None

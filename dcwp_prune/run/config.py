@@ -9,7 +9,7 @@ the data and prune options. Defaults follow the official code (``../shared/DCWP.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Literal, Optional, Tuple
+from typing import Any, Dict, Literal, Optional, Tuple
 
 from ..data.cmnist import DigitSource
 from ..data.folders import TestProtocol
@@ -72,6 +72,12 @@ class PruneConfig(Options):
         that is set, else DCWP's own ``threshold=0.5`` (keep ``logit >= 0``)."""
         given = {k: getattr(self, k) for k in PRUNE_RULES if getattr(self, k) is not None}
         return given or {"threshold": 0.5}
+
+    def channel_options(self) -> Dict[str, Any]:
+        """The structured pruning as ``prune_channels`` keywords (the ratio or MACs target, the ranking)."""
+        return {"pruning_ratio": self.pruning_ratio, "target_macs_ratio": self.target_macs,
+                "global_pruning": self.global_pruning, "round_to": self.round_to,
+                "iterative_steps": self.iterative_steps, "normalizer": self.normalizer}
 
 
 @dataclass(frozen=True)

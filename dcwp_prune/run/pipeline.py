@@ -413,9 +413,7 @@ class _Run:
 
             example = self.data.valid[0].image.unsqueeze(0).to(self.rt.device)
             try:
-                result = prune_channels(model, scores, example, p.pruning_ratio, target_macs_ratio=p.target_macs,
-                                        global_pruning=p.global_pruning, round_to=p.round_to,
-                                        iterative_steps=p.iterative_steps, normalizer=p.normalizer)
+                result = prune_channels(model, scores, example, **p.channel_options())
             except ValueError as err:
                 if p.target_macs is None or not self.writes:
                     raise
