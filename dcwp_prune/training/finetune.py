@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, Literal, Optional, Sequence
 
 from torch import Tensor, nn
 
 from ..models import FeatureTap
-from ..options import Options
+from ..options import Options, choices
 from .engine import Engine, OptimizerName, Runtime
 from .objectives import Positives, task_loss
 
-__all__ = ["FinetuneConfig", "finetune"]
+__all__ = ["SELECTIONS", "FinetuneConfig", "Selection", "finetune"]
+
+#: Which fine-tuning iterate a run keeps: the ``last`` one, or the ``best_valid`` one (best on the valid split).
+Selection = Literal["last", "best_valid"]
+SELECTIONS = choices(Selection)
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ class FinetuneConfig(Options):
     upweight: float = 80.0  # lambda_up
     positives: Optional[Positives] = None  # None: decided by the variant (as mask.positives)
     eval_every: int = 100
+    select: Optional[Selection] = None  # None: decided by the variant (official: last, clean: best_valid)
 
 
 def finetune(
