@@ -13,7 +13,7 @@ import fnmatch
 import json
 import os
 import weakref
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Type, Union
+from typing import Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple, Type, Union
 
 import torch
 from torch import Tensor, nn
@@ -22,7 +22,12 @@ from ._atomic import atomic_path
 from ._validation import check_fraction
 from .version import __version__
 
-__all__ = ["MaskScores", "PRUNABLE_TYPES", "resolve_tensor"]
+__all__ = ["MaskScores", "Normalizer", "PRUNABLE_TYPES", "resolve_tensor"]
+
+#: How :class:`~dcwp_prune.DCWPImportance` divides each group's channel importances (by their mean or
+#: max) before one global ranking. Defined here, beside the scores, so that configs can name the choices
+#: without importing torch-pruning.
+Normalizer = Literal["mean", "max"]
 
 #: Module types whose weights get a mask logit by default (``weight``; for attention, its projections).
 PRUNABLE_TYPES: Tuple[Type[nn.Module], ...] = (

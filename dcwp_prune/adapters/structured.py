@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from .._atomic import write_json
 from .._validation import check_fraction
-from ..scores import MaskScores
+from ..scores import MaskScores, Normalizer
 from .torch_pruning import (
     UNSUPPORTED_ARCHITECTURES,
     DCWPImportance,
@@ -169,7 +169,7 @@ def prune_channels(
     iterative_steps: int = 1,
     hard: bool = False,
     min_keep: int = 1,
-    normalizer: Optional[str] = None,
+    normalizer: Optional[Normalizer] = None,
 ) -> StructuredResult:
     """Remove channels of ``model`` in place, ranked by :class:`DCWPImportance`.
 
@@ -268,7 +268,7 @@ def _names_of(model: nn.Module, modules: Sequence[nn.Module]) -> List[str]:
 
 def _prune_at(model: nn.Module, scores: Union[MaskScores, Dict[str, Tensor]], example_inputs: Tensor,
               ignored: List[nn.Module], pruning_ratio: float, *, global_pruning: bool, round_to: Optional[int],
-              iterative_steps: int, hard: bool, min_keep: int, normalizer: Optional[str]) -> StructuredResult:
+              iterative_steps: int, hard: bool, min_keep: int, normalizer: Optional[Normalizer]) -> StructuredResult:
     with _traceable(model):
         with torch.no_grad():
             shape_before = _output_shape(model, example_inputs)

@@ -15,14 +15,14 @@ of each scored layer; the next step reads scores that match the smaller layers.
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union, get_args
 
 import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 from torch_pruning.pruner import function as F
 
-from ..scores import MaskScores, resolve_tensor
+from ..scores import MaskScores, Normalizer, resolve_tensor
 
 __all__ = [
     "DCWPImportance",
@@ -39,7 +39,7 @@ _DW_FNS = (F.prune_depthwise_conv_out_channels, F.prune_depthwise_conv_in_channe
 _BONUS = 2.0  # keep-fractions lie in [0, 1]; +2 puts the protected channels above every other one
 _NORMALIZED_BONUS = 1e6  # normalised importances have no fixed bound: a bonus far above any of them
 #: Per-group normalisations of the channel importances before a global ranking (None: none).
-NORMALIZERS = (None, "mean", "max")
+NORMALIZERS: Tuple[Optional[str], ...] = (None, *get_args(Normalizer))
 # Torch-Pruning's global cut prunes every channel with ``imp <= threshold``, so exact ties over-prune.
 # A float64 offset far below any meaningful score difference makes all channels distinct; ties are
 # then broken by (group order, channel position), earlier first, like a stable sort.
@@ -168,7 +168,7 @@ class DCWPImportance(tp.importance.Importance):
         hard: bool = False,
         threshold: float = 0.5,
         min_keep: int = 1,
-        normalizer: Optional[str] = None,
+        normalizer: Optional[Normalizer] = None,
     ) -> None:
         if min_keep < 0:
             raise ValueError(f"min_keep must be >= 0, got {min_keep}")

@@ -14,6 +14,7 @@ from typing import Any, Dict, Literal, Optional, Tuple
 from ..data.cmnist import DigitSource
 from ..data.folders import TestProtocol
 from ..options import ConfigError, Options, choices
+from ..scores import Normalizer
 from ..training.biased import BiasedTrainConfig
 from ..training.finetune import FinetuneConfig
 from ..training.mask import MaskLearnConfig
@@ -65,7 +66,7 @@ class PruneConfig(Options):
     global_pruning: bool = True
     iterative_steps: int = 1  # structured: reach pruning_ratio in this many steps
     target_macs: Optional[float] = None  # structured: the smallest ratio <= pruning_ratio with this MACs reduction
-    normalizer: Optional[Literal["mean", "max"]] = None  # structured: per-layer normalisation before a global ranking
+    normalizer: Optional[Normalizer] = None  # structured: per-layer normalisation before a global ranking
 
     def rule(self) -> Dict[str, float]:
         """The unstructured rule as ``dcwp_global_unstructured`` keywords: the one of :data:`PRUNE_RULES`
