@@ -54,12 +54,15 @@ DCWP_CONFIGS: Dict[str, Dict[str, Any]] = {
     "dcwp-official": {"variant": "official"},
     "dcwp-clean": {"variant": "clean"},
     # channels removed until the MACs are halved (the smallest Torch-Pruning ratio up to 0.6 that does it)
-    "dcwp-structured": {"variant": "official", "prune": {"structured": True, "pruning_ratio": 0.6, "target_macs": 2.0}},
+    # (one global ranking across layers: the library's default until the per-layer ranking won on this table)
+    "dcwp-structured": {"variant": "official", "prune": {"structured": True, "pruning_ratio": 0.6, "target_macs": 2.0,
+                                                         "global_pruning": True}},
     # the same target, one global ranking after dividing each layer's channel importances by their mean (it no
     # longer singles out the MLP's first layer, where its MACs are: halving them there takes ratios up to ~0.6)
     "dcwp-structured-meannorm": {"variant": "official", "prune": {"structured": True, "pruning_ratio": 0.9,
-                                                                  "target_macs": 2.0, "normalizer": "mean"}},
-    # the same target with channels ranked within each layer (every layer loses the same fraction)
+                                                                  "target_macs": 2.0, "normalizer": "mean",
+                                                                  "global_pruning": True}},
+    # the same target with channels ranked within each layer (every layer loses the same fraction; the default)
     "dcwp-structured-local": {"variant": "official", "prune": {"structured": True, "pruning_ratio": 0.6, "target_macs": 2.0,
                                                                "global_pruning": False}},
     # MRM: the mask learned with plain CE on uniform batches, fine-tuned with plain CE

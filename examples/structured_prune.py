@@ -63,7 +63,7 @@ def main() -> None:
         # The plugin call itself: Torch-Pruning's pruner, DCWP's importance. The classifier stays whole.
         classifier = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
         pruner = tp.pruner.BasePruner(model, x[:1], importance=DCWPImportance(scores),
-                                      pruning_ratio=args.pruning_ratio, global_pruning=True, ignored_layers=[classifier])
+                                      pruning_ratio=args.pruning_ratio, ignored_layers=[classifier])  # per layer
         pruner.step()
 
     macs1, params1 = tp.utils.count_ops_and_params(model, x[:1])

@@ -55,13 +55,19 @@ def test_mean_normalizer_ranks_channels_against_their_own_layer():
         scores["conv1.weight"].uniform_(2.0, 4.0)  # every conv1 channel kept with high probability
         scores["conv2.weight"].uniform_(-1.0, 1.0)  # conv2 about half
     x = torch.randn(1, 3, 8, 8)
-    plain = prune_channels(copy.deepcopy(net), scores, x, 0.4, ignored_layers=[net.fc]).channels
-    normed = prune_channels(copy.deepcopy(net), scores, x, 0.4, ignored_layers=[net.fc], normalizer="mean").channels
+    plain = prune_channels(copy.deepcopy(net), scores, x, 0.4, ignored_layers=[net.fc], global_pruning=True).channels
+    normed = prune_channels(copy.deepcopy(net), scores, x, 0.4, ignored_layers=[net.fc], global_pruning=True,
+                            normalizer="mean").channels
     lost = {name: {k: v[0] - v[1] for k, v in ch.items()} for name, ch in (("plain", plain), ("normed", normed))}
     # unnormalised, the global cut takes mostly conv2 (its weights are kept less); normalised, each channel is
     # ranked against its own layer and conv1 gives up more of its relatively weak channels
     assert lost["plain"].get("conv2", 0) > lost["normed"].get("conv2", 0)
     assert lost["normed"].get("conv1", 0) > lost["plain"].get("conv1", 0)
+    # the default ranks within each layer, where dividing a layer by its own mean changes nothing: refused
+    with pytest.raises(ValueError, match="normalizer='mean' divides each layer's .* pass global_pruning=True"):
+        prune_channels(copy.deepcopy(net), scores, x, 0.4, ignored_layers=[net.fc], normalizer="mean")
+    local = prune_channels(copy.deepcopy(net), scores, x, 0.4, ignored_layers=[net.fc]).channels
+    assert local == {"conv1": [8, 4], "conv2": [6, 3]}  # every layer keeps int(60 %) of its channels (Torch-Pruning)
 
 
 def test_flatten_expansion_weights_each_input_once():

@@ -107,10 +107,10 @@ def test_structured_mode_shrinks_macs_and_evaluates(tmp_path):
         assert torch.allclose(saved(x), result.model.eval()(x), atol=1e-5)
 
 
-@pytest.mark.parametrize("normalizer", [None, "mean"])
-def test_structured_to_a_stated_macs_reduction(tmp_path, normalizer):
+@pytest.mark.parametrize("ranking", [{}, {"global_pruning": True, "normalizer": "mean"}], ids=["local", "meannorm"])
+def test_structured_to_a_stated_macs_reduction(tmp_path, ranking):
     cfg = tiny(tmp_path / "run", model="cnn", prune={"structured": True, "pruning_ratio": 0.8, "target_macs": 3.0,
-                                                     "normalizer": normalizer},
+                                                     **ranking},
                biased={"iterations": 6, "biased_iterations": 6}, mask={"iterations": 6, "eval_every": 6},
                finetune={"iterations": 4, "eval_every": 4})
     result = run_dcwp(cfg)
@@ -145,6 +145,7 @@ def test_unreached_macs_target_keeps_the_learned_scores_and_resumes(tmp_path):
     ({"structured": True, "target_macs": 1.0}, "prune.target_macs is a MACs reduction factor > 1"),
     ({"target_macs": 2.0}, "prune.target_macs applies to structured pruning; pass --structured"),
     ({"normalizer": "mean"}, "prune.normalizer applies to structured pruning; pass --structured"),
+    ({"structured": True, "normalizer": "mean"}, "prune.normalizer = 'mean' applies to the global channel ranking"),
 ])
 def test_target_macs_config_errors(tmp_path, prune, message):
     from dcwp_prune.run.config import validate

@@ -163,7 +163,7 @@ def prune_channels(
     pruning_ratio: float = 0.5,
     *,
     target_macs_ratio: Optional[float] = None,
-    global_pruning: bool = True,
+    global_pruning: bool = False,
     ignored_layers: Optional[Sequence[nn.Module]] = None,
     round_to: Optional[int] = None,
     iterative_steps: int = 1,
@@ -185,7 +185,10 @@ def prune_channels(
             How many MACs a channel ratio removes depends on the architecture and, with global
             pruning, on the scores; this states the reduction instead. ``result.pruning_ratio`` is the
             ratio found.
-        global_pruning: rank channels across layers (True) or within each layer.
+        global_pruning: rank channels within each layer (False, the default: every layer loses the same
+            share) or across layers (True). DCWP's keep fraction of a channel falls with its layer's fan-in,
+            so one ranking across layers keeps a network's first layers and cuts its last ones (on the
+            CMNIST CNN it cost 0.9-3.9 points against the per-layer ranking; README, Results).
         ignored_layers: layers never pruned. The layer that produces the output (found in the
             autograd graph: a final ``nn.Linear``, SqueezeNet's ``nn.Conv2d``, ...) is always added.
         round_to: keep channel counts multiples of this (e.g. 8 for tensor cores); default: the head
@@ -193,7 +196,7 @@ def prune_channels(
         iterative_steps: reach ``pruning_ratio`` in this many steps; the scores follow the removed
             channels between steps.
         hard, min_keep, normalizer: see :class:`DCWPImportance` (``normalizer="mean"`` ranks each channel
-            against its own layer before the global ranking compares layers).
+            against its own layer before the global ranking compares layers; global ranking only).
 
     Returns:
         A :class:`StructuredResult`; ``result.history`` rebuilds the model (``load_pruning_history``).
@@ -201,7 +204,8 @@ def prune_channels(
     Raises:
         UnsupportedModelError: the architecture is in ``UNSUPPORTED_ARCHITECTURES``.
         RuntimeError: nothing was pruned, or the output shape changed.
-        ValueError: a ratio out of range, or ``target_macs_ratio`` not reached at ``pruning_ratio``.
+        ValueError: a ratio out of range, ``target_macs_ratio`` not reached at ``pruning_ratio``, or a
+            ``normalizer`` without ``global_pruning`` (it cannot change a ranking within one layer).
     """
     check_fraction(pruning_ratio, "pruning_ratio")
     if pruning_ratio >= 1.0:
@@ -210,6 +214,10 @@ def prune_channels(
         raise ValueError(f"iterative_steps must be >= 1, got {iterative_steps}")
     if target_macs_ratio is not None and not target_macs_ratio > 1.0:
         raise ValueError(f"target_macs_ratio must be > 1 (2.0 = half the MACs), got {target_macs_ratio}")
+    if normalizer is not None and not global_pruning:
+        raise ValueError(f"normalizer={normalizer!r} divides each layer's importances before one ranking across "
+                         "layers; with per-layer ranking (global_pruning=False) it changes nothing: pass "
+                         "global_pruning=True, or drop the normalizer")
     check_structured_support(model)
     ignored = list(ignored_layers or [])
     head = logits_module(model, example_inputs)

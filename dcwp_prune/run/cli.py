@@ -165,7 +165,7 @@ def _default_out(model: str, overrides: Dict[str, Any]) -> str:
 @click.option("--structured", is_flag=True, help="Prune channels with Torch-Pruning instead of weights.")
 @click.option("--pruning-ratio", type=float, default=0.5, show_default=True,
               help="Channel ratio for --structured (with --target-macs: the largest ratio tried).")
-@click.option("--global-ranking/--local-ranking", "global_pruning", default=True, show_default=True,
+@click.option("--global-ranking/--local-ranking", "global_pruning", default=False, show_default=True,
               help="--structured: rank channels across layers, or within each layer (every layer loses the same share).")
 @click.option("--target-macs", type=float, help="--structured: prune the smallest ratio that divides the MACs by this "
               "(2 = half the MACs); the ratio found is in results.json.")
@@ -347,8 +347,8 @@ def _num_classes_of(arch: str, state: Dict[str, Any]) -> int:
 @click.option("--pruning-ratio", type=float, default=0.5, show_default=True,
               help="Channel ratio for --structured (with --target-macs: the largest ratio tried).")
 @click.option("--target-macs", type=float, help="--structured: the smallest ratio that divides the MACs by this.")
-@click.option("--global-ranking/--local-ranking", "global_pruning", default=True, show_default=True,
-              help="--structured: rank channels across layers, or within each layer.")
+@click.option("--global-ranking/--local-ranking", "global_pruning", default=False, show_default=True,
+              help="--structured: rank channels across layers, or within each layer (every layer loses the same share).")
 @click.option("--amount", type=float, help="Prune this fraction of the lowest-scored weights.")
 @click.option("--sparsity", type=float, help="Target total sparsity.")
 @click.option("--threshold", type=float, help="Prune keep-probabilities below this (default: DCWP rule, 0.5).")

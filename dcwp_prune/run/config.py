@@ -63,7 +63,7 @@ class PruneConfig(Options):
     threshold: Optional[float] = None
     pruning_ratio: float = 0.5
     round_to: Optional[int] = None
-    global_pruning: bool = True
+    global_pruning: bool = False  # structured: one channel ranking across layers (True) or per layer
     iterative_steps: int = 1  # structured: reach pruning_ratio in this many steps
     target_macs: Optional[float] = None  # structured: the smallest ratio <= pruning_ratio with this MACs reduction
     normalizer: Optional[Normalizer] = None  # structured: per-layer normalisation before a global ranking
@@ -139,6 +139,9 @@ def validate(config: RunConfig) -> None:
     for key in ("target_macs", "normalizer"):
         if getattr(p, key) is not None and not p.structured:
             raise ValueError(f"prune.{key} applies to structured pruning; pass --structured (or unset {key})")
+    if p.normalizer is not None and not p.global_pruning:
+        raise ValueError(f"prune.normalizer = {p.normalizer!r} applies to the global channel ranking; set "
+                         "prune.global_pruning = true (--global-ranking), or unset normalizer")
     if config.data.ratio is not None and not 0.0 <= config.data.ratio <= 100.0:
         raise ValueError(f"data.ratio is a percentage in [0, 100], got {config.data.ratio}")
     if config.data.batch_size <= 0 or config.data.eval_batch_size <= 0:
