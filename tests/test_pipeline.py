@@ -183,6 +183,11 @@ def test_structured_support_checked_before_training(tmp_path):
 def test_model_that_cannot_take_the_images_is_refused_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"model 'mlp' cannot take cmnist images of shape \(3, 32, 32\).*--image-size"):
         run_dcwp(tiny(tmp_path / "run", data={"image_size": 32}))
+    # a fixed-size model (torchvision's ViT asserts its input size): the size it needs is named
+    with pytest.raises(ValueError, match=r"model 'vit_b_32' cannot take cmnist images of shape \(3, 28, 28\) "
+                                         r"\(Wrong image height! Expected 224 but got 28!\); pass --image-size 224"):
+        run_dcwp(tiny(tmp_path / "vit", model="vit_b_32"))
+    assert not (tmp_path / "vit").exists()
 
 
 def test_nan_loss_is_reported(tmp_path):

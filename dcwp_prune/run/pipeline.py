@@ -261,11 +261,14 @@ def _check_model_fits(model: nn.Module, data: RunData, config: RunConfig) -> Non
     try:
         with torch.no_grad():
             model.eval()(x)
-    except RuntimeError as err:
-        raise ValueError(
-            f"model {config.model!r} cannot take {config.data.name} images of shape {tuple(x.shape[1:])} "
-            f"({str(err).splitlines()[0]}); pass an --image-size the model accepts or choose another model"
-        ) from None
+    except (RuntimeError, AssertionError, ValueError, IndexError, TypeError) as err:
+        # torchvision's ViT asserts its fixed input size (AssertionError); convolutions raise RuntimeError
+        need = getattr(model, "image_size", None)
+        fix = (f"pass --image-size {need} ([data] image_size)" if isinstance(need, int) and need != x.shape[-1]
+               else "pass an --image-size the model accepts ([data] image_size)")
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"model {config.model!r} cannot take {config.data.name} images of shape "
+                         f"{tuple(x.shape[1:])} ({first}); {fix} or choose another model") from None
     if config.prune.structured:
         from ..adapters.structured import check_structured_support
 
