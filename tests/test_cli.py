@@ -215,10 +215,12 @@ def test_existing_run_folder_exits_2(run_dir):
 
 
 @pytest.mark.slow
-def test_ctrl_c_leaves_a_resumable_checkpoint(tmp_path):
-    """Event-driven: Ctrl-C as soon as stage 1 prints its first progress line (stderr is a pipe, so
-    progress comes as plain lines), then the printed resume command finishes the run. No step of
-    the test waits on a clock, so a slow machine passes it, just later."""
+@pytest.mark.parametrize("signum, status, how", [(signal.SIGINT, 130, "interrupted"),
+                                                 (signal.SIGTERM, 143, "terminated (SIGTERM)")], ids=["int", "term"])
+def test_ctrl_c_leaves_a_resumable_checkpoint(tmp_path, signum, status, how):
+    """Event-driven: Ctrl-C (or a scheduler's SIGTERM) as soon as stage 1 prints its first progress line
+    (stderr is a pipe, so progress comes as plain lines), then the printed resume command finishes the
+    run. No step of the test waits on a clock, so a slow machine passes it, just later."""
     toml = TINY_TOML.replace("iterations = 30\nbiased_iterations = 20", "iterations = 400\nbiased_iterations = 400")
     (tmp_path / "t.toml").write_text(toml)
     out = tmp_path / "run"
@@ -230,11 +232,11 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(tmp_path):
         seen.append(line)
         if line.startswith("biased:") and "ETA" in line:
             break
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     err = "".join(seen) + proc.stderr.read()
     proc.wait()
-    assert proc.returncode == 130, err[-2000:]
-    assert "checkpoint saved" in err and "Resume with:" in err and "--resume" in err
+    assert proc.returncode == status, err[-2000:]
+    assert f"{how}; checkpoint saved" in err and "Resume with:" in err and "--resume" in err
     assert torch.load(out / "checkpoints" / "progress.pt", weights_only=True)["stage"] == "biased"
     resume = err.split("Resume with:")[1].strip().split()
     assert resume[0] == "dcwp-prune"

@@ -108,6 +108,19 @@ def test_evaluation_cadence_and_stop_request_checkpoints_first():
     assert memory.saved[-1][1] == 6
 
 
+def test_stop_flag_catches_sigint_and_sigterm_and_restores_the_handlers():
+    import os
+    import signal
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    with StopFlag() as flag:
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered to the main thread before kill() returns here
+        assert flag.requested and flag.signum == signal.SIGTERM
+        with pytest.raises(KeyboardInterrupt):  # a second signal stops at once
+            os.kill(os.getpid(), signal.SIGINT)
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
 def test_state_errors_name_the_key():
     engine = Engine("demo", None, 1)
     model = nn.Linear(1, 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import sys
 from typing import Any, Dict, List, Optional
 
@@ -244,15 +245,17 @@ def _run(config: Any, force_config: bool = False) -> None:
     click.echo(f"dcwp-prune {__version__}: {verb} {config.model} on {config.data.name} -> {config.out}{label}", err=True)
     try:
         result = run_dcwp(config, force_config=force_config)
-    except KeyboardInterrupt as stop:  # StopRequested: checkpoint written; a second Ctrl-C: the last one
+    except KeyboardInterrupt as stop:  # StopRequested (Ctrl-C, SIGTERM): checkpoint written; a second one: the last
+        signum = getattr(stop, "signum", signal.SIGINT)
+        how = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
         if getattr(stop, "dcwp_checkpointed", RunFolder(config.out).has_checkpoint):
             saved = f"checkpoint saved ({stop.checkpoint})" if isinstance(stop, StopRequested) else "stopped at once"
-            click.echo(f"\ninterrupted; {saved}. Resume with:\n  {_resume_hint(config)}", err=True)
+            click.echo(f"\n{how}; {saved}. Resume with:\n  {_resume_hint(config)}", err=True)
         else:
             kept = "the run that was there is unchanged" if config.overwrite else "nothing was kept"
-            click.echo(f"\ninterrupted before the first checkpoint; {kept} in {config.out}. "
+            click.echo(f"\n{how} before the first checkpoint; {kept} in {config.out}. "
                        "Run the same command again to start over.", err=True)
-        sys.exit(130)
+        sys.exit(128 + int(signum))  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
     except _USER_ERRORS as err:
         raise _fail(err) from None
     except FloatingPointError as err:  # a diverged loss: the last checkpoint is intact

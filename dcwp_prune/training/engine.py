@@ -60,11 +60,15 @@ LogFn = Callable[[Dict[str, Any]], None]
 
 
 class StopRequested(KeyboardInterrupt):
-    """Raised after Ctrl-C once the current step finished and a checkpoint was written."""
+    """Raised after Ctrl-C (or SIGTERM) once the current step finished and a checkpoint was written.
 
-    def __init__(self, checkpoint: Optional[str]) -> None:
+    ``signum`` is the signal that asked for the stop (``signal.SIGINT`` or ``signal.SIGTERM``).
+    """
+
+    def __init__(self, checkpoint: Optional[str], signum: int = signal.SIGINT) -> None:
         super().__init__(checkpoint)
         self.checkpoint = checkpoint
+        self.signum = int(signum)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -223,7 +227,7 @@ class Engine:
         Logged values are read back (a device sync) and checked for NaN / inf / explosion every 10
         iterations and before every evaluation and checkpoint, so a diverged state is reported within
         10 steps and never checkpointed. ``on_eval(it)`` runs every ``eval_every`` iterations and at
-        the end. Ctrl-C saves a checkpoint after the current step and raises :class:`StopRequested`.
+        the end. Ctrl-C or SIGTERM saves a checkpoint after the current step and raises :class:`StopRequested`.
         """
         rt, name, total = self.runtime, self.name, self.iterations
         bar = progress_bar(f"{name} {rt.label}".strip(), total, self.start, rt.progress and rt.env.is_main)
@@ -234,7 +238,7 @@ class Engine:
         try:
             with stop if own else contextlib.nullcontext():  # type: ignore[attr-defined]
                 if stop.requested:  # Ctrl-C arrived between stages: checkpoint before the first step
-                    raise StopRequested(rt.save_progress(name, self.start, self.state_dict()))
+                    raise StopRequested(rt.save_progress(name, self.start, self.state_dict()), stop.signum)
                 for it in range(self.start, total):
                     logs = step(it)  # detached tensors: read back only at report points (no per-step sync)
                     bar.update(1)
@@ -251,7 +255,7 @@ class Engine:
                     if periodic or stop.requested:
                         path = rt.save_progress(name, done, self.state_dict())
                         if stop.requested:
-                            raise StopRequested(path)
+                            raise StopRequested(path, stop.signum)
         finally:
             bar.close()
 
@@ -282,27 +286,35 @@ def make_loader(dataset: Dataset, *, batch_size: Optional[int] = None, batch_sam
 
 
 class StopFlag:
-    """SIGINT sets a flag (the loop saves and stops after the step); a second Ctrl-C interrupts at once."""
+    """SIGINT (Ctrl-C) or SIGTERM (``kill``, a batch scheduler's or container's stop) sets a flag: the
+    loop saves a checkpoint and stops after the current step. A second signal interrupts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
+        self.signum: int = signal.SIGINT
+        self._previous: Dict[int, Any] = {}
 
     def _handler(self, signum: int, frame: Any) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
+        self.signum = signum
 
     def __enter__(self) -> "StopFlag":
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-        except ValueError:  # not the main thread
-            self._previous = None
+        for sig in self.SIGNALS:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread: leave the signals alone
+                break
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            if previous is not None:  # None: a handler installed outside Python, which cannot be restored
+                signal.signal(sig, previous)
+        self._previous = {}
 
 
 #: A loss above this, or above EXPLODE_FACTOR times its first logged value, has diverged: no
