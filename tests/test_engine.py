@@ -121,6 +121,60 @@ def test_stop_flag_catches_sigint_and_sigterm_and_restores_the_handlers():
     assert {sig: signal.getsignal(sig) for sig in before} == before
 
 
+def _stop_under_ddp(rank, port, out):
+    import torch.distributed as dist
+
+    from dcwp_prune.training.distributed import DistEnv
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        memory = Memory()
+        flag = StopFlag()
+        model = nn.Linear(3, 2)
+        engine = Engine("demo", memory.runtime(stop=flag, env=DistEnv(rank, 2, 0)), 30)
+        engine.track("model", model)
+        engine.optimizer("", model.parameters(), "sgd", 0.1)
+        seen = []
+
+        def step(it):
+            seen.append(it)
+            if rank == 1 and it == 3:
+                flag.requested = True  # only rank 1 is signalled, after its 4th step
+            return {"loss": engine.update(model(torch.ones(1, 3)).sum())}
+
+        try:
+            engine.run(step)
+            result = "finished"
+        except StopRequested as stop:
+            result = stop.checkpoint
+        out.put((rank, result, len(seen), flag.requested))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_ranks_agree_on_the_step_they_stop_after():
+    """A signal that reaches one rank stops every rank after the same step (the next agreement point),
+    and the main rank checkpoints there: no rank is left waiting in an all-reduce."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    out = ctx.SimpleQueue()
+    procs = [ctx.Process(target=_stop_under_ddp, args=(rank, port, out)) for rank in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=600)
+        assert p.exitcode == 0
+    got = sorted(out.get() for _ in range(2))
+    assert got == [(0, "demo@10", 10, True), (1, None, 10, True)]
+
+
 def test_state_errors_name_the_key():
     engine = Engine("demo", None, 1)
     model = nn.Linear(1, 1)

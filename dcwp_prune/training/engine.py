@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..options import choices
-from .distributed import DistEnv, wrap_ddp
+from .distributed import DistEnv, all_reduce_sum, wrap_ddp
 from .progress import progress_bar
 
 __all__ = [
@@ -237,7 +237,7 @@ class Engine:
         stop = StopFlag() if own else rt.stop
         try:
             with stop if own else contextlib.nullcontext():  # type: ignore[attr-defined]
-                if stop.requested:  # Ctrl-C arrived between stages: checkpoint before the first step
+                if self._stop_agreed(stop, sync=True):  # a signal arrived between stages: checkpoint first
                     raise StopRequested(rt.save_progress(name, self.start, self.state_dict()), stop.signum)
                 for it in range(self.start, total):
                     logs = step(it)  # detached tensors: read back only at report points (no per-step sync)
@@ -245,19 +245,36 @@ class Engine:
                     done = it + 1
                     evaluate = on_eval is not None and self.eval_every > 0 and (done % self.eval_every == 0 or done == total)
                     periodic = rt.checkpoint_every > 0 and done % rt.checkpoint_every == 0 and done < total
-                    if done % 10 == 0 or done == total or evaluate or periodic or stop.requested:
+                    stopping = self._stop_agreed(stop, sync=done % STOP_SYNC_EVERY == 0)
+                    if done % 10 == 0 or done == total or evaluate or periodic or stopping:
                         values = _finite(name, done, logs, first)  # before any evaluation or checkpoint of this state
                         bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
                         rt.log({"stage": name, "iteration": done, **values,
                                 "elapsed_s": round(time.perf_counter() - started, 3)})
                     if evaluate:
                         on_eval(done)  # type: ignore[misc]
-                    if periodic or stop.requested:
+                    if periodic or stopping:
                         path = rt.save_progress(name, done, self.state_dict())
-                        if stop.requested:
+                        if stopping:
                             raise StopRequested(path, stop.signum)
         finally:
             bar.close()
+
+
+    def _stop_agreed(self, stop: "StopFlag", sync: bool) -> bool:
+        """Whether to stop now. One process: as soon as a signal arrived. Under DDP every rank must stop
+        after the same step (a rank that went on would wait forever in the next all-reduce), so the ranks
+        agree, by one all-reduce of the flags, at every ``sync`` point (every :data:`STOP_SYNC_EVERY`
+        steps and before a stage's first step) and stop there if any rank was signalled."""
+        env = self.runtime.env
+        if not env.enabled:
+            return stop.requested
+        if not sync:
+            return False
+        flags = all_reduce_sum(torch.tensor([float(stop.requested)], device=self.runtime.device), env)
+        if flags.item() > 0 and not stop.requested:
+            stop.requested = True  # another rank was signalled: this one stops with it
+        return stop.requested
 
 
 def unpack(batch: Any) -> Tuple[Tensor, Tensor, Optional[Tensor], Optional[Sequence[str]]]:
@@ -316,6 +333,9 @@ class StopFlag:
                 signal.signal(sig, previous)
         self._previous = {}
 
+
+#: Under DDP, the ranks agree on a stop request every this many steps (one all-reduce of a flag).
+STOP_SYNC_EVERY = 10
 
 #: A loss above this, or above EXPLODE_FACTOR times its first logged value, has diverged: no
 #: classification, contrastive or sparsity loss of a healthy run comes near it.
