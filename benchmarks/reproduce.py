@@ -271,6 +271,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     profile = PROFILES[args.profile]
     out = args.out or os.path.join(ROOT, "benchmarks", "results", profile.name)
+    if not args.render:
+        problem = _check_selection(profile, args)
+        if problem:
+            parser.error(problem)  # exit 2 before any cell is run or recorded
     from benchmarks.table import render
 
     if not args.render:
@@ -286,6 +290,32 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         rewrite_readme(profile.name, readme_block(text))
     return 0
+
+
+def _check_selection(profile: Any, args: argparse.Namespace) -> Optional[str]:
+    """What is wrong with the command line's grid selection or device, or None.
+
+    A name the profile does not have would select no cells (a typo ran nothing, silently), and a CUDA
+    profile on a machine without CUDA would record every cell as failed.
+    """
+    import torch
+
+    grid = profile.cells()
+    given = {"--methods": (args.methods, {c["method"] for c in grid}),
+             "--backbones": (args.backbones, {c["backbone"] for c in grid}),
+             "--ratios": (args.ratios, {c["ratio"] for c in grid}),
+             "--seeds": (args.seeds, None)}
+    for flag, (values, known) in given.items():
+        unknown = [v for v in values or () if known is not None and v not in known]
+        if unknown:
+            names = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in sorted(known))
+            return f"{flag} {' '.join(map(str, unknown))}: not in profile {profile.name!r} (it has: {names})"
+    device = args.device or profile.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return (f"profile {profile.name!r} runs on {device}, and this machine has no CUDA device: run it on a GPU "
+                "machine, or pass --device cpu to run it here (the paper's schedules take days on a CPU), or use "
+                "--profile cpu-quick")
+    return None
 
 
 def _available(cells: List[Dict[str, Any]], args: argparse.Namespace) -> tuple:

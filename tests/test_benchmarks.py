@@ -215,3 +215,31 @@ def test_schedule_overrides_apply_after_the_quick_schedule():
         assert not fixed.quick  # derived here: run_dcwp takes the schedule as given
     plain = config("dcwp-clean", "cnn")
     assert config("clean-fix-early-select", "cnn").replace(finetune=plain.finetune) == plain
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--methods", "dcwp-oficial"], "--methods dcwp-oficial: not in profile 'cpu-quick' (it has: abl-mining-ensemble"),
+    (["--ratios", "3"], "--ratios 3.0: not in profile 'cpu-quick' (it has: 0.5, 1, 2, 5)"),
+    (["--backbones", "resnet18"], "--backbones resnet18: not in profile 'cpu-quick' (it has: cnn, mlp)"),
+])
+def test_runner_refuses_a_selection_that_would_run_nothing(tmp_path, capsys, argv, message):
+    from benchmarks.reproduce import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--profile", "cpu-quick", "--out", str(tmp_path / "out"), *argv])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing run, nothing recorded
+
+
+def test_gpu_profile_without_cuda_fails_before_any_cell(tmp_path, capsys):
+    import torch
+
+    from benchmarks.reproduce import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(SystemExit) as stop:
+        main(["--profile", "gpu-paper", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "profile 'gpu-paper' runs on cuda, and this machine has no CUDA device" in err
+    assert "--device cpu" in err and not (tmp_path / "out").exists()
