@@ -137,7 +137,8 @@ def test_run_structured_to_a_macs_target_with_local_ranking(tmp_path):
     structured = json.loads((out / "results.json").read_text())["structured"]
     assert structured["macs_ratio"] >= 2.0 and 0 < structured["pruning_ratio"] < 0.8
     assert len({after for before, after in structured["channels"].values()}) == 1  # the same share in every layer
-    assert f"(Torch-Pruning ratio {structured['pruning_ratio']:.3f}, " in (out / "report.md").read_text()
+    assert (f"(ranked within each layer; Torch-Pruning ratio {structured['pruning_ratio']:.3f}, "
+            in (out / "report.md").read_text())
 
 
 def test_run_select_overrides_the_variants_iterate(tmp_path):

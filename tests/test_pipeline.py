@@ -121,7 +121,9 @@ def test_structured_to_a_stated_macs_reduction(tmp_path, ranking):
 
     build_report(str(tmp_path / "run"), latency_reps=1)  # what the CLI does after the run
     report = (tmp_path / "run" / "report.md").read_text()
-    assert f"(Torch-Pruning ratio {result.structured['pruning_ratio']:.3f}, " in report and "x fewer MACs)." in report
+    ranking = "across layers, each layer's importances divided by their mean" if ranking else "within each layer"
+    assert f"(ranked {ranking}; Torch-Pruning ratio {result.structured['pruning_ratio']:.3f}, " in report
+    assert "x fewer MACs)." in report
 
 
 def test_unreached_macs_target_keeps_the_learned_scores_and_resumes(tmp_path):

@@ -133,7 +133,8 @@ def build_report(run_dir: str, latency_reps: int = 10) -> Dict[str, Any]:
         "warnings": list(results.get("warnings") or []),
         "mined": results["mined"],
         "sparsity": results["sparsity"],
-        "structured": {k: v for k, v in (results.get("structured") or {}).items() if k != "channels"} or None,
+        "structured": ({k: v for k, v in results["structured"].items() if k != "channels"}
+                       | {"ranking": _ranking(config)}) if results.get("structured") else None,
         "metrics": {name: {split: {k: vals[split][k] for k in METRIC_KEYS} for split in ("valid", "test")}
                     | ({"iteration": vals["iteration"]} if "iteration" in vals else {})
                     for name, vals in sorted(results["metrics"].items(), key=lambda kv: list(_LABELS).index(kv[0]))},
@@ -202,10 +203,19 @@ def render_markdown(report: Dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _ranking(config: RunConfig) -> str:
+    """How the channels were ranked (``prune.global_pruning`` / ``prune.normalizer``), in words."""
+    p = config.prune
+    if not p.global_pruning:
+        return "within each layer"
+    return "across layers" + (f", each layer's importances divided by their {p.normalizer}" if p.normalizer else "")
+
+
 def _structured_line(info: Dict[str, Any]) -> str:
-    """What structured pruning did: the ratio (the one found, when a MACs target was given) and the reduction."""
-    line = "Structured pruning: channels were removed"
+    """What structured pruning did: the ranking, the ratio (the one found, when a MACs target was given) and
+    the reduction."""
+    parts = [f"ranked {info['ranking']}"] if info.get("ranking") else []
     if info.get("pruning_ratio") is not None:
-        line += f" (Torch-Pruning ratio {info['pruning_ratio']:.3f}"
-        line += f", {info['macs_ratio']:.2f}x fewer MACs)" if info.get("macs_ratio") else ")"
-    return line + "."
+        parts.append(f"Torch-Pruning ratio {info['pruning_ratio']:.3f}"
+                     + (f", {info['macs_ratio']:.2f}x fewer MACs" if info.get("macs_ratio") else ""))
+    return "Structured pruning: channels were removed" + (f" ({'; '.join(parts)})" if parts else "") + "."
