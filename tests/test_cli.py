@@ -151,6 +151,16 @@ def test_run_select_overrides_the_variants_iterate(tmp_path):
     assert config["variant"] == "official" and config["finetune"]["select"] == "best_valid"
     assert json.loads((out / "results.json").read_text())["selected"] == "best_valid"
     assert "saved model: best fine-tuning iterate on the valid split" in (out / "report.md").read_text()
+    # a finished run switches the iterate it keeps without training again
+    trained = (out / "metrics.jsonl").read_text()
+    again = invoke("mlp", "--data", "cmnist", "--out", out, "--resume", "--force-config", "--select", "last",
+                   "--no-progress")
+    assert again.exit_code == 0, again.output
+    assert json.loads((out / "results.json").read_text())["selected"] == "last"
+    assert "saved model: last iterate" in (out / "report.md").read_text()
+    steps = [[line for line in text.splitlines() if '"iteration"' in line]
+             for text in (trained, (out / "metrics.jsonl").read_text())]
+    assert steps[0] and steps[1] == steps[0]  # no training step ran again
     bad = invoke("mlp", "--data", "cmnist", "--select", "best", "--out", tmp_path / "bad")
     assert bad.exit_code == 2 and "'best' is not one of 'last', 'best_valid'" in bad.output
     assert not (tmp_path / "bad").exists()
