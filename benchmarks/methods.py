@@ -74,6 +74,8 @@ DCWP_CONFIGS: Dict[str, Dict[str, Any]] = {
     "abl-no-contrastive": {"mask": {"lambda_con": 0.0}, "finetune": {"lambda_con": 0.0}},
     "abl-no-upweight": {"mask": {"upweight": 1.0}, "finetune": {"upweight": 1.0}},
     "abl-no-sparsity": {"mask": {"lambda_sparse": 0.0}},
+    # official with bf16 autocast on the CPU, every stage (stage 1 too: it trains its own)
+    "official-cpu-bf16": {"variant": "official", "cpu_amp": True},
     # official with clean's selection: the fine-tuning iterate best on valid (training is official's, unchanged)
     "official-select-best-valid": {"variant": "official", "finetune": {"select": "best_valid"}},
     # the clean variant, one of its settings put back to official at a time (which one costs what)

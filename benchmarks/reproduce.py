@@ -153,7 +153,8 @@ class Runner:
         start = time.perf_counter()
         if cell["method"] in DCWP_CONFIGS:
             overrides = dict(DCWP_CONFIGS[cell["method"]])
-            own_stage1 = cell["method"] == "dcwp-official" or "biased" in overrides
+            # a method that trains stage 1 differently ([biased] options, bf16 on the CPU) trains its own
+            own_stage1 = cell["method"] == "dcwp-official" or bool({"biased", "cpu_amp"} & set(overrides))
             if not own_stage1:
                 overrides["stage1_from"] = base
             config = self.config(cell, run_dir, overrides)

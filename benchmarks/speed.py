@@ -5,7 +5,8 @@
    step alternated in one process; peak memory of each kind in a fresh process of its own.
 3. The pipeline's time per iteration per stage (CMNIST CNN at batch 256, evaluations included),
    beside the official DCWP code's figures on a 2-core CPU of this kind: 0.41 s per pre-training
-   iteration (f_D and f_B together), 0.18 s per mask-learning iteration, 0.19 s per fine-tuning one.
+   iteration (f_D and f_B together), 0.18 s per mask-learning iteration, 0.19 s per fine-tuning one;
+   again with bf16 autocast (``cpu_amp``) on a CPU with native bf16.
 4. Structured DCWP on resnet18 (pruning ratio 0.5): MACs and params ratios, latency speed-up at batch
    1 and 32, as trained (BatchNorm layers) and as deployed (BatchNorm folded into the convolutions,
    ``torch.fx.experimental.optimization.fuse``, in both models).
@@ -251,7 +252,19 @@ def step(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def pipeline(args: argparse.Namespace) -> Dict[str, Any]:
-    """A short run of every stage; seconds per iteration from the stages' own ``elapsed_s`` records."""
+    """A short run of every stage; seconds per iteration from the stages' own ``elapsed_s`` records.
+
+    On a CPU with native bf16 the same run is timed again with bf16 autocast (``cpu_amp``) under ``bf16``.
+    """
+    from dcwp_prune.training.engine import cpu_has_bf16
+
+    out = _pipeline_once(args, cpu_amp=False)
+    if args.device == "cpu" and cpu_has_bf16():
+        out["bf16"] = _pipeline_once(args, cpu_amp=True)
+    return out
+
+
+def _pipeline_once(args: argparse.Namespace, cpu_amp: bool) -> Dict[str, Any]:
     from dcwp_prune.run.pipeline import run_dcwp
     from dcwp_prune.run.presets import build_config
 
@@ -263,20 +276,21 @@ def pipeline(args: argparse.Namespace) -> Dict[str, Any]:
             "biased": {"iterations": its["biased"], "biased_iterations": its["biased"]},
             "mask": {"iterations": its["mask"], "eval_every": its["mask"] // 4},  # the default cadence: 4 evals
             "finetune": {"iterations": its["finetune"], "eval_every": its["finetune"] // 10},  # and 10 evals
-            "checkpoint_every": 0, "amp": args.device == "cuda"})
+            "checkpoint_every": 0, "amp": args.device == "cuda", "cpu_amp": cpu_amp})
         start = time.perf_counter()
         run_dcwp(config)
         total = time.perf_counter() - start
         with open(os.path.join(tmp, "run", "metrics.jsonl")) as f:
             records = [json.loads(line) for line in f]
     out: Dict[str, Any] = {"total_s": total, "iterations": its}
+    label = " bf16" if cpu_amp else ""
     for stage, n in its.items():
         elapsed = max(r["elapsed_s"] for r in records if r.get("stage") == stage and "elapsed_s" in r)
         per_it = elapsed / n
         ratio = per_it / OFFICIAL_S_PER_IT[stage]
         out[stage] = {"s_per_it": per_it, "official_s_per_it": OFFICIAL_S_PER_IT[stage], "ratio_to_official": ratio}
-        print(f"3. pipeline {stage:>8}: {per_it:.3f} s/it (official code {OFFICIAL_S_PER_IT[stage]:.2f} s/it on a "
-              f"2-core CPU; ratio {ratio:.2f})")
+        print(f"3. pipeline{label} {stage:>8}: {per_it:.3f} s/it (official code {OFFICIAL_S_PER_IT[stage]:.2f} s/it "
+              f"on a 2-core CPU; ratio {ratio:.2f})")
     return out
 
 

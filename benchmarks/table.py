@@ -113,7 +113,8 @@ def render(out: str, profile: Any) -> str:
             lines += ["", "The variants one setting at a time: official with clean's best-on-valid selection "
                       "(`official-select-best-valid`), clean with one of its settings back to official "
                       "(`clean-<setting>-official`, `clean-mask-upweight-80`), and clean's fixes (`clean-fix-*`); "
-                      "same seeds, same stage 1:", ""]
+                      "same seeds, same stage 1 (but `official-cpu-bf16`: official with bf16 autocast on the CPU in "
+                      "every stage, stage 1 included):", ""]
             lines += _table(summary, dataset, backbone, schedule, ["dcwp-official", "dcwp-clean"] + study, ratios, "test",
                             n_seeds)
         lines.append("")

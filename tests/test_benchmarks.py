@@ -175,14 +175,17 @@ def test_clean_study_cells_and_table(tmp_path):
 
     assert set(CLEAN_STUDY) <= set(DCWP_CONFIGS)
     variants = {m: DCWP_CONFIGS[m]["variant"] for m in CLEAN_STUDY}
-    assert variants.pop("official-select-best-valid") == "official" and set(variants.values()) == {"clean"}
+    assert variants.pop("official-select-best-valid") == "official" and variants.pop("official-cpu-bf16") == "official"
+    assert set(variants.values()) == {"clean"}
     assert DCWP_CONFIGS["official-select-best-valid"]["finetune"] == {"select": "best_valid"}
+    assert DCWP_CONFIGS["official-cpu-bf16"]["cpu_amp"] is True
     cells = PROFILES["cpu-quick"].cells()
     assert {c["backbone"] for c in cells if c["method"] == "clean-fix-mask-drift"} == {"mlp"}
     assert sum(c["method"] == "clean-fix-mask-drift" for c in cells) == 12  # 4 ratios x 3 seeds
     assert sum(c["method"] == "clean-fix-early-select" for c in cells) == 24  # and on the CNN
     assert sum(c["method"] == "clean-gumbel-official" for c in cells) == 24
     assert sum(c["method"] == "official-select-best-valid" for c in cells) == 24
+    assert sum(c["method"] == "official-cpu-bf16" for c in cells) == 24
 
     def rec(method, acc):
         return {"dataset": "cmnist", "ratio": 1.0, "backbone": "mlp", "method": method, "seed": 0, "schedule": "quick",

@@ -175,6 +175,14 @@ def test_ddp_ranks_agree_on_the_step_they_stop_after():
     assert got == [(0, "demo@10", 10, True), (1, None, 10, True)]
 
 
+def test_cpu_amp_autocasts_to_bf16_on_cpu_only_when_asked():
+    conv, x = nn.Conv2d(3, 4, 3), torch.randn(1, 3, 8, 8)
+    for runtime, dtype in ((Runtime(), torch.float32), (Runtime(amp=True), torch.float32),  # amp: CUDA only
+                           (Runtime(cpu_amp=True), torch.bfloat16)):
+        with runtime.autocast():
+            assert conv(x).dtype == dtype
+
+
 def test_state_errors_name_the_key():
     engine = Engine("demo", None, 1)
     model = nn.Linear(1, 1)

@@ -192,6 +192,22 @@ def test_model_that_cannot_take_the_images_is_refused_before_training(tmp_path):
     assert not (tmp_path / "vit").exists()
 
 
+def test_cpu_amp_runs_in_bf16_and_is_refused_without_native_bf16(tmp_path, monkeypatch):
+    from dcwp_prune.run import pipeline
+    from dcwp_prune.training.engine import cpu_has_bf16
+
+    if cpu_has_bf16():
+        result = run_dcwp(tiny(tmp_path / "run", cpu_amp=True))
+        assert 0.0 < result.metrics["dcwp_last"]["test"]["accuracy"] <= 1.0
+        # a bf16 stage 1 is not an fp32 one: it cannot be shared with an fp32 run
+        with pytest.raises(ValueError, match="trained stage 1 differently: cpu_amp"):
+            run_dcwp(tiny(tmp_path / "fp32", stage1_from=str(tmp_path / "run")))
+    monkeypatch.setattr(pipeline, "cpu_has_bf16", lambda: False)
+    with pytest.raises(ValueError, match="this CPU has no native bf16 .*drop --cpu-amp"):
+        run_dcwp(tiny(tmp_path / "slow", cpu_amp=True))
+    assert not (tmp_path / "slow").exists()
+
+
 def test_nan_loss_is_reported(tmp_path):
     with pytest.raises(FloatingPointError, match="biased: loss_d (became (nan|inf)|exploded to .*) at iteration .*lower the learning rate"):
         run_dcwp(tiny(tmp_path / "run", biased={"lr": 1e12, "iterations": 40}))

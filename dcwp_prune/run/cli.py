@@ -100,7 +100,7 @@ _RUN_MAP = {
     "global_pruning": ("prune", "global_pruning"),
     "amount": ("prune", "amount"), "sparsity": ("prune", "sparsity"), "threshold": ("prune", "threshold"),
     "variant": (None, "variant"), "weights": (None, "weights"), "model_file": (None, "model_file"),
-    "stage1_from": (None, "stage1_from"), "device": (None, "device"), "seed": (None, "seed"), "out": (None, "out"), "resume": (None, "resume"),
+    "stage1_from": (None, "stage1_from"), "device": (None, "device"), "cpu_amp": (None, "cpu_amp"), "seed": (None, "seed"), "out": (None, "out"), "resume": (None, "resume"),
     "overwrite": (None, "overwrite"), "quick": (None, "quick"), "progress": (None, "progress"),
     "preset": (None, "preset"), "skip_corrupt": ("data", "skip_corrupt"),
 }
@@ -187,6 +187,8 @@ def _default_out(model: str, overrides: Dict[str, Any]) -> str:
 @click.option("--test-protocol", type=click.Choice(TEST_PROTOCOLS), help="BFFHQ test set: full (DCWP) or conflicting.")
 @click.option("--skip-corrupt", is_flag=True, help="Skip unreadable images (counted in the report) instead of failing.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--cpu-amp", is_flag=True, help="bf16 autocast on the CPU: faster steps on a CPU with native bf16 "
+              "(AVX512-BF16, AMX; refused on others); other numerics than fp32, so not bit-comparable with fp32 runs.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(), help="Run folder (default runs/MODEL-DATA-RATIO-seedN).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out with its saved options.")

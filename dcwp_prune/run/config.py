@@ -104,7 +104,8 @@ class RunConfig(Options):
     overwrite: bool = False
     resume: bool = False
     checkpoint_every: int = 500
-    amp: bool = True
+    amp: bool = True  # bf16 autocast on CUDA
+    cpu_amp: bool = False  # bf16 autocast on CPU (a CPU with native bf16 only; changes the numerics)
     channels_last: bool = True
     compile: bool = False
     progress: bool = True

@@ -25,7 +25,7 @@ from ..models import create_model
 from ..scores import MaskScores
 from ..training.biased import train_biased_model
 from ..training.distributed import barrier, init_distributed
-from ..training.engine import Runtime, StopFlag, batches, make_loader, resolve_device
+from ..training.engine import Runtime, StopFlag, batches, cpu_has_bf16, make_loader, resolve_device
 from ..training.evaluate import evaluate
 from ..training.finetune import finetune
 from ..training.mask import kept_fraction, learn_mask_scores
@@ -218,7 +218,7 @@ def _load_model_file(model: nn.Module, path: str) -> None:
 
 
 #: What a run's stage 1 depends on: a run may start from another run's stage 1 only if these agree.
-STAGE1_KEYS = ("model", "weights", "model_file", "seed", "data", "biased")
+STAGE1_KEYS = ("model", "weights", "model_file", "seed", "data", "biased", "cpu_amp")
 
 
 def check_stage1_source(config: RunConfig) -> None:
@@ -470,7 +470,11 @@ def _runtime(config: RunConfig) -> Runtime:
     env = init_distributed(device)
     if env.enabled and device.type == "cuda":
         device = torch.device("cuda", env.local_rank)
-    return Runtime(device=device, env=env, progress=config.progress, amp=config.amp, compile=config.compile)
+    if config.cpu_amp and device.type == "cpu" and not cpu_has_bf16():
+        raise ValueError("cpu_amp (--cpu-amp) asks for bf16 autocast on the CPU, and this CPU has no native bf16 "
+                         "(AVX512-BF16 or AMX): it would run slower than fp32; drop --cpu-amp")
+    return Runtime(device=device, env=env, progress=config.progress, amp=config.amp, cpu_amp=config.cpu_amp,
+                   compile=config.compile)
 
 
 def run_dcwp(config: RunConfig, *, force_config: bool = False) -> DCWPResult:

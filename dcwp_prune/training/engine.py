@@ -43,6 +43,7 @@ __all__ = [
     "StopFlag",
     "StopRequested",
     "batches",
+    "cpu_has_bf16",
     "make_loader",
     "make_optimizer",
     "make_scheduler",
@@ -71,6 +72,15 @@ class StopRequested(KeyboardInterrupt):
         self.signum = int(signum)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX, through oneDNN); without it bf16
+    autocast on CPU is emulated and slower than fp32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -90,7 +100,8 @@ class Runtime:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     env: DistEnv = field(default_factory=DistEnv)
     progress: bool = False
-    amp: bool = False
+    amp: bool = False  # bf16 autocast on CUDA
+    cpu_amp: bool = False  # bf16 autocast on CPU (worth it only where the CPU has native bf16: cpu_has_bf16())
     checkpoint_every: int = 0
     label: str = ""  # e.g. "[quick]", shown in progress bars and logs
     compile: bool = False  # torch.compile the training forward of stages 1 and 4
@@ -101,6 +112,8 @@ class Runtime:
     def autocast(self) -> ContextManager[Any]:
         if self.amp and self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.cpu_amp and self.device.type == "cpu":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def log(self, record: Dict[str, Any]) -> None:
