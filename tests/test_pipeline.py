@@ -208,7 +208,16 @@ def test_cpu_amp_runs_in_bf16_and_is_refused_without_native_bf16(tmp_path, monke
     assert not (tmp_path / "slow").exists()
 
 
-def test_nan_loss_is_reported(tmp_path):
+def test_cpu_amp_on_a_cuda_run_is_ignored_with_a_warning(tmp_path, monkeypatch):
+    from dcwp_prune.run import pipeline
+
+    monkeypatch.setattr(pipeline, "resolve_device", lambda name: torch.device("cuda"))  # no GPU needed
+    with pytest.warns(RuntimeWarning, match=r"cpu_amp \(--cpu-amp\) applies to CPU runs and this one runs on cuda"):
+        rt = pipeline._runtime(tiny(tmp_path / "run", cpu_amp=True))
+    assert rt.device.type == "cuda"  # Runtime.autocast() uses cpu_amp on CPU devices only
+
+
+
     with pytest.raises(FloatingPointError, match="biased: loss_d (became (nan|inf)|exploded to .*) at iteration .*lower the learning rate"):
         run_dcwp(tiny(tmp_path / "run", biased={"lr": 1e12, "iterations": 40}))
 

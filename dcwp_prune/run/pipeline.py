@@ -470,6 +470,9 @@ def _runtime(config: RunConfig) -> Runtime:
     env = init_distributed(device)
     if env.enabled and device.type == "cuda":
         device = torch.device("cuda", env.local_rank)
+    if config.cpu_amp and device.type != "cpu":
+        warnings.warn(f"cpu_amp (--cpu-amp) applies to CPU runs and this one runs on {device}: ignored (on CUDA, "
+                      "bf16 autocast is the amp option, on by default)", RuntimeWarning, stacklevel=3)
     if config.cpu_amp and device.type == "cpu" and not cpu_has_bf16():
         raise ValueError("cpu_amp (--cpu-amp) asks for bf16 autocast on the CPU, and this CPU has no native bf16 "
                          "(AVX512-BF16 or AMX): it would run slower than fp32; drop --cpu-amp")
