@@ -217,7 +217,7 @@ def test_cpu_amp_on_a_cuda_run_is_ignored_with_a_warning(tmp_path, monkeypatch):
     assert rt.device.type == "cuda"  # Runtime.autocast() uses cpu_amp on CPU devices only
 
 
-
+def test_nan_loss_is_reported(tmp_path):
     with pytest.raises(FloatingPointError, match="biased: loss_d (became (nan|inf)|exploded to .*) at iteration .*lower the learning rate"):
         run_dcwp(tiny(tmp_path / "run", biased={"lr": 1e12, "iterations": 40}))
 
