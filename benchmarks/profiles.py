@@ -23,8 +23,16 @@ MAIN_METHODS = ("dcwp-official", "erm", "dcwp-clean", "dcwp-structured", "mrm", 
 ABLATIONS = ("abl-mining-oracle", "abl-mining-ensemble", "abl-no-contrastive", "abl-no-upweight", "abl-no-sparsity")
 #: The variants one setting at a time: official with clean's selection, clean with one setting back to official, clean's
 #: fixes; and official in bf16 on the CPU (what the faster numerics cost).
-CLEAN_STUDY = ("official-cpu-bf16", "official-select-best-valid", "clean-gumbel-official", "clean-positives-official", "clean-mask-upweight-80", "clean-fix-mask-drift",
-               "clean-fix-init-keep", "clean-fix-early-select")
+CLEAN_STUDY = (
+    "official-cpu-bf16",
+    "official-select-best-valid",
+    "clean-gumbel-official",
+    "clean-positives-official",
+    "clean-mask-upweight-80",
+    "clean-fix-mask-drift",
+    "clean-fix-init-keep",
+    "clean-fix-early-select",
+)
 
 
 @dataclass(frozen=True)
@@ -35,7 +43,8 @@ class Profile:
         datasets: ``{dataset: ratios}``; the conflict ratios (%) to run per dataset.
         backbones: ``{dataset: models}``.
         methods: main methods (every backbone); ``ablations``: on ``ablation_backbones`` only;
-            ``study``: ``{backbone: methods}`` of the variant study (the variants' settings one at a time, clean's fixes).
+            ``study``: ``{backbone: methods}`` of the variant study (the variants' settings one at a time,
+            clean's fixes).
         quick: ``--quick`` schedules (scaled per backbone by ``scale``) instead of the paper's.
         scale: ``{backbone: factor}`` for every stage, or ``{backbone: {stage: factor}}`` with stages
             ``f_d`` (also LfF's and JTT's final model), ``f_b`` (also JTT's first model), ``mask``, ``finetune``.

@@ -95,12 +95,14 @@ _RUN_MAP = {
     "data": ("data", "name"), "data_root": ("data", "root"), "ratio": ("data", "ratio"), "source": ("data", "source"),
     "mnist_root": ("data", "mnist_root"), "image_size": ("data", "image_size"), "batch_size": ("data", "batch_size"),
     "num_workers": ("data", "num_workers"), "test_protocol": ("data", "test_protocol"),
-    "mining": ("mining", "method"), "select": ("finetune", "select"), "structured": ("prune", "structured"), "pruning_ratio": ("prune", "pruning_ratio"),
+    "mining": ("mining", "method"), "select": ("finetune", "select"),
+    "structured": ("prune", "structured"), "pruning_ratio": ("prune", "pruning_ratio"),
     "iterative_steps": ("prune", "iterative_steps"), "target_macs": ("prune", "target_macs"),
     "global_pruning": ("prune", "global_pruning"),
     "amount": ("prune", "amount"), "sparsity": ("prune", "sparsity"), "threshold": ("prune", "threshold"),
     "variant": (None, "variant"), "weights": (None, "weights"), "model_file": (None, "model_file"),
-    "stage1_from": (None, "stage1_from"), "device": (None, "device"), "cpu_amp": (None, "cpu_amp"), "seed": (None, "seed"), "out": (None, "out"), "resume": (None, "resume"),
+    "stage1_from": (None, "stage1_from"), "device": (None, "device"),
+    "cpu_amp": (None, "cpu_amp"), "seed": (None, "seed"), "out": (None, "out"), "resume": (None, "resume"),
     "overwrite": (None, "overwrite"), "quick": (None, "quick"), "progress": (None, "progress"),
     "preset": (None, "preset"), "skip_corrupt": ("data", "skip_corrupt"),
 }
@@ -167,7 +169,8 @@ def _default_out(model: str, overrides: Dict[str, Any]) -> str:
 @click.option("--pruning-ratio", type=float, default=0.5, show_default=True,
               help="Channel ratio for --structured (with --target-macs: the largest ratio tried).")
 @click.option("--global-ranking/--local-ranking", "global_pruning", default=False, show_default=True,
-              help="--structured: rank channels across layers, or within each layer (every layer loses the same share).")
+              help="--structured: rank channels across layers, or within each layer (every layer loses "
+              "the same share).")
 @click.option("--target-macs", type=float, help="--structured: prune the smallest ratio that divides the MACs by this "
               "(2 = half the MACs); the ratio found is in results.json.")
 @click.option("--iterative-steps", type=int, default=1, show_default=True,
@@ -353,7 +356,8 @@ def _num_classes_of(arch: str, state: Dict[str, Any]) -> int:
               help="Channel ratio for --structured (with --target-macs: the largest ratio tried).")
 @click.option("--target-macs", type=float, help="--structured: the smallest ratio that divides the MACs by this.")
 @click.option("--global-ranking/--local-ranking", "global_pruning", default=False, show_default=True,
-              help="--structured: rank channels across layers, or within each layer (every layer loses the same share).")
+              help="--structured: rank channels across layers, or within each layer (every layer loses "
+              "the same share).")
 @click.option("--amount", type=float, help="Prune this fraction of the lowest-scored weights.")
 @click.option("--sparsity", type=float, help="Target total sparsity.")
 @click.option("--threshold", type=float, help="Prune keep-probabilities below this (default: DCWP rule, 0.5).")

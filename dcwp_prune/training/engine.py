@@ -273,7 +273,6 @@ class Engine:
         finally:
             bar.close()
 
-
     def _stop_agreed(self, stop: "StopFlag", sync: bool) -> bool:
         """Whether to stop now. One process: as soon as a signal arrived. Under DDP every rank must stop
         after the same step (a rank that went on would wait forever in the next all-reduce), so the ranks
