@@ -5,7 +5,7 @@
 #   3. full-schedule Colored MNIST CNN cells of the gpu-check profile, as many as fit the time left.
 # Everything it prints and writes lands in $OUT (the device tool's output folder) or benchmarks/results/gpu-check.
 # DEVICE=cpu BUDGET_S=60 bash benchmarks/gpu_check.sh is the dry run of steps 1-2 on a CPU machine (about
-# 7 minutes on 2 cores): it checks the script itself before device time is spent on it.
+# 10 minutes on 2 cores: 579 s on 2026-11-29): it checks the script itself before device time is spent on it.
 #
 # The device machine has torch and torchvision only and no network: before calling it, put wheels of
 # the other dependencies in .whl/ here and carry .whl (19 MB; binary wheels for the Python version here,
