@@ -145,7 +145,7 @@ class Runner:
 
     def run_cell(self, cell: Dict[str, Any]) -> Dict[str, Any]:
         from benchmarks.methods import DCWP_CONFIGS, run_baseline
-        from dcwp_prune.run.pipeline import run_dcwp
+        from dcwp_prune.run.pipeline import STAGE1_KEYS, run_dcwp
 
         group = self.group_dir(cell)
         run_dir = os.path.join(group, cell["method"])
@@ -153,8 +153,8 @@ class Runner:
         start = time.perf_counter()
         if cell["method"] in DCWP_CONFIGS:
             overrides = dict(DCWP_CONFIGS[cell["method"]])
-            # a method that trains stage 1 differently ([biased] options, bf16 on the CPU) trains its own
-            own_stage1 = cell["method"] == "dcwp-official" or bool({"biased", "cpu_amp"} & set(overrides))
+            # a method that sets what stage 1 depends on ([biased] options, bf16 on the CPU, ...) trains its own
+            own_stage1 = cell["method"] == "dcwp-official" or bool(set(STAGE1_KEYS) & set(overrides))
             if not own_stage1:
                 overrides["stage1_from"] = base
             config = self.config(cell, run_dir, overrides)
@@ -304,10 +304,9 @@ def _check_selection(profile: Any, args: argparse.Namespace) -> Optional[str]:
     grid = profile.cells()
     given = {"--methods": (args.methods, {c["method"] for c in grid}),
              "--backbones": (args.backbones, {c["backbone"] for c in grid}),
-             "--ratios": (args.ratios, {c["ratio"] for c in grid}),
-             "--seeds": (args.seeds, None)}
+             "--ratios": (args.ratios, {c["ratio"] for c in grid})}  # any seed is a valid seed
     for flag, (values, known) in given.items():
-        unknown = [v for v in values or () if known is not None and v not in known]
+        unknown = [v for v in values or () if v not in known]
         if unknown:
             names = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in sorted(known))
             return f"{flag} {' '.join(map(str, unknown))}: not in profile {profile.name!r} (it has: {names})"
