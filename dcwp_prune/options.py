@@ -36,6 +36,8 @@ def _type_name(tp: Any) -> str:
         return " or ".join(_type_name(a) for a in parts) + " (or null)"
     if origin in (tuple, Tuple):
         return f"a list of {_type_name(get_args(tp)[0])}"
+    if origin in (dict, Dict):
+        return "a table of options (name = value)"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
 
 
@@ -62,6 +64,10 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if not isinstance(value, (list, tuple)):
             raise bad
         return tuple(_coerce(f"{key}[{i}]", v, get_args(tp)[0]) for i, v in enumerate(value))
+    if origin in (dict, Dict):  # a free-form table (its keys are checked by whoever reads it)
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise bad
+        return value
     if tp is bool:
         if not isinstance(value, bool):
             raise bad

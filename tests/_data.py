@@ -39,6 +39,21 @@ def make_release(root, name="cifar10c", num_classes=3, pct="1pct", per_class=4, 
                 n += 1
     return base
 
+def make_csv_dataset(root, folds, size=8):
+    """A csv dataset under ``root``: 2 classes x 2 biases, ``folds[k]`` the split value of row k.
+
+    Returns the ``create_dataset("csv", ...)`` keywords that read it (columns file / target / place / fold).
+    """
+    rows = ["file,target,place,fold"]
+    for i, fold in enumerate(folds):
+        write_image(os.path.join(str(root), "imgs", f"{i:03d}.png"), size=size, seed=i)
+        rows.append(f"{i:03d}.png,{i % 2},{(i // 2) % 2},{fold}")
+    with open(os.path.join(str(root), "meta.csv"), "w") as f:
+        f.write("\n".join(rows) + "\n")
+    return dict(root=str(root), csv="meta.csv", image_dir="imgs", path_col="file", label_col="target",
+                bias_col="place", split_col="fold")
+
+
 #: A run config small enough for CLI tests (a few seconds on 2 cores): the offline CMNIST, tiny schedules.
 TINY_TOML = """
 seed = 3

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from dcwp_prune.run.cli import main
 
-from ._data import TINY_TOML
+from ._data import TINY_TOML, make_csv_dataset
 
 
 def invoke(*args):
@@ -163,6 +163,29 @@ def test_run_select_overrides_the_variants_iterate(tmp_path):
     assert steps[0] and steps[1] == steps[0]  # no training step ran again
     bad = invoke("mlp", "--data", "cmnist", "--select", "best", "--out", tmp_path / "bad")
     assert bad.exit_code == 2 and "'best' is not one of 'last', 'best_valid'" in bad.output
+    assert not (tmp_path / "bad").exists()
+
+
+def test_run_on_a_csv_dataset_with_data_options(tmp_path):
+    kw = make_csv_dataset(tmp_path / "data", ["tr"] * 64 + ["te"] * 16)
+    # columns half from the config file's [data.options], half from --data-option flags (which win)
+    toml = TINY_TOML.replace("ratio = 2.0\n", "").replace("batch_size = 64", "batch_size = 16")
+    toml += '[data.options]\ncsv = "meta.csv"\nimage_dir = "imgs"\npath_col = "file"\nlabel_col = "wrong"\n'
+    (tmp_path / "tiny.toml").write_text(toml)
+    out = tmp_path / "run"
+    args = ["mlp", "--data", "csv", "--data-root", kw["root"], "--config", tmp_path / "tiny.toml", "--image-size", "28",
+            "--data-option", "label_col=target", "--data-option", "bias_col=place", "--data-option", "split_col=fold",
+            "--data-option", 'split_values={"train": "tr", "test": "te"}', "--out", out, "--no-progress"]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "config.json").read_text())["data"]["options"]
+    assert saved == {"csv": "meta.csv", "image_dir": "imgs", "path_col": "file", "label_col": "target",
+                     "bias_col": "place", "split_col": "fold", "split_values": {"train": "tr", "test": "te"}}
+    assert "carved from train" in (out / "report.md").read_text()
+    results = json.loads((out / "results.json").read_text())
+    assert 0.0 <= results["metrics"]["dcwp_last"]["test"]["accuracy"] <= 1.0
+    bad = invoke(*(args[:-3] + ["--data-option", "colour_col=c", "--out", tmp_path / "bad"]))
+    assert bad.exit_code == 2 and "dataset 'csv' has no option(s) ['colour_col']" in bad.output
     assert not (tmp_path / "bad").exists()
 
 

@@ -197,6 +197,7 @@ def test_damaged_checkpoint_on_resume_is_named(run_copy):
     ('[biased]\nloss = "focal"\n', "biased.loss must be one of 'gce', 'ce', 'confident_ce', got 'focal'"),
     ('[mask]\ngumbel = "hot"\n', "mask.gumbel must be one of 'official', 'clean' (or null), got 'hot'"),
     ('[mask]\nlamda = 1\n', "unknown MaskLearnConfig option(s) ['mask.lamda']"),
+    ('[data]\noptions = 3\n', "data.options must be a table of options (name = value), got 3"),
 ])
 def test_config_file_values_are_type_checked(tmp_path, toml, message):
     (tmp_path / "bad.toml").write_text(toml)

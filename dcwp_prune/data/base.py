@@ -178,6 +178,8 @@ class DatasetSpec:
         transform: ``transform(split, image_size)``; None: the ImageNet-style default.
         select_metric: the validation metric that picks a best iterate.
         test_protocols: the test sets it offers (the first is the default).
+        extra_options: the factory's own keywords that a run may set through ``data.options``
+            (``--data-option KEY=VALUE``), e.g. the csv dataset's column names.
     """
 
     name: str
@@ -189,11 +191,28 @@ class DatasetSpec:
     transform: Optional[Callable[[str, Optional[int]], Any]] = None
     select_metric: str = "worst_group"
     test_protocols: Tuple[str, ...] = ("full",)
+    extra_options: Tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.options) - set(RUN_OPTIONS))
         if unknown:
             raise ValueError(f"dataset {self.name!r}: unknown option(s) {unknown}; valid: {RUN_OPTIONS}")
+        clash = sorted(set(self.extra_options) & set(RUN_OPTIONS + ("root", "split", "transform")))
+        if clash:
+            raise ValueError(f"dataset {self.name!r}: extra option(s) {clash} are set by the run itself")
+
+    def check_extra_options(self, given: Dict[str, Any]) -> None:
+        """Refuse ``data.options`` keys this dataset's factory does not take (the message lists those it does)."""
+        unknown = sorted(set(given) - set(self.extra_options))
+        if not unknown:
+            return
+        own = sorted(set(unknown) & set(RUN_OPTIONS))
+        if own:
+            raise DatasetError(f"data.options {own}: the run passes these itself (from its own options: --seed, "
+                               "--ratio, data.valid_fraction, ...); drop them from data.options")
+        takes = (f"it takes {', '.join(self.extra_options)}" if self.extra_options
+                 else "it takes none (only datasets such as csv have options of their own)")
+        raise DatasetError(f"dataset {self.name!r} has no option(s) {unknown} (data.options / --data-option); {takes}")
 
     def resolve_ratio(self, ratio: Optional[float], root: Optional[str] = None) -> Optional[float]:
         """``ratio`` if given; else the one ratio present under ``root``, else ``default_ratio``.

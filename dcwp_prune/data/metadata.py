@@ -8,12 +8,18 @@ from typing import Dict, Mapping, Optional, Union
 
 from torch import Tensor
 
-from .base import BiasDataset, DatasetError, register_dataset
+from .base import BiasDataset, DatasetError, register_dataset, stratified_split
 from .folders import is_readable, load_rgb
 
 __all__ = ["CSVDataset"]
 
 _DEFAULT_SPLITS = {"train": "0", "valid": "1", "test": "2"}
+#: CSVDataset's keywords a run may set through ``data.options`` (``--data-option KEY=VALUE``).
+_COLUMNS = ("path_col", "label_col", "bias_col", "split_col", "split_values", "num_classes")
+
+
+class _NoRows(DatasetError):
+    """The CSV has no row for the split asked for."""
 
 
 def _binary(value: str, column: str, row: int, path: str) -> int:
@@ -41,11 +47,15 @@ class CSVDataset(BiasDataset):
                  num_classes: Optional[int] = None, transform=None, skip_corrupt: bool = False,
                  name: str = "csv") -> None:
         super().__init__(transform)
+        path_col, label_col, bias_col, split_col = map(str, (path_col, label_col, bias_col, split_col))
         if not os.path.isfile(csv_path):
             raise DatasetError(f"metadata CSV {csv_path!r} does not exist")
         if not os.path.isdir(image_dir):
             raise DatasetError(f"image folder {image_dir!r} does not exist (the CSV's {path_col!r} column is relative to it)")
-        wanted = str((split_values or _DEFAULT_SPLITS)[split])
+        split_values = split_values or _DEFAULT_SPLITS
+        if split not in split_values:
+            raise _NoRows(f"{csv_path}: split_values names no {split!r} split (it has {sorted(split_values)})")
+        wanted = str(split_values[split])
         with open(csv_path, newline="") as f:
             reader = csv.DictReader(f)
             missing = [c for c in (path_col, label_col, bias_col, split_col) if c not in (reader.fieldnames or [])]
@@ -63,7 +73,7 @@ class CSVDataset(BiasDataset):
             for attr in ("paths", "ids", "labels", "biases"):
                 setattr(self, attr, [getattr(self, attr)[k] for k in keep])
         if not self.ids:
-            raise DatasetError(f"{csv_path}: no rows with {split_col} == {wanted!r} (split {split!r})")
+            raise _NoRows(f"{csv_path}: no rows with {split_col} == {wanted!r} (split {split!r})")
         self.num_classes = num_classes or (max(self.labels + self.biases) + 1)
         self.info: Dict[str, object] = {"dataset": name, "csv": os.path.abspath(csv_path), "split": split,
                                         "label": label_col, "bias": bias_col}
@@ -73,18 +83,51 @@ class CSVDataset(BiasDataset):
         return load_rgb(self.paths[index])
 
 
-@register_dataset("csv")
+def load_csv_split(csv_path: str, image_dir: str, split: str, *, valid_fraction: float = 0.1, seed: int = 0,
+                   **options) -> BiasDataset:
+    """One split of a metadata CSV; without valid rows, valid is a stratified (class x bias) share of train.
+
+    As for the folder releases, validation never comes from the test rows: a CSV that has only train
+    and test rows (or ``split_values`` without ``valid``) gets ``valid_fraction`` of its train rows,
+    stratified by class x bias with ``seed``, and train keeps the rest.
+    """
+    if split == "test":
+        return CSVDataset(csv_path, image_dir, split, **options)
+    try:  # are there valid rows? (a probe: no image is opened)
+        CSVDataset(csv_path, image_dir, "valid", **dict(options, skip_corrupt=False))
+    except _NoRows:
+        full = CSVDataset(csv_path, image_dir, "train", **options)
+        c = full.num_classes
+        train_idx, valid_idx = stratified_split([y * c + b for y, b in zip(full.labels, full.biases)], valid_fraction, seed)
+        ds = full.subset(train_idx if split == "train" else valid_idx)
+        ds.info["valid"] = f"carved from train ({valid_fraction:.0%}, stratified by class x bias, seed {seed})"
+        ds.check_labels(f"{full.info['dataset']} {split}")
+        return ds
+    ds = CSVDataset(csv_path, image_dir, split, **options)
+    ds.info["valid"] = "the CSV's valid rows"
+    return ds
+
+
+#: The run options the metadata-CSV factories take (a carved validation split needs the fraction and seed).
+_RUN = ("valid_fraction", "seed", "skip_corrupt")
+
+
+@register_dataset("csv", options=_RUN, extra_options=("csv", "image_dir") + _COLUMNS)
 def _csv(root: Optional[str] = None, split: str = "train", csv: str = "metadata.csv", image_dir: str = ".",
          **options) -> BiasDataset:
     """Generic metadata CSV: ``root/csv`` with paths relative to ``root/image_dir``."""
     root = root or "."
     for key in ("path_col", "label_col", "bias_col"):
         if key not in options:
-            raise DatasetError(f"the csv dataset needs {key}= (the column name)")
-    return CSVDataset(os.path.join(root, csv), os.path.join(root, image_dir), split, **options)
+            raise DatasetError(f"the csv dataset needs {key} (the column name): in a run, --data-option {key}=COLUMN "
+                               f"or [data.options] {key} = \"COLUMN\" in the --config file")
+    if not os.path.isfile(os.path.join(root, csv)):
+        raise DatasetError(f"metadata CSV {os.path.join(root, csv)!r} does not exist (the csv dataset reads ROOT/{csv}; "
+                           "--data-option csv=FILE names another file under --data-root)")
+    return load_csv_split(os.path.join(root, csv), os.path.join(root, image_dir), split, **options)
 
 
-@register_dataset("celeba")
+@register_dataset("celeba", options=_RUN, extra_options=("csv",) + _COLUMNS)
 def _celeba(root: Optional[str] = None, split: str = "train", **options) -> BiasDataset:
     """CelebA blond hair vs male (DCWP's split): ``root/celebA/metadata_blonde_subsampled.csv``."""
     root = root or "."
@@ -93,13 +136,13 @@ def _celeba(root: Optional[str] = None, split: str = "train", **options) -> Bias
     options.setdefault("label_col", "Blond_Hair")
     options.setdefault("bias_col", "Male")
     options.setdefault("num_classes", 2)
-    ds = CSVDataset(os.path.join(base, options.pop("csv", "metadata_blonde_subsampled.csv")),
-                    os.path.join(base, "celeba", "img_align_celeba"), split, name="celeba", **options)
+    ds = load_csv_split(os.path.join(base, options.pop("csv", "metadata_blonde_subsampled.csv")),
+                        os.path.join(base, "celeba", "img_align_celeba"), split, name="celeba", **options)
     ds.conflict_rule = "equal"  # DCWP: blond males and non-blond females are the minority groups
     return ds
 
 
-@register_dataset("waterbirds")
+@register_dataset("waterbirds", options=_RUN, extra_options=("csv",) + _COLUMNS)
 def _waterbirds(root: Optional[str] = None, split: str = "train", **options) -> BiasDataset:
     """Waterbirds (Sagawa et al.): ``root/metadata.csv`` with img_filename, y, place, split."""
     root = root or "."
@@ -107,4 +150,5 @@ def _waterbirds(root: Optional[str] = None, split: str = "train", **options) -> 
     options.setdefault("label_col", "y")
     options.setdefault("bias_col", "place")
     options.setdefault("num_classes", 2)
-    return CSVDataset(os.path.join(root, options.pop("csv", "metadata.csv")), root, split, name="waterbirds", **options)
+    return load_csv_split(os.path.join(root, options.pop("csv", "metadata.csv")), root, split, name="waterbirds",
+                          **options)

@@ -11,7 +11,7 @@ import os
 import shlex
 import signal
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
@@ -144,7 +144,24 @@ def _overrides(ctx: click.Context, model: str, params: Dict[str, Any]) -> Dict[s
             out[key] = value
         else:
             out.setdefault(section, {})[key] = value
+    if params["data_option"]:
+        options = out.setdefault("data", {}).setdefault("options", {})
+        if not isinstance(options, dict):
+            raise ValueError(f"config file {params['config']!r}: data.options must be a table")
+        options.update(_data_option(text) for text in params["data_option"])
     return out
+
+
+def _data_option(text: str) -> Tuple[str, Any]:
+    """``KEY=VALUE`` of ``--data-option``: VALUE read as JSON (numbers, true / false, a {...} table), else text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--data-option takes KEY=VALUE (e.g. --data-option path_col=file), got {text!r}")
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = value
+    return key.strip(), parsed
 
 
 def _default_out(model: str, overrides: Dict[str, Any]) -> str:
@@ -189,6 +206,9 @@ def _default_out(model: str, overrides: Dict[str, Any]) -> str:
 @click.option("--num-workers", type=int, help="DataLoader worker processes.")
 @click.option("--test-protocol", type=click.Choice(TEST_PROTOCOLS), help="BFFHQ test set: full (DCWP) or conflicting.")
 @click.option("--skip-corrupt", is_flag=True, help="Skip unreadable images (counted in the report) instead of failing.")
+@click.option("--data-option", "data_option", multiple=True, metavar="KEY=VALUE",
+              help="An option of the dataset itself, repeatable (csv: --data-option path_col=file --data-option "
+              "label_col=y ...; VALUE is read as JSON when it parses). Config file: [data.options].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--cpu-amp", is_flag=True, help="bf16 autocast on the CPU: faster steps on a CPU with native bf16 "
               "(AVX512-BF16, AMX; refused on others); other numerics than fp32, so not bit-comparable with fp32 runs.")

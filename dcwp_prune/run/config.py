@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, Literal, Optional, Tuple
 
+from ..data import dataset_spec, list_datasets
 from ..data.cmnist import DigitSource
 from ..data.folders import TestProtocol
 from ..options import ConfigError, Options, choices
@@ -45,6 +46,7 @@ class DataConfig(Options):
     valid_fraction: float = 0.1
     test_protocol: TestProtocol = "full"  # bffhq: full (DCWP) | conflicting (DisEnt)
     skip_corrupt: bool = False  # drop unreadable images (counted) instead of failing
+    options: Dict[str, Any] = field(default_factory=dict)  # the dataset's own options (csv: path_col, ...)
 
 
 @dataclass(frozen=True)
@@ -145,5 +147,7 @@ def validate(config: RunConfig) -> None:
                          "prune.global_pruning = true (--global-ranking), or unset normalizer")
     if config.data.ratio is not None and not 0.0 <= config.data.ratio <= 100.0:
         raise ValueError(f"data.ratio is a percentage in [0, 100], got {config.data.ratio}")
+    if config.data.name in list_datasets():  # an unknown name is refused where the data is loaded, with close matches
+        dataset_spec(config.data.name).check_extra_options(config.data.options)
     if config.data.batch_size <= 0 or config.data.eval_batch_size <= 0:
         raise ValueError("data.batch_size and data.eval_batch_size must be positive")

@@ -180,6 +180,8 @@ def load_run_data(config: RunConfig, score_transform: str) -> RunData:
     spec = dataset_spec(d.name)
     opts = spec.run_options({"ratio": d.ratio, "valid_fraction": d.valid_fraction, "seed": config.seed, "source": d.source,
                              "mnist_root": d.mnist_root, "test_protocol": d.test_protocol, "skip_corrupt": d.skip_corrupt})
+    spec.check_extra_options(d.options)
+    opts.update(d.options)
     split = {s: create_dataset(d.name, root=d.root, split=s, transform=default_transform(d.name, s, d.image_size), **opts)
              for s in ("train", "valid", "test")}
     scoring = split["train"].subset(range(len(split["train"])))
