@@ -56,6 +56,8 @@ _LAZY = {
     "load_pruned_model": ("run.export", "load_pruned_model"),
     "mine_conflicting": ("training.mining", "mine_conflicting"),
     "prune_channels": ("adapters.structured", "prune_channels"),
+    "register_dataset": ("data", "register_dataset"),
+    "register_model": ("models", "register_model"),
     "run_dcwp": ("run.pipeline", "run_dcwp"),
     "save_checkpoint": ("run.checkpoint", "save_checkpoint"),
     "supcon_loss": ("training.objectives", "supcon_loss"),

@@ -46,3 +46,12 @@ def test_errors(tmp_path):
     with pytest.raises(ValueError, match="has no nn.Linear classifier"):
         classifier_of(nn.Sequential(nn.Conv2d(1, 1, 1)))
     assert {"cnn", "mlp", "resnet18", "vit_b_16"} <= set(list_models())
+
+
+@pytest.mark.parametrize("name,size", [("googlenet", 64), ("inception_v3", 75)])
+def test_models_with_auxiliary_heads_train_on_one_logits_tensor(name, size):
+    model = create_model(name, num_classes=3).train()  # torchvision's default builds return a tuple here
+    with FeatureTap(model) as tap, torch.no_grad():
+        out = model(torch.zeros(2, 3, size, size))
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 3) and tap.features.shape[0] == 2
+    assert not any("aux" in n.lower() for n, _ in model.named_modules())

@@ -7,9 +7,11 @@ import time
 
 import pytest
 import torch
+from torch import nn
 
 from dcwp_prune import bias_group_accuracy
-from dcwp_prune.data import create_dataset
+from dcwp_prune.data import create_dataset, dataset_spec, register_dataset
+from dcwp_prune.models import register_model
 from dcwp_prune.run.config import RunConfig
 from dcwp_prune.run.export import load_pruned_model
 from dcwp_prune.run.pipeline import resolve_variant, run_dcwp
@@ -190,6 +192,81 @@ def test_model_that_cannot_take_the_images_is_refused_before_training(tmp_path):
                                          r"\(Wrong image height! Expected 224 but got 28!\); pass --image-size 224"):
         run_dcwp(tiny(tmp_path / "vit", model="vit_b_32"))
     assert not (tmp_path / "vit").exists()
+
+
+class _HeadNet(nn.Module):
+    """A user's model (not a torchvision one): a body and a classifier defined last."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(3 * 28 * 28, 64), nn.ReLU())
+        self.head = nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+class _HeadFirstNet(_HeadNet):
+    def __init__(self, num_classes=10):
+        nn.Module.__init__(self)
+        self.head = nn.Linear(64, num_classes)  # defined before the body: the last nn.Linear is not the classifier
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(3 * 28 * 28, 64), nn.ReLU())
+
+
+class _AuxNet(_HeadNet):
+    def forward(self, x):
+        logits = super().forward(x)
+        return (logits, logits) if self.training else logits
+
+
+class _TrailingLinearNet(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.fc = nn.Linear(3 * 28 * 28, num_classes)
+        self.projector = nn.Linear(num_classes, 32)  # registered after the classifier
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+register_model("_test_headnet")(_HeadNet)
+register_model("_test_auxnet")(_AuxNet)
+register_model("_test_headfirst")(_HeadFirstNet)
+register_model("_test_trailing")(_TrailingLinearNet)
+
+
+@register_dataset("_test_cmnist_every", options=("ratio", "seed", "source"), ratios=(2.0,), default_ratio=2.0,
+                  transform=dataset_spec("cmnist").transform, extra_options=("every",))
+def _cmnist_every(root=None, split="train", every=1, **options):
+    ds = create_dataset("cmnist", root=root, split=split, **options)
+    return ds.subset(range(0, len(ds), every)) if split == "train" else ds
+
+
+def test_registered_model_and_dataset_with_its_own_option_run_end_to_end(tmp_path):
+    config = tiny(tmp_path / "run", model="_test_headnet", data={"name": "_test_cmnist_every", "options": {"every": 4}})
+    result = run_dcwp(config)
+    assert result.metrics["dcwp_last"]["test"]["accuracy"] > 0.1
+    assert set(result.scores.keys()) == {"head.weight", "body.1.weight"}
+    mined = json.loads((tmp_path / "run" / "mined.json").read_text())
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["options"] == {"every": 4}
+    train = create_dataset("cmnist", split="train", ratio=2.0)
+    assert set(mined["ids"]) <= set(train.ids[::4])
+    with pytest.raises(ValueError, match=r"dataset '_test_cmnist_every' has no option\(s\) \['stride'\].*takes every"):
+        run_dcwp(tiny(tmp_path / "bad", data={"name": "_test_cmnist_every", "options": {"stride": 4}}))
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("model,message", [
+    ("_test_auxnet", r"model '_test_auxnet' returns a tuple in training mode; DCWP trains on one logits tensor"),
+    ("_test_trailing", r"the logits come from 'fc', but its last nn.Linear is 'projector' \(Linear\(in_features=10, "
+                       r"out_features=32.*define the classifier last"),
+    ("_test_headfirst", r"the logits come from 'head', but its last nn.Linear is 'body.1'"),
+    ("squeezenet1_0", r"SqueezeNet has no nn.Linear classifier.*the contrastive term of stages 3 and 4"),
+])
+def test_models_the_stages_cannot_train_are_refused_before_training(tmp_path, model, message):
+    with pytest.raises(ValueError, match=message):
+        run_dcwp(tiny(tmp_path / "run", model=model, data={"image_size": 64} if model == "squeezenet1_0" else {}))
+    assert not (tmp_path / "run").exists()
 
 
 def test_cpu_amp_runs_in_bf16_and_is_refused_without_native_bf16(tmp_path, monkeypatch):

@@ -134,6 +134,15 @@ def _load_file(model: nn.Module, path: str) -> None:
         raise ValueError(f"{path!r} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
+#: Builder options for torchvision models trained from scratch. GoogLeNet and Inception v3 default to
+#: auxiliary classifiers, whose training-mode forward returns a tuple of logits; DCWP's stages train
+#: one logits tensor (as the pretrained builds of both do, which drop the auxiliary heads).
+_SCRATCH_OPTIONS: Dict[str, Dict[str, object]] = {
+    "googlenet": {"aux_logits": False, "init_weights": True},
+    "inception_v3": {"aux_logits": False, "init_weights": True},
+}
+
+
 def create_model(name: str, num_classes: int, weights: Optional[str] = None) -> nn.Module:
     """Build ``name`` with a ``num_classes``-way head.
 
@@ -142,6 +151,8 @@ def create_model(name: str, num_classes: int, weights: Optional[str] = None) -> 
         num_classes: the number of target classes.
         weights: a torchvision weights name (``DEFAULT``, ``IMAGENET1K_V1``; offline it must be in the
             torch hub cache) or a local state-dict file (loaded with ``weights_only=True``).
+
+    GoogLeNet and Inception v3 are built without their auxiliary classifiers (one logits output).
 
     Raises:
         KeyError: unknown model name (the message lists close matches).
@@ -157,7 +168,7 @@ def create_model(name: str, num_classes: int, weights: Optional[str] = None) -> 
         if name not in _torchvision_names():
             raise KeyError(unknown_name_message("model", name, list_models(), listing="--list-models"))
         if weights is None or is_file:
-            model = torchvision.models.get_model(name, num_classes=num_classes)
+            model = torchvision.models.get_model(name, num_classes=num_classes, **_SCRATCH_OPTIONS.get(name, {}))
         else:
             try:
                 model = torchvision.models.get_model(name, weights=weights)

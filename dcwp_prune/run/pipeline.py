@@ -255,14 +255,21 @@ def check_stage1_source(config: RunConfig) -> None:
 
 
 def _check_model_fits(model: nn.Module, data: RunData, config: RunConfig) -> None:
-    """One forward pass on a real sample (and the structured-support check) before any training;
-    a ``model_file`` is loaded into ``model`` now too, so that a bad file fails before the run folder exists."""
+    """Forward passes on a real sample in eval and training mode (and the structured-support check) before
+    any training, on a throwaway ``model``; a ``model_file`` is loaded into it now too, so that a bad file
+    fails before the run folder exists."""
     if config.model_file:
         _load_model_file(model, config.model_file)
     x = data.valid[0].image.unsqueeze(0).to(next(model.parameters()).device)
+    linear_out: Dict[nn.Module, Any] = {}
+    hooks = [m.register_forward_hook(lambda mod, _, o: linear_out.__setitem__(mod, o))
+             for m in model.modules() if isinstance(m, nn.Linear)]
     try:
         with torch.no_grad():
-            model.eval()(x)
+            logits = model.eval()(x)
+            for h in hooks:
+                h.remove()
+            out = model.train()(torch.cat([x, x]))  # stage 1's mode: auxiliary heads run only here
     except (RuntimeError, AssertionError, ValueError, IndexError, TypeError) as err:
         # torchvision's ViT asserts its fixed input size (AssertionError); convolutions raise RuntimeError
         need = getattr(model, "image_size", None)
@@ -271,6 +278,25 @@ def _check_model_fits(model: nn.Module, data: RunData, config: RunConfig) -> Non
         first = (str(err).splitlines() or [type(err).__name__])[0]
         raise ValueError(f"model {config.model!r} cannot take {config.data.name} images of shape "
                          f"{tuple(x.shape[1:])} ({first}); {fix} or choose another model") from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, data.num_classes):  # one (N, C) logits tensor
+        got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
+        raise ValueError(f"model {config.model!r} returns {got} in training mode; DCWP trains on one logits tensor of "
+                         f"shape (batch, {data.num_classes}): build it without auxiliary heads, or wrap it to return the logits")
+    from ..models import classifier_of
+
+    try:  # stages 3 and 4 take the classifier's input as the contrastive feature
+        head = classifier_of(model)
+    except ValueError as err:
+        raise ValueError(f"model {config.model!r}: {err} (the contrastive term of stages 3 and 4 takes the input of the "
+                         "nn.Linear that produces the logits); choose another model, or prune a trained one with "
+                         "`dcwp-prune prune` / DCWPMethod") from None
+    producer = next((m for m, o in linear_out.items() if o is logits), None)  # the nn.Linear that returned the logits
+    if (producer is not None and producer is not head) or head.out_features != data.num_classes:
+        names = {m: n for n, m in model.named_modules()}
+        found = f"the logits come from {names[producer]!r}, " if producer is not None else ""
+        raise ValueError(f"model {config.model!r}: {found}but its last nn.Linear is {names[head]!r} ({head}); DCWP takes "
+                         "the input of the last nn.Linear the model registers as the contrastive feature, so define the "
+                         "classifier last in the model's __init__")
     if config.prune.structured:
         from ..adapters.structured import check_structured_support
 
