@@ -215,12 +215,33 @@ def test_listing_and_version():
     (["mlp", "--data", "cmnist", "--variant", "bogus"], "Invalid value for '--variant'"),
     (["mlp", "--data", "cmnist", "--config", "/nonexistent.toml"], "config file '/nonexistent.toml' does not exist"),
     (["evaluate", "/nonexistent"], "run folder '/nonexistent' does not exist; pass the --out folder"),
+    (["mlp", "--data", "cmnist", "--image-size", "0"], "data.image_size must be > 0, got 0 (--image-size)"),
+    (["mlp", "--data", "cmnist", "--seed", "-5"], "seed must be >= 0, got -5 (--seed)"),
+    (["mlp", "--data", "cmnist", "--num-workers", "-1"], "data.num_workers must be >= 0, got -1 (--num-workers)"),
+    (["mlp", "--data", "cmnist", "--batch-size", "100000"],
+     "data.batch_size 100000 is larger than the training set (4000 images)"),
 ])
 def test_user_errors_exit_2_without_traceback(args, message, tmp_path):
     result = CliRunner().invoke(main, args + (["--out", str(tmp_path / "o")] if args[0] == "mlp" else []))
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("toml,message", [
+    ("[mining]\ntau = 1.5\n", "mining.tau must be in (0, 1), got 1.5"),
+    ("[biased]\nq = 0\n", "biased.q must be in (0, 1], got 0"),
+    ("[data]\nvalid_fraction = 1.0\n", "data.valid_fraction must be in (0, 1), got 1"),
+    ("[finetune]\nlr = -0.001\n", "finetune.lr must be > 0, got -0.001"),
+    ("[mask]\nlambda_sparse = -1e-8\n", "mask.lambda_sparse must be >= 0, got -1e-08"),
+    ("[finetune]\neval_every = 0\n", "finetune.eval_every must be > 0, got 0"),
+])
+def test_out_of_range_values_are_refused_before_anything_runs(tmp_path, toml, message):
+    (tmp_path / "bad.toml").write_text(toml)
+    result = CliRunner().invoke(main, ["mlp", "--data", "cmnist", "--config", str(tmp_path / "bad.toml"), "--out",
+                                       str(tmp_path / "o")])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "o").exists()
 
 
 def test_diverged_loss_before_any_checkpoint_leaves_nothing(tmp_path):

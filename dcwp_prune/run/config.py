@@ -113,6 +113,33 @@ class RunConfig(Options):
     progress: bool = True
 
 
+#: Numeric ranges: (dotted key, low, low included, high or None, high included). None values are unset.
+_RANGES: Tuple[Tuple[str, float, bool, Optional[float], bool], ...] = tuple(
+    [(k, 0.0, True, None, False) for k in (
+        "seed", "checkpoint_every", "data.num_workers", "biased.iterations", "mask.iterations", "finetune.iterations",
+        "biased.biased_iterations", "biased.weight_decay", "biased.biased_weight_decay", "biased.eta",
+        "finetune.weight_decay", "mask.lambda_sparse", "mask.lambda_con", "finetune.lambda_con")]
+    + [(k, 0.0, False, None, False) for k in (
+        "data.image_size", "data.batch_size", "data.eval_batch_size", "biased.lr", "biased.biased_lr",
+        "biased.lr_decay_step", "biased.biased_lr_decay_step", "biased.lr_gamma", "biased.biased_lr_gamma", "mask.lr",
+        "mask.temperature", "mask.gumbel_temperature", "mask.upweight", "mask.eval_every", "finetune.lr",
+        "finetune.lr_decay_step", "finetune.lr_gamma", "finetune.temperature", "finetune.upweight",
+        "finetune.eval_every", "prune.round_to")]
+    + [("data.valid_fraction", 0.0, False, 1.0, False), ("mining.tau", 0.0, False, 1.0, False),
+       ("biased.q", 0.0, False, 1.0, True)]
+)
+#: The CLI flag of a ranged key, named in its error.
+_FLAG = {"seed": " (--seed)", "data.image_size": " (--image-size)", "data.batch_size": " (--batch-size)",
+         "data.num_workers": " (--num-workers)"}
+
+
+def _dotted(config: Options, key: str) -> Any:
+    value: Any = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
 def validate(config: RunConfig) -> None:
     """Raise ``ValueError`` naming the first bad option, its value and the accepted values.
 
@@ -120,9 +147,14 @@ def validate(config: RunConfig) -> None:
     """
     if not (config.device in ("auto", "cpu", "cuda") or config.device.startswith("cuda:")):
         raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {config.device!r}")
-    for name in ("biased", "mask", "finetune"):
-        if getattr(config, name).iterations < 0:
-            raise ValueError(f"{name}.iterations must be >= 0, got {getattr(config, name).iterations}")
+    for key, low, low_ok, high, high_ok in _RANGES:
+        value = _dotted(config, key)
+        if value is None:
+            continue
+        if (value < low if low_ok else value <= low) or (high is not None and (value > high if high_ok else value >= high)):
+            lo, hi = "[" if low_ok else "(", "]" if high_ok else ")"
+            want = f"in {lo}{low:g}, {high:g}{hi}" if high is not None else f"{'>=' if low_ok else '>'} {low:g}"
+            raise ValueError(f"{key} must be {want}, got {value:g}{_FLAG.get(key, '')}")
     p = config.prune
     given = [k for k in PRUNE_RULES if getattr(p, k) is not None]
     if len(given) > 1:
@@ -149,5 +181,3 @@ def validate(config: RunConfig) -> None:
         raise ValueError(f"data.ratio is a percentage in [0, 100], got {config.data.ratio}")
     if config.data.name in list_datasets():  # an unknown name is refused where the data is loaded, with close matches
         dataset_spec(config.data.name).check_extra_options(config.data.options)
-    if config.data.batch_size <= 0 or config.data.eval_batch_size <= 0:
-        raise ValueError("data.batch_size and data.eval_batch_size must be positive")

@@ -555,6 +555,10 @@ def _run_stages(config: RunConfig, rt: Runtime, folder: "RunFolder", force_confi
         data = load_run_data(config, resolve_variant(config)["score_transform"])
         if config.quick:
             config = quick_schedule(config, len(data.train))
+    if config.data.batch_size > len(data.train):
+        raise ValueError(f"data.batch_size {config.data.batch_size} is larger than the training set ({len(data.train)} "
+                         f"images): every batch would repeat images (and the contrastive term is batch x batch); "
+                         f"pass --batch-size {len(data.train)} or less")
     variant = resolve_variant(config)
     rt.checkpoint_every, rt.label = config.checkpoint_every, "[quick]" if config.quick else ""
     _check_model_fits(create_model(config.model, data.num_classes, weights=config.weights).to(rt.device), data, config)
