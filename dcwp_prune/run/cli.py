@@ -348,10 +348,14 @@ def make_cmnist(out: str, ratios: tuple, source: str, mnist_root: Optional[str],
                                overwrite=overwrite)
     except _USER_ERRORS as err:
         raise _fail(err) from None
-    with open(os.path.join(written[0], "generation.json")) as f:
+    from ..data.cmnist import pct_name
+
+    root = os.path.join(os.path.expanduser(out), "cmnist")
+    targets = [os.path.join(root, pct_name(r)) for r in (ratios or STANDARD_RATIOS)] + [os.path.join(root, "test")]
+    with open(os.path.join(targets[0], "generation.json")) as f:
         click.echo(f"digits: {json.load(f)['source']}")
-    for path in written:
-        click.echo(f"wrote {path}")
+    for path in targets:
+        click.echo(f"wrote {path}" if path in written else f"kept {path} (already there, same generation)")
 
 
 def _num_classes_of(arch: str, state: Dict[str, Any]) -> int:
