@@ -1,7 +1,8 @@
 """dcwp-prune: Debiased Contrastive Weight Pruning (Park et al., CVPR 2023) as a pruning plugin.
 
-``DCWPMethod`` plugs into ``torch.nn.utils.prune``; ``DCWPImportance`` into Torch-Pruning. Both are
-driven by :class:`MaskScores`, the per-weight logits that the DCWP pipeline learns.
+``DCWPMethod`` plugs into ``torch.nn.utils.prune``; ``DCWPImportance`` into Torch-Pruning;
+``DCWPSparsifier`` into ``torch.ao.pruning``. All are driven by :class:`MaskScores`, the per-weight
+logits that the DCWP pipeline learns.
 
 The package has three wings over one shared object (``scores.MaskScores``): ``adapters`` (the
 plugins), ``training`` (the stages, on one engine) and ``run`` (config, run folder, CLI); imports
@@ -29,6 +30,7 @@ _LAZY = {
     "ConfigError": ("options", "ConfigError"),
     "DCWPImportance": ("adapters.torch_pruning", "DCWPImportance"),
     "DCWPResult": ("run.pipeline", "DCWPResult"),
+    "DCWPSparsifier": ("adapters.torch_ao", "DCWPSparsifier"),
     "DataConfig": ("run.config", "DataConfig"),
     "FeatureTap": ("models", "FeatureTap"),
     "FinetuneConfig": ("training.finetune", "FinetuneConfig"),
