@@ -24,6 +24,7 @@ __all__ = [
     "BiasSample",
     "DatasetError",
     "DatasetSpec",
+    "carve_valid",
     "create_dataset",
     "dataset_spec",
     "list_datasets",
@@ -157,6 +158,16 @@ def stratified_split(keys: Sequence[int], fraction: float, seed: int) -> tuple[L
         second.extend(members[:n].tolist())
         first.extend(members[n:].tolist())
     return sorted(first), sorted(second)
+
+
+def carve_valid(full: "BiasDataset", split: str, valid_fraction: float, seed: int) -> "BiasDataset":
+    """``split`` (train or valid) of a training set that has no validation split of its own: valid is
+    ``valid_fraction`` of it, stratified by class x bias with ``seed``, and train keeps the rest."""
+    c = full.num_classes
+    train_idx, valid_idx = stratified_split([y * c + b for y, b in zip(full.labels, full.biases)], valid_fraction, seed)
+    ds = full.subset(train_idx if split == "train" else valid_idx)
+    ds.info["valid"] = f"carved from train ({valid_fraction:.0%}, stratified by class x bias, seed {seed})"
+    return ds
 
 
 #: The run options a dataset factory may take (``DataConfig`` fields, plus the run's ``seed``).

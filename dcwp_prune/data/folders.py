@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Literal, Optional, Sequence, Tuple
 from torch import Tensor
 
 from ..options import choices
-from .base import BiasDataset, DatasetError, register_dataset, stratified_split
+from .base import BiasDataset, DatasetError, carve_valid, register_dataset
 from .cmnist import STANDARD_RATIOS, generate_cmnist, pct_name
 from .transforms import cifar_transform, digits_transform, faces_transform
 
@@ -192,11 +192,8 @@ def load_release(
         ds = FolderDataset(files, ratio_dir if split == "train" or valid_dir.startswith(ratio_dir) else release,
                            info=dict(info, split=split, valid="release"), **kw)
     else:
-        full = FolderDataset(train_files, ratio_dir, info=dict(info, split=split), **kw)
-        c = full.num_classes
-        train_idx, valid_idx = stratified_split([y * c + b for y, b in zip(full.labels, full.biases)], valid_fraction, seed)
-        ds = full.subset(train_idx if split == "train" else valid_idx)
-        ds.info["valid"] = f"carved from train ({valid_fraction:.0%}, stratified by class x bias, seed {seed})"
+        ds = carve_valid(FolderDataset(train_files, ratio_dir, info=dict(info, split=split), **kw), split, valid_fraction,
+                         seed)
     ds.check_labels(f"{name} {split}")
     return ds
 

@@ -8,7 +8,7 @@ from typing import Dict, Mapping, Optional, Union
 
 from torch import Tensor
 
-from .base import BiasDataset, DatasetError, register_dataset, stratified_split
+from .base import BiasDataset, DatasetError, carve_valid, register_dataset
 from .folders import is_readable, load_rgb
 
 __all__ = ["CSVDataset"]
@@ -97,10 +97,7 @@ def load_csv_split(csv_path: str, image_dir: str, split: str, *, valid_fraction:
         CSVDataset(csv_path, image_dir, "valid", **dict(options, skip_corrupt=False))
     except _NoRows:
         full = CSVDataset(csv_path, image_dir, "train", **options)
-        c = full.num_classes
-        train_idx, valid_idx = stratified_split([y * c + b for y, b in zip(full.labels, full.biases)], valid_fraction, seed)
-        ds = full.subset(train_idx if split == "train" else valid_idx)
-        ds.info["valid"] = f"carved from train ({valid_fraction:.0%}, stratified by class x bias, seed {seed})"
+        ds = carve_valid(full, split, valid_fraction, seed)
         ds.check_labels(f"{full.info['dataset']} {split}")
         return ds
     ds = CSVDataset(csv_path, image_dir, split, **options)
