@@ -31,6 +31,14 @@ def test_unstructured_example_from_scores_file(tmp_path):
     assert "sparsity over scored weights: 0.0000" in out
 
 
+def test_torch_ao_example():
+    out = run_example("examples/ao_sparsify.py", "--random-scores", "--sparsity-level", "0.8")
+    assert "output change from squashing: 0.00e+00" in out
+    n = 11_172_032  # resnet18's conv and linear weights at 10 classes, each masked at 80 % (rounded per tensor)
+    zeros = int(out.split("zero weights after squash_mask: ")[1].split()[0])
+    assert abs(zeros - 0.8 * n) <= 21 and f"of {n}" in out
+
+
 def test_structured_example():
     out = run_example("examples/structured_prune.py", "--random-scores", "--size", "64")
     assert "MACs" in out and "output shape: (1, 10)" in out
