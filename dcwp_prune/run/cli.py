@@ -58,6 +58,28 @@ class _DefaultGroup(click.Group):
         return super().parse_args(ctx, args)
 
 
+def _import_modules(ctx: click.Context, param: click.Parameter, names: Tuple[str, ...]) -> None:
+    """``--import MODULE``: import the user's modules first, so that what they register exists (the
+    current folder is searched too, as ``python -m`` would)."""
+    import importlib
+
+    if names and os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise click.BadParameter(f"cannot import {name!r} ({err}); pass a module name (mypkg.models, not a file "
+                                     "path) found in the current folder or on PYTHONPATH", ctx=ctx, param=param) from None
+
+
+#: ``--import MODULE`` of every command that builds a model or a dataset by name.
+_import_option = click.option(
+    "--import", "imports", multiple=True, metavar="MODULE", is_eager=True, expose_value=False, callback=_import_modules,
+    help="Import MODULE first (repeatable): a module of yours that registers models or datasets "
+    "(dcwp_prune.register_model / register_dataset).")
+
+
 def _list(kind: str) -> Any:
     def callback(ctx: click.Context, param: click.Parameter, value: bool) -> None:
         if not value or ctx.resilient_parsing:
@@ -220,6 +242,7 @@ def _default_out(model: str, overrides: Dict[str, Any]) -> str:
               help="Replace an existing run folder (the old run is deleted only once the new one has a checkpoint).")
 @click.option("--quick", is_flag=True, help="Scaled-down schedule for demos (labelled as such everywhere).")
 @click.option("--progress/--no-progress", default=True, help="Progress bars.")
+@_import_option
 @click.pass_context
 def run_command(ctx: click.Context, model: str, **params: Any) -> None:
     """Run DCWP end to end on MODEL and write a run folder with a report."""
@@ -251,7 +274,8 @@ def _check_model_name(name: str) -> None:
     from ..models import list_models
 
     if name not in list_models():
-        raise KeyError(unknown_name_message("model", name, list_models(), listing="--list-models"))
+        raise KeyError(unknown_name_message("model", name, list_models(), listing="--list-models")
+                       + "; yours: --import the module that registers it")
 
 
 def _resume_hint(config: Any) -> str:
@@ -388,6 +412,7 @@ def _num_classes_of(arch: str, state: Dict[str, Any]) -> int:
 @click.option("--input-size", type=int, help="Input resolution for tracing (default 28 for cnn/mlp, else 224).")
 @click.option("--out", required=True, type=click.Path(), help="Output folder.")
 @click.option("--overwrite", is_flag=True)
+@_import_option
 def prune_command(model_file: str, arch: str, scores: str, num_classes: Optional[int], structured: bool,
                   pruning_ratio: float, target_macs: Optional[float], global_pruning: bool, amount: Optional[float],
                   sparsity: Optional[float], threshold: Optional[float], input_size: Optional[int], out: str,
@@ -454,6 +479,7 @@ def _prune(model_file: str, arch: str, scores_path: str, num_classes: Optional[i
 @main.command("evaluate")
 @click.argument("run_dir", type=click.Path())
 @click.option("--device", default="auto", show_default=True)
+@_import_option
 def evaluate_command(run_dir: str, device: str) -> None:
     """Re-evaluate the saved model of RUN_DIR on its valid and test splits."""
     try:
@@ -486,6 +512,7 @@ def _evaluate(run_dir: str, device: str) -> Dict[str, Any]:
 
 @main.command("report")
 @click.argument("run_dir", type=click.Path())
+@_import_option
 def report_command(run_dir: str) -> None:
     """Rebuild report.json, report.md and the plots of RUN_DIR and print the summary."""
     from .report import build_report
