@@ -108,6 +108,11 @@ def _efficiency(run_dir: str, config: RunConfig, num_classes: int, shape: List[i
     return out
 
 
+def _options_label(options: Optional[Dict[str, Any]]) -> str:
+    """`` (csv=meta.csv, path_col=file)``: the dataset's own options of a run, if it had any."""
+    return f" ({', '.join(f'{k}={v}' for k, v in sorted(options.items()))})" if options else ""
+
+
 def build_report(run_dir: str, latency_reps: int = 10) -> Dict[str, Any]:
     """Write ``report.json``, ``report.md`` and the PNG plots into ``run_dir``; return the report."""
     from .plots import plot_curves, plot_group_accuracy, plot_kept
@@ -126,7 +131,8 @@ def build_report(run_dir: str, latency_reps: int = 10) -> Dict[str, Any]:
         "variant": config.variant,
         "protocol": {
             "dataset": config.data.name, "conflict_ratio_pct": config.data.ratio, "model": config.model,
-            "digit_source": data.get("source"), "valid_split": data.get("valid", "release / generated"),
+            "digit_source": data.get("source"), "data_options": dict(config.data.options),
+            "valid_split": data.get("valid", "release / generated"),
             "test_protocol": (info.get("test") or {}).get("test_protocol", config.data.test_protocol),
             "saved_model": selection, "seed": config.seed, "init": config.weights or "random (no pretrained weights)",
         },
@@ -180,7 +186,8 @@ def render_markdown(report: Dict[str, Any]) -> str:
     out = [f"# DCWP run: {p['model']} on {p['dataset']}{ratio}{quick}", ""]
     out += [f"> **WARNING: {w}**\n" for w in report.get("warnings", [])]
     out += [f"- variant: `{report['variant']}`; saved model: {p['saved_model']}; seed {p['seed']}; init: {p['init']}",
-            f"- data: {p['digit_source'] or p['dataset']}; valid split: {p['valid_split']}; test protocol: {p['test_protocol']}",
+            f"- data: {p['digit_source'] or p['dataset']}{_options_label(p.get('data_options'))}; valid split: "
+            f"{p['valid_split']}; test protocol: {p['test_protocol']}",
             f"- mined bias-conflicting samples: {report['mined']['count']} of {report['mined']['num_samples']} "
             f"(method `{report['mined']['method']}`, precision {_pct(report['mined']['precision'])} %, "
             f"recall {_pct(report['mined']['recall'])} %)", ""]
