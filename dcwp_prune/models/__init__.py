@@ -21,7 +21,24 @@ _BUILTIN.register("mlp")(MLP)
 
 
 def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register a factory ``fn(num_classes=...) -> nn.Module`` under ``name``."""
+    """Register a factory ``fn(num_classes=...) -> nn.Module`` under ``name`` (decorator).
+
+    For the whole pipeline (``run_dcwp``, the CLI with ``--import``) the model must return one
+    ``(batch, num_classes)`` logits tensor in training mode too, and its classifier must be the last
+    ``nn.Linear`` it defines (its input is the contrastive feature); a run checks both before training.
+
+    Example:
+        >>> from torch import nn
+        >>> @register_model("tiny-mlp-example")
+        ... class TinyMLP(nn.Module):
+        ...     def __init__(self, num_classes=10):
+        ...         super().__init__()
+        ...         self.body, self.head = nn.Sequential(nn.Flatten(), nn.Linear(12, 8)), nn.Linear(8, num_classes)
+        ...     def forward(self, x):
+        ...         return self.head(self.body(x))
+        >>> create_model("tiny-mlp-example", num_classes=3).head.out_features
+        3
+    """
     return _BUILTIN.register(name)
 
 
