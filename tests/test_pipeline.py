@@ -230,7 +230,13 @@ class _TrailingLinearNet(nn.Module):
 
 
 register_model("_test_headnet")(_HeadNet)
+class _ScaledTrailingNet(_TrailingLinearNet):
+    def forward(self, x):
+        return self.fc(x.flatten(1)) * 2.0  # no nn.Linear returns the logits object itself
+
+
 register_model("_test_auxnet")(_AuxNet)
+register_model("_test_scaled_trailing")(_ScaledTrailingNet)
 register_model("_test_headfirst")(_HeadFirstNet)
 register_model("_test_trailing")(_TrailingLinearNet)
 
@@ -261,6 +267,8 @@ def test_registered_model_and_dataset_with_its_own_option_run_end_to_end(tmp_pat
     ("_test_trailing", r"the logits come from 'fc', but its last nn.Linear is 'projector' \(Linear\(in_features=10, "
                        r"out_features=32.*define the classifier last"),
     ("_test_headfirst", r"the logits come from 'head', but its last nn.Linear is 'body.1'"),
+    ("_test_scaled_trailing", r"its last nn.Linear, 'projector' \(Linear\(in_features=10, out_features=32.*does not "
+                              r"produce the 10 logits"),
     ("squeezenet1_0", r"SqueezeNet has no nn.Linear classifier.*the contrastive term of stages 3 and 4"),
 ])
 def test_models_the_stages_cannot_train_are_refused_before_training(tmp_path, model, message):

@@ -293,10 +293,11 @@ def _check_model_fits(model: nn.Module, data: RunData, config: RunConfig) -> Non
     producer = next((m for m, o in linear_out.items() if o is logits), None)  # the nn.Linear that returned the logits
     if (producer is not None and producer is not head) or head.out_features != data.num_classes:
         names = {m: n for n, m in model.named_modules()}
-        found = f"the logits come from {names[producer]!r}, " if producer is not None else ""
-        raise ValueError(f"model {config.model!r}: {found}but its last nn.Linear is {names[head]!r} ({head}); DCWP takes "
-                         "the input of the last nn.Linear the model registers as the contrastive feature, so define the "
-                         "classifier last in the model's __init__")
+        what = (f"the logits come from {names[producer]!r}, but its last nn.Linear is {names[head]!r} ({head})"
+                if producer is not None else
+                f"its last nn.Linear, {names[head]!r} ({head}), does not produce the {data.num_classes} logits")
+        raise ValueError(f"model {config.model!r}: {what}; DCWP takes the input of the last nn.Linear the model "
+                         "registers as the contrastive feature, so define the classifier last in the model's __init__")
     if config.prune.structured:
         from ..adapters.structured import check_structured_support
 
