@@ -1,6 +1,7 @@
 """Runs ``run_dcwp`` on a config JSON file: a subprocess target for the resume and torchrun tests."""
 
 import json
+import os
 import sys
 
 from dcwp_prune.run.config import RunConfig
@@ -9,4 +10,5 @@ from dcwp_prune.run.pipeline import run_dcwp
 if __name__ == "__main__":
     with open(sys.argv[1]) as f:
         config = RunConfig.from_dict(json.load(f))
-    run_dcwp(config)
+    result = run_dcwp(config)
+    print(f"rank {os.environ.get('RANK', '0')}: run_dir {result.run_dir}")

@@ -359,6 +359,10 @@ def test_torchrun_two_processes_match_one(tmp_path):
                            "29517", os.path.join(ROOT, "tests", "_run_pipeline.py"), str(tmp_path / "cfg.json")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # rank 0 owns the run folder (and prints, warns and reports once); the other rank's result says so
+    # (the two ranks' prints may share a line of the merged output)
+    assert proc.stdout.count("run_dir") == 2 and f"rank 0: run_dir {tmp_path / 'two'}" in proc.stdout
+    assert "rank 1: run_dir None" in proc.stdout
     one, two = _results(tmp_path / "one"), _results(tmp_path / "two")
     info = json.loads((tmp_path / "two" / "results.json").read_text())["info"]
     assert info["world_size"] == 2

@@ -291,7 +291,8 @@ def _run(config: Any, force_config: bool = False) -> None:
 
     label = " [quick schedule]" if config.quick else ""
     verb = "resuming" if config.resume else "running"
-    click.echo(f"dcwp-prune {__version__}: {verb} {config.model} on {config.data.name} -> {config.out}{label}", err=True)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, once (rank 0 also prints the summary)
+        click.echo(f"dcwp-prune {__version__}: {verb} {config.model} on {config.data.name} -> {config.out}{label}", err=True)
     try:
         result = run_dcwp(config, force_config=force_config)
     except KeyboardInterrupt as stop:  # StopRequested (Ctrl-C, SIGTERM): checkpoint written; a second one: the last
@@ -317,8 +318,8 @@ def _run(config: Any, force_config: bool = False) -> None:
                 hint += f" The run that was in {config.out} is unchanged."
         click.echo(f"Error: {err}\n{hint}", err=True)
         sys.exit(1)
-    if result.run_dir is None or not os.path.isfile(os.path.join(config.out, "results.json")):
-        return  # not rank 0
+    if result.run_dir is None:
+        return  # not rank 0: rank 0 writes the report and prints the summary
     report = build_report(config.out)
     _print_summary(report)
 

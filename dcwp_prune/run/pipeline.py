@@ -56,7 +56,10 @@ _LOG_STAGE = {"biased": 0, "vanilla": 0, "mining": 1, "mask": 2, "mask_eval": 2,
 
 @dataclass
 class DCWPResult:
-    """What a run produced. ``metrics[name][split]`` holds :class:`BiasGroupAccuracy` outputs."""
+    """What a run produced. ``metrics[name][split]`` holds :class:`BiasGroupAccuracy` outputs.
+
+    ``run_dir`` is the run folder on the process that wrote it (rank 0), None on the other ranks.
+    """
 
     run_dir: Optional[str]
     config: RunConfig
@@ -585,7 +588,7 @@ def _stages(config: RunConfig, rt: Runtime, data: RunData, variant: Dict[str, An
     stage1 = run.biased()
     mined = run.mining(stage1["model_b"], stage1["pseudo_scores"])
     notes = mining_warnings(mined.count, len(data.train), config.mining.method, config.data.ratio)
-    for note in notes:
+    for note in notes if rt.env.is_main else ():  # once, not once per rank
         warnings.warn(note, RuntimeWarning, stacklevel=2)
     model = stage1["model_d"]
     scores = run.mask(model, mined)
@@ -595,7 +598,7 @@ def _stages(config: RunConfig, rt: Runtime, data: RunData, variant: Dict[str, An
     selected = variant["selected"] if tuned.get("best_state") is not None else "last"
     if selected == "best_valid":
         model.load_state_dict(tuned["best_state"])
-    result = DCWPResult(config.out, config, metrics, selected, run.sparsity(model, scores), kept_fraction(scores, warn=False),
+    result = DCWPResult(config.out if rt.env.is_main else None, config, metrics, selected, run.sparsity(model, scores), kept_fraction(scores, warn=False),
                         mined.to_dict() | {"conflicting_ids": None}, structured,
                         info={"data": data.train.info, "test": data.test.info, "device": str(rt.device),
                               "world_size": rt.env.world_size, "variant": variant, "num_classes": data.num_classes},
