@@ -166,11 +166,8 @@ def _overrides(ctx: click.Context, model: str, params: Dict[str, Any]) -> Dict[s
             out[key] = value
         else:
             out.setdefault(section, {})[key] = value
-    if params["data_option"]:
-        options = out.setdefault("data", {}).setdefault("options", {})
-        if not isinstance(options, dict):
-            raise ValueError(f"config file {params['config']!r}: data.options must be a table")
-        options.update(_data_option(text) for text in params["data_option"])
+    if params["data_option"]:  # on top of the config file's [data.options] (a table: checked when it was read)
+        out.setdefault("data", {}).setdefault("options", {}).update(_data_option(text) for text in params["data_option"])
     return out
 
 
