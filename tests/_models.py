@@ -50,3 +50,15 @@ class GroupedNet(nn.Module):
         x = torch.relu(self.grouped(x))
         x = torch.relu(self.dw(x))
         return self.fc(self.up(x).mean((2, 3)))
+
+
+class UserNet(nn.Module):
+    """A user's own model for the whole pipeline (28 px images): a body, then the classifier defined last."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(3 * 28 * 28, 64), nn.ReLU())
+        self.head = nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))

@@ -191,18 +191,10 @@ def test_run_on_a_csv_dataset_with_data_options(tmp_path):
 
 
 MY_MODELS = """
-from torch import nn
 from dcwp_prune import register_model
+from tests._models import UserNet
 
-@register_model("_cli_userlp")
-class UserMLP(nn.Module):
-    def __init__(self, num_classes=10):
-        super().__init__()
-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(3 * 28 * 28, 32), nn.ReLU())
-        self.head = nn.Linear(32, num_classes)
-
-    def forward(self, x):
-        return self.head(self.body(x))
+register_model("_cli_userlp")(UserNet)
 """
 
 

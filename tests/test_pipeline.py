@@ -16,6 +16,7 @@ from dcwp_prune.run.config import RunConfig
 from dcwp_prune.run.export import load_pruned_model
 from dcwp_prune.run.pipeline import resolve_variant, run_dcwp
 from dcwp_prune.run.presets import build_config
+from tests._models import UserNet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -194,26 +195,14 @@ def test_model_that_cannot_take_the_images_is_refused_before_training(tmp_path):
     assert not (tmp_path / "vit").exists()
 
 
-class _HeadNet(nn.Module):
-    """A user's model (not a torchvision one): a body and a classifier defined last."""
-
-    def __init__(self, num_classes=10):
-        super().__init__()
-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(3 * 28 * 28, 64), nn.ReLU())
-        self.head = nn.Linear(64, num_classes)
-
-    def forward(self, x):
-        return self.head(self.body(x))
-
-
-class _HeadFirstNet(_HeadNet):
+class _HeadFirstNet(UserNet):
     def __init__(self, num_classes=10):
         nn.Module.__init__(self)
         self.head = nn.Linear(64, num_classes)  # defined before the body: the last nn.Linear is not the classifier
         self.body = nn.Sequential(nn.Flatten(), nn.Linear(3 * 28 * 28, 64), nn.ReLU())
 
 
-class _AuxNet(_HeadNet):
+class _AuxNet(UserNet):
     def forward(self, x):
         logits = super().forward(x)
         return (logits, logits) if self.training else logits
@@ -229,16 +218,16 @@ class _TrailingLinearNet(nn.Module):
         return self.fc(x.flatten(1))
 
 
-register_model("_test_headnet")(_HeadNet)
 class _ScaledTrailingNet(_TrailingLinearNet):
     def forward(self, x):
         return self.fc(x.flatten(1)) * 2.0  # no nn.Linear returns the logits object itself
 
 
+register_model("_test_headnet")(UserNet)
 register_model("_test_auxnet")(_AuxNet)
-register_model("_test_scaled_trailing")(_ScaledTrailingNet)
 register_model("_test_headfirst")(_HeadFirstNet)
 register_model("_test_trailing")(_TrailingLinearNet)
+register_model("_test_scaled_trailing")(_ScaledTrailingNet)
 
 
 @register_dataset("_test_cmnist_every", options=("ratio", "seed", "source"), ratios=(2.0,), default_ratio=2.0,

@@ -27,8 +27,8 @@ from ..options import choices
 from .base import BiasDataset, DatasetError, register_dataset, stratified_split
 from .transforms import digits_transform
 
-__all__ = ["DIGIT_SOURCES", "PALETTE", "STANDARD_RATIOS", "ColoredMNIST", "DigitSource", "generate_cmnist", "pct_name",
-           "write_cmnist"]
+__all__ = ["DIGIT_SOURCES", "PALETTE", "STANDARD_RATIOS", "ColoredMNIST", "DigitSource", "cmnist_folders",
+           "generate_cmnist", "pct_name", "write_cmnist"]
 
 #: LfF's class colours (RGB in [0, 1]).
 PALETTE = np.array([
@@ -206,6 +206,12 @@ def _all_colors(split: str, source: str, mnist_root: Optional[str], download: bo
     return description, (colorize(np.repeat(x, 10, axis=0), colors, rng, sigma), np.repeat(y, 10), colors)
 
 
+def cmnist_folders(out_dir: str, ratios: Sequence[float] = STANDARD_RATIOS) -> List[Tuple[Optional[float], str]]:
+    """``(ratio, folder)`` of each folder :func:`write_cmnist` writes under ``out_dir`` (ratio None: the test set)."""
+    root = os.path.join(out_dir, "cmnist")
+    return [(r, os.path.join(root, pct_name(r))) for r in ratios] + [(None, os.path.join(root, "test"))]
+
+
 def write_cmnist(
     out_dir: str, ratios: Sequence[float] = STANDARD_RATIOS, source: str = "auto", mnist_root: Optional[str] = None,
     download: bool = False, seed: int = 0, sigma: float = 0.005, overwrite: bool = False,
@@ -223,8 +229,7 @@ def write_cmnist(
     """
     root = os.path.join(out_dir, "cmnist")
     plan = []
-    for ratio in list(ratios) + [None]:
-        target = os.path.join(root, "test" if ratio is None else pct_name(ratio))
+    for ratio, target in cmnist_folders(out_dir, ratios):
         splits = ("test",) if ratio is None else ("train", "valid")
         datasets = [(split, generate_cmnist(split, ratio if ratio is not None else 0.0, source, mnist_root, download, seed,
                                             sigma)) for split in splits]

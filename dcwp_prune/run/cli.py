@@ -370,10 +370,9 @@ def make_cmnist(out: str, ratios: tuple, source: str, mnist_root: Optional[str],
                                overwrite=overwrite)
     except _USER_ERRORS as err:
         raise _fail(err) from None
-    from ..data.cmnist import pct_name
+    from ..data.cmnist import cmnist_folders
 
-    root = os.path.join(os.path.expanduser(out), "cmnist")
-    targets = [os.path.join(root, pct_name(r)) for r in (ratios or STANDARD_RATIOS)] + [os.path.join(root, "test")]
+    targets = [folder for _, folder in cmnist_folders(os.path.expanduser(out), ratios or STANDARD_RATIOS)]
     with open(os.path.join(targets[0], "generation.json")) as f:
         click.echo(f"digits: {json.load(f)['source']}")
     for path in targets:

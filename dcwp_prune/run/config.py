@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, Literal, Optional, Tuple
 
-from ..data import dataset_spec, list_datasets
 from ..data.cmnist import DigitSource
 from ..data.folders import TestProtocol
 from ..options import ConfigError, Options, choices
@@ -179,5 +178,3 @@ def validate(config: RunConfig) -> None:
                          "prune.global_pruning = true (--global-ranking), or unset normalizer")
     if config.data.ratio is not None and not 0.0 <= config.data.ratio <= 100.0:
         raise ValueError(f"data.ratio is a percentage in [0, 100], got {config.data.ratio}")
-    if config.data.name in list_datasets():  # an unknown name is refused where the data is loaded, with close matches
-        dataset_spec(config.data.name).check_extra_options(config.data.options)

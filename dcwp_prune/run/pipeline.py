@@ -21,7 +21,7 @@ from torch import nn
 from .._atomic import write_json
 from ..adapters.torch_prune import dcwp_global_unstructured, pruned_sparsity
 from ..data import BiasDataset, create_dataset, dataset_spec, default_transform
-from ..models import create_model
+from ..models import classifier_of, create_model
 from ..scores import MaskScores
 from ..training.biased import train_biased_model
 from ..training.distributed import barrier, init_distributed
@@ -183,7 +183,7 @@ def load_run_data(config: RunConfig, score_transform: str) -> RunData:
     spec = dataset_spec(d.name)
     opts = spec.run_options({"ratio": d.ratio, "valid_fraction": d.valid_fraction, "seed": config.seed, "source": d.source,
                              "mnist_root": d.mnist_root, "test_protocol": d.test_protocol, "skip_corrupt": d.skip_corrupt})
-    spec.check_extra_options(d.options)
+    spec.check_extra_options(d.options)  # before the run folder is touched: a run loads its data first
     opts.update(d.options)
     split = {s: create_dataset(d.name, root=d.root, split=s, transform=default_transform(d.name, s, d.image_size), **opts)
              for s in ("train", "valid", "test")}
@@ -285,8 +285,6 @@ def _check_model_fits(model: nn.Module, data: RunData, config: RunConfig) -> Non
         got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
         raise ValueError(f"model {config.model!r} returns {got} in training mode; DCWP trains on one logits tensor of "
                          f"shape (batch, {data.num_classes}): build it without auxiliary heads, or wrap it to return the logits")
-    from ..models import classifier_of
-
     try:  # stages 3 and 4 take the classifier's input as the contrastive feature
         head = classifier_of(model)
     except ValueError as err:
@@ -598,8 +596,8 @@ def _stages(config: RunConfig, rt: Runtime, data: RunData, variant: Dict[str, An
     selected = variant["selected"] if tuned.get("best_state") is not None else "last"
     if selected == "best_valid":
         model.load_state_dict(tuned["best_state"])
-    result = DCWPResult(config.out if rt.env.is_main else None, config, metrics, selected, run.sparsity(model, scores), kept_fraction(scores, warn=False),
-                        mined.to_dict() | {"conflicting_ids": None}, structured,
+    result = DCWPResult(config.out if rt.env.is_main else None, config, metrics, selected, run.sparsity(model, scores),
+                        kept_fraction(scores, warn=False), mined.to_dict() | {"conflicting_ids": None}, structured,
                         info={"data": data.train.info, "test": data.test.info, "device": str(rt.device),
                               "world_size": rt.env.world_size, "variant": variant, "num_classes": data.num_classes},
                         model=model, scores=scores, warnings=notes)
