@@ -18,7 +18,7 @@ from typing import Dict, Iterator, List, Literal, Mapping, Optional, Sequence, T
 import torch
 from torch import Tensor, nn
 
-from ._atomic import atomic_path
+from ._atomic import write_bytes
 from ._validation import check_fraction
 from .version import __version__
 
@@ -303,13 +303,11 @@ class MaskScores:
 
     def save(self, path: Union[str, os.PathLike]) -> None:
         """Write a safetensors file atomically (temp file + rename). Loading it runs no code."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
-        path = os.fspath(path)
         tensors = {k: v.contiguous().cpu() for k, v in self.state_dict().items()}
         meta = {"format": _FORMAT, "dcwp_prune_version": __version__, "keys": json.dumps(list(tensors))}
-        with atomic_path(path) as tmp:
-            save_file(tensors, tmp, metadata=meta)
+        write_bytes(path, save(tensors, metadata=meta))
 
     @classmethod
     def load(

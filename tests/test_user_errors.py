@@ -39,13 +39,9 @@ def tree(path):
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
+def finished(finished_run):
     """A finished tiny run (mlp, generated CMNIST) and its config file; copy it before changing it."""
-    tmp = tmp_path_factory.mktemp("finished")
-    (tmp / "tiny.toml").write_text(TINY)
-    result = invoke("mlp", "--data", "cmnist", "--config", tmp / "tiny.toml", "--out", tmp / "run", "--no-progress")
-    assert result.exit_code == 0, result.output
-    return tmp
+    return finished_run
 
 
 @pytest.fixture

@@ -6,11 +6,13 @@ This is the only module that imports click.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import signal
 import sys
+import warnings
 from typing import Any, Dict, List, Optional, Tuple
 
 import click
@@ -258,7 +260,8 @@ def run_command(ctx: click.Context, model: str, **params: Any) -> None:
         overrides["out"] = out
         _check_model_name(model)
         if params["resume"]:  # the saved options, with what was typed now on top (differences are refused later)
-            config = RunConfig.from_dict(merge_options(read_saved_config(out), dict(overrides, resume=True)))
+            config = RunConfig.from_dict(merge_options(read_saved_config(out), dict(overrides, resume=True,
+                                                                                    overwrite=params["overwrite"])))
         else:
             config = build_config(params["preset"], overrides)
     except _USER_ERRORS as err:
@@ -281,17 +284,32 @@ def _resume_hint(config: Any) -> str:
 
 
 def _run(config: Any, force_config: bool = False) -> None:
+    from .lock import run_lock
+    from .run_folder import check_writable
+
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    with contextlib.ExitStack() as held:
+        try:
+            check_writable(config.out)
+            held.enter_context(run_lock(config.out, enabled=main_rank))  # through the run and its report
+        except _USER_ERRORS as err:
+            raise _fail(err) from None
+        _run_locked(config, force_config, main_rank)
+
+
+def _run_locked(config: Any, force_config: bool, main_rank: bool) -> None:
+    from .._atomic import DiskWriteError
     from ..training.engine import StopRequested
     from .pipeline import run_dcwp
-    from .report import build_report
     from .run_folder import RunFolder
 
     label = " [quick schedule]" if config.quick else ""
     verb = "resuming" if config.resume else "running"
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, once (rank 0 also prints the summary)
+    if main_rank:  # under torchrun, once (rank 0 also prints the summary)
         click.echo(f"dcwp-prune {__version__}: {verb} {config.model} on {config.data.name} -> {config.out}{label}", err=True)
     try:
-        result = run_dcwp(config, force_config=force_config)
+        with _echo_warnings():  # the run's notes (a repaired --overwrite, implausible mining) as they come
+            result = run_dcwp(config, force_config=force_config)
     except KeyboardInterrupt as stop:  # StopRequested (Ctrl-C, SIGTERM): checkpoint written; a second one: the last
         signum = getattr(stop, "signum", signal.SIGINT)
         how = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
@@ -303,6 +321,13 @@ def _run(config: Any, force_config: bool = False) -> None:
             click.echo(f"\n{how} before the first checkpoint; {kept} in {config.out}. "
                        "Run the same command again to start over.", err=True)
         sys.exit(128 + int(signum))  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+    except DiskWriteError as err:  # a full disk or a file-size limit: nothing half-written is left
+        if getattr(err, "dcwp_checkpointed", RunFolder(config.out).has_checkpoint):
+            hint = f"The last checkpoint is intact: make room, then resume with:\n  {_resume_hint(config)}"
+        else:
+            hint = "Nothing was saved (no checkpoint yet): make room and run the command again."
+        click.echo(f"Error: {err.strerror}\n{hint}", err=True)
+        sys.exit(1)
     except _USER_ERRORS as err:
         raise _fail(err) from None
     except FloatingPointError as err:  # a diverged loss: the last checkpoint is intact
@@ -317,8 +342,42 @@ def _run(config: Any, force_config: bool = False) -> None:
         sys.exit(1)
     if result.run_dir is None:
         return  # not rank 0: rank 0 writes the report and prints the summary
-    report = build_report(config.out)
+    _report_and_summary(config.out, rebuild=f"dcwp-prune report {shlex.quote(config.out)}")
+
+
+@contextlib.contextmanager
+def _echo_warnings() -> Any:
+    """Python warnings raised meanwhile are shown as ``warning: ...`` lines on stderr (no file and line)."""
+
+    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        click.echo(f"warning: {message}", err=True)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
+def _report_and_summary(run_dir: str, rebuild: str) -> None:
+    """Build the report and print the summary. Ctrl-C / SIGTERM meanwhile lets the report finish (a
+    few seconds) and then exits 130 / 143; a second signal stops at once and names the command that
+    rebuilds the report."""
+    from ..training.engine import StopFlag
+    from .report import build_report
+
+    try:
+        with StopFlag() as stop, _echo_warnings():
+            report = build_report(run_dir)
+    except KeyboardInterrupt:
+        click.echo(f"\nstopped while writing the report; the run itself is complete. Rebuild the report with:\n  "
+                   f"{rebuild}", err=True)
+        sys.exit(128 + int(stop.signum))
+    except _USER_ERRORS as err:
+        raise _fail(err) from None
     _print_summary(report)
+    if stop.requested:
+        how = "terminated (SIGTERM)" if stop.signum == signal.SIGTERM else "interrupted"
+        click.echo(f"{how} while the report was written; the run and its report are complete", err=True)
+        sys.exit(128 + int(stop.signum))
 
 
 def _print_summary(report: Dict[str, Any]) -> None:
@@ -341,7 +400,11 @@ def _print_summary(report: Dict[str, Any]) -> None:
                f"saved model: {p['saved_model']}")
     for warning in report.get("warnings", []):
         click.echo(f"WARNING: {warning}", err=True)
-    click.echo(f"report: {os.path.join(report['run_dir'], 'report.md')}")
+    if report.get("write_skipped"):
+        click.echo(f"note: the report was not written into the run folder ({report['write_skipped']}); the "
+                   "figures above are complete", err=True)
+    else:
+        click.echo(f"report: {os.path.join(report['run_dir'], 'report.md')}")
 
 
 def _fmt(v: Optional[float]) -> str:
@@ -479,17 +542,22 @@ def _prune(model_file: str, arch: str, scores_path: str, num_classes: Optional[i
 @_import_option
 def evaluate_command(run_dir: str, device: str) -> None:
     """Re-evaluate the saved model of RUN_DIR on its valid and test splits."""
+    from .lock import run_lock
+
     try:
-        metrics = _evaluate(run_dir, device)
+        with run_lock(run_dir, required=False), _echo_warnings():
+            metrics, skipped = _evaluate(run_dir, device)
     except _USER_ERRORS as err:
         raise _fail(err) from None
     for split in ("valid", "test"):
         m = metrics[split]
         click.echo(f"{split:>5}: accuracy {_fmt(m['accuracy'])}, unbiased {_fmt(m['unbiased'])}, "
                    f"aligned {_fmt(m['aligned'])}, conflicting {_fmt(m['conflicting'])}, worst group {_fmt(m['worst_group'])}")
+    if skipped:
+        click.echo(f"note: evaluation.json was not written ({skipped}); the figures above are complete", err=True)
 
 
-def _evaluate(run_dir: str, device: str) -> Dict[str, Any]:
+def _evaluate(run_dir: str, device: str) -> Tuple[Dict[str, Any], Optional[str]]:
     from .._atomic import write_json
     from ..training.engine import Runtime, resolve_device
     from .config import RunConfig
@@ -503,8 +571,11 @@ def _evaluate(run_dir: str, device: str) -> Dict[str, Any]:
     data = load_run_data(config, resolve_variant(config)["score_transform"])
     model = load_pruned_model(run_dir).to(rt.device)
     metrics = RunLoaders(config, data, rt).evaluate(model)
-    write_json(os.path.join(run_dir, "evaluation.json"), {"selected": results["selected"], **metrics})
-    return metrics
+    try:
+        write_json(os.path.join(run_dir, "evaluation.json"), {"selected": results["selected"], **metrics})
+    except OSError as err:  # a read-only run folder: the metrics are printed all the same
+        return metrics, f"{err.strerror or err}: {getattr(err, 'filename', None) or run_dir}"
+    return metrics, None
 
 
 @main.command("report")
@@ -512,13 +583,14 @@ def _evaluate(run_dir: str, device: str) -> Dict[str, Any]:
 @_import_option
 def report_command(run_dir: str) -> None:
     """Rebuild report.json, report.md and the plots of RUN_DIR and print the summary."""
-    from .report import build_report
+    from .lock import run_lock
 
-    try:
-        report = build_report(run_dir)
-    except _USER_ERRORS as err:
-        raise _fail(err) from None
-    _print_summary(report)
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(run_lock(run_dir, required=False))
+        except _USER_ERRORS as err:
+            raise _fail(err) from None
+        _report_and_summary(run_dir, rebuild=f"dcwp-prune report {shlex.quote(run_dir)}")
 
 
 if __name__ == "__main__":

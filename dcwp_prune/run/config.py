@@ -144,6 +144,8 @@ def validate(config: RunConfig) -> None:
 
     Types and choice lists are checked when a config is built; this checks ranges and combinations.
     """
+    if config.resume and config.overwrite:
+        raise ConfigError("--resume continues the run in --out and --overwrite replaces it: pass one of them")
     if not (config.device in ("auto", "cpu", "cuda") or config.device.startswith("cuda:")):
         raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {config.device!r}")
     for key, low, low_ok, high, high_ok in _RANGES:

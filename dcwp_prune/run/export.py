@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 from torch import nn
 
-from .._atomic import atomic_path, write_json
+from .._atomic import write_bytes, write_json
 from ..models import create_model
 
 __all__ = ["load_pruned_model", "plain_state_dict", "save_pruned_model"]
@@ -40,11 +40,10 @@ def plain_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
 def save_pruned_model(folder: str, model: nn.Module, *, arch: str, num_classes: int, input_shape: Sequence[int],
                       history: Optional[list] = None, extra: Optional[Dict[str, Any]] = None) -> None:
     """Write ``model.safetensors`` and ``model.json`` (and ``pruning_history.json`` when structured)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = {k: v.contiguous().cpu() for k, v in plain_state_dict(model).items()}
-    with atomic_path(os.path.join(folder, "model.safetensors")) as tmp:
-        save_file(state, tmp)
+    write_bytes(os.path.join(folder, "model.safetensors"), save(state))
     meta = {"arch": arch, "num_classes": num_classes, "input_shape": list(input_shape),
             "structured": history is not None, **(extra or {})}
     if history is not None:

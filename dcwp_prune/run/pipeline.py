@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from ..training.finetune import finetune
 from ..training.mask import kept_fraction, learn_mask_scores
 from ..training.mining import MinedSet, mine_conflicting
 from ..training.sampling import InfiniteBatchSampler, ShardSampler, upweight
-from .checkpoint import set_rng_state
+from .checkpoint import load_checkpoint, set_rng_state
 from .config import RunConfig, validate
 from .presets import quick_schedule
 from .records import RunRecorder
@@ -141,8 +141,28 @@ def _resume_config(given: RunConfig, saved: RunConfig, n_train: int, force_confi
         raise ValueError(f"--resume: these options differ from the saved {os.path.join(given.out, 'config.json')}: "
                          f"{'; '.join(diffs)}. Resume with the saved options (drop those flags) or pass "
                          "--force-config to continue with the new ones")
+    frozen = _finished_stage_keys(given.out)
+    fixed = [d for d in diffs if d.split(":")[0].split(".")[0] in frozen and d.split(":")[0] not in _LOADER_ONLY]
+    if fixed:
+        raise ValueError(f"--resume --force-config cannot change what a finished stage was made with: {'; '.join(fixed)} "
+                         f"(the checkpoints in {given.out!r} hold its result). Start a new run for these options "
+                         "(another --out, or --overwrite; --stage1-from reuses this run's stage 1 where it matches)")
     base = expected if diffs else saved
     return base.replace(resume=True, overwrite=False, **runtime)
+
+
+#: Data options that only change how the data is loaded, never what stage 1 learned from.
+_LOADER_ONLY = ("data.num_workers", "data.eval_batch_size")
+
+
+def _finished_stage_keys(out: str) -> Tuple[str, ...]:
+    """Top-level config keys that the finished stages of run folder ``out`` were made with."""
+    keys: Tuple[str, ...] = ()
+    if any(os.path.isfile(os.path.join(out, "checkpoints", f"{name}.pt")) for name in ("stage1_biased", "progress")):
+        keys += STAGE1_KEYS  # a progress checkpoint holds stage 1's models or what was built from them
+    if os.path.isfile(os.path.join(out, "mined.json")):
+        keys += ("mining",)
+    return keys
 
 
 def seed_everything(seed: int) -> None:
@@ -530,15 +550,18 @@ def run_dcwp(config: RunConfig, *, force_config: bool = False) -> DCWPResult:
         FloatingPointError: a loss became NaN / inf or exploded (training diverged).
         StopRequested: Ctrl-C; a checkpoint was written first (resume with ``resume=True``).
     """
-    from .run_folder import RunFolder
+    from .lock import run_lock
+    from .run_folder import RunFolder, check_writable
 
     validate(config)
     rt = _runtime(config)
     folder = RunFolder(config.out, resume=config.resume, overwrite=config.overwrite, is_main=rt.env.is_main)
-    folder.check()  # before anything is loaded: a bad --out costs nothing
-    barrier(rt.env)  # every rank has checked before the main one may change the folder
-    with StopFlag() as rt.stop:
-        return _run_stages(config, rt, folder, force_config)
+    check_writable(config.out)
+    with run_lock(config.out, enabled=rt.env.is_main):  # one process at a time, for the whole run
+        folder.check()  # before anything is loaded: a bad --out costs nothing
+        barrier(rt.env)  # every rank has checked before the main one may change the folder
+        with StopFlag() as rt.stop:
+            return _run_stages(config, rt, folder, force_config)
 
 
 def _run_stages(config: RunConfig, rt: Runtime, folder: "RunFolder", force_config: bool) -> DCWPResult:
@@ -566,6 +589,11 @@ def _run_stages(config: RunConfig, rt: Runtime, folder: "RunFolder", force_confi
     _check_model_fits(create_model(config.model, data.num_classes, weights=config.weights).to(rt.device), data, config)
     if config.stage1_from:
         check_stage1_source(config)
+    if config.resume:  # a damaged checkpoint is refused before config.json or metrics.jsonl change
+        for name in sorted(os.listdir(os.path.join(config.out, "checkpoints"))) if os.path.isdir(
+                os.path.join(config.out, "checkpoints")) else ():
+            if name.endswith(".pt"):
+                load_checkpoint(os.path.join(config.out, "checkpoints", name))
     # every check passed: only now does the run folder change
     folder.open()
     barrier(rt.env)

@@ -8,12 +8,38 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable, Dict, Optional
+import warnings
+from typing import Any, Callable, Dict, List, Optional
 
 from .._atomic import write_text
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint
 
-__all__ = ["RunRecorder"]
+__all__ = ["RunRecorder", "read_records"]
+
+
+def read_records(path: str) -> List[Dict[str, Any]]:
+    """The records of a ``metrics.jsonl``; a torn last line (what a kill during a write leaves) is dropped
+    with a warning, any other unreadable line is an error naming the file and the line."""
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.read().split("\n")
+    records: List[Dict[str, Any]] = []
+    numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+    for n, (lineno, line) in enumerate(numbered):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as err:
+            if n == len(numbered) - 1:
+                warnings.warn(f"{path}: the last line ({lineno}) is cut short (a run killed while it wrote it); it is "
+                              "dropped", RuntimeWarning, stacklevel=2)
+                break
+            raise ValueError(f"{path!r} line {lineno} is not a JSON record ({err}); the file is damaged: delete the "
+                             "line (or the file: it holds the logs only) and run the command again") from None
+        records.append(record)
+    return records
 
 
 class RunRecorder:
@@ -43,8 +69,7 @@ class RunRecorder:
         path = self.path("metrics.jsonl")
         if not os.path.isfile(path):
             return
-        with open(path) as f:
-            records = [json.loads(line) for line in f if line.strip()]
+        records = read_records(path)
         write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records if keep(r)))
 
     # ------------------------------------------------------------------------------ checkpoints

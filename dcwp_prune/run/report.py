@@ -54,11 +54,9 @@ def load_results(run_dir: str) -> Dict[str, Any]:
 
 
 def _records(run_dir: str) -> List[Dict[str, Any]]:
-    path = os.path.join(run_dir, "metrics.jsonl")
-    if not os.path.isfile(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    from .records import read_records
+
+    return read_records(os.path.join(run_dir, "metrics.jsonl"))
 
 
 @torch.inference_mode()
@@ -148,15 +146,19 @@ def build_report(run_dir: str, latency_reps: int = 10) -> Dict[str, Any]:
         "files": sorted(os.listdir(run_dir)),
     }
     title = f"{config.model} on {config.data.name}{ratio_label(config.data.ratio)}" + (" [quick]" if config.quick else "")
-    plot_kept(results["kept"], os.path.join(run_dir, "kept_per_layer.png"), title)
-    plot_group_accuracy(results["metrics"]["vanilla"]["test"]["group_accuracy"],
-                        results["metrics"]["dcwp_last"]["test"]["group_accuracy"],
-                        os.path.join(run_dir, "group_accuracy.png"), f"{title}: test accuracy per (class, bias) group")
-    plot_curves(_records(run_dir), os.path.join(run_dir, "training_curves.png"), title)
     report["files"] = sorted(set(report["files"]) | {"report.json", "report.md", "kept_per_layer.png",
                                                     "group_accuracy.png", "training_curves.png"})
-    write_json(os.path.join(run_dir, "report.json"), report)
-    write_text(os.path.join(run_dir, "report.md"), render_markdown(report))
+    try:
+        plot_kept(results["kept"], os.path.join(run_dir, "kept_per_layer.png"), title)
+        plot_group_accuracy(results["metrics"]["vanilla"]["test"]["group_accuracy"],
+                            results["metrics"]["dcwp_last"]["test"]["group_accuracy"],
+                            os.path.join(run_dir, "group_accuracy.png"),
+                            f"{title}: test accuracy per (class, bias) group")
+        plot_curves(_records(run_dir), os.path.join(run_dir, "training_curves.png"), title)
+        write_json(os.path.join(run_dir, "report.json"), report)
+        write_text(os.path.join(run_dir, "report.md"), render_markdown(report))
+    except OSError as err:  # a read-only folder or medium, a full disk: the report is still returned
+        report["write_skipped"] = f"{err.strerror or err}: {getattr(err, 'filename', None) or run_dir}"
     return report
 
 

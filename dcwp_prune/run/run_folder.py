@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import tempfile
+import warnings
 from typing import Any, Dict, List, Optional
 
 __all__ = ["RunFolder", "RunFolderError", "RunFolderExistsError", "NoRunError", "check_writable", "config_differences", "finished_parts", "read_saved_config"]
@@ -125,18 +127,22 @@ class RunFolder:
         self.committed = False
         self._created = False
         self._opened = False
-        self.aside = os.path.join(os.path.dirname(os.path.abspath(out)), f".{os.path.basename(os.path.abspath(out))}"
-                                                                          ".dcwp-replaced")
+        self.notes: List[str] = []  # what check() repaired (an interrupted --overwrite), for the caller to show
+        # a symlinked --out: the folder it points to is the run folder (moved aside, cleared, restored)
+        self.real = os.path.realpath(out)
+        self.aside = os.path.join(os.path.dirname(self.real), f".{os.path.basename(self.real)}.dcwp-replaced")
 
     # ----------------------------------------------------------------------------- checks only
     def check(self) -> str:
-        """Decide the mode; raise :class:`RunFolderError` (nothing on disk changes) if ``out`` cannot be used."""
+        """Decide the mode; raise :class:`RunFolderError` (nothing on disk changes) if ``out`` cannot be used.
+
+        The one change it may make is the repair of an ``--overwrite`` that was killed half-way (see
+        ``_recover_aside``): call it with the folder's lock held (:func:`~dcwp_prune.run.lock.run_lock`).
+        """
         out = self.out
         check_writable(out)
         if os.path.exists(self.aside):
-            raise RunFolderError(
-                f"{self.aside!r} holds the run that an earlier --overwrite of {out!r} moved aside and that run was "
-                f"stopped before its first checkpoint; put it back (mv {self.aside} {out}) or delete it, then run again")
+            self._recover_aside()
         if self.resume:
             read_saved_config(out)
             self.mode = "resume"
@@ -155,6 +161,47 @@ class RunFolder:
                                  "replace it (or choose another --out)")
         return self.mode
 
+    def _note(self, text: str) -> None:
+        self.notes.append(text)
+        warnings.warn(text, RuntimeWarning, stacklevel=3)
+
+    def _recover_aside(self) -> None:
+        """An earlier ``--overwrite`` of this folder was killed (``kill -9``, power loss) with the old run
+        moved aside. The caller holds the folder's lock, so no process is using either folder now.
+
+        - ``out`` is missing, empty, or a run folder without a finished stage (the killed run's leftovers):
+          the old run is put back, as the killed command would have done;
+        - ``out`` holds a finished stage: the new run had committed and was deleting the old one; the
+          deletion is finished;
+        - ``out`` is something else: refused, with the commands that are right in that state.
+        """
+        out, real, aside = self.out, self.real, self.aside
+        if not os.path.lexists(real) or (os.path.isdir(real) and not os.listdir(real)):
+            state = "leftover" if os.path.isdir(real) else "missing"
+        elif os.path.isdir(real) and _is_run_folder(real):
+            state = "committed" if finished_parts(real) else "leftover"
+        else:
+            state = "other"
+        if state in ("missing", "leftover"):
+            if not self.is_main:
+                return
+            if os.path.isdir(real):
+                shutil.rmtree(real)
+            os.replace(aside, real)
+            self._note(f"an earlier --overwrite of {out!r} was stopped before the new run saved anything: the run it "
+                       f"had moved aside ({aside}) is back in {out!r}")
+        elif state == "committed":
+            if not self.is_main:
+                return
+            shutil.rmtree(aside)
+            self._note(f"an earlier --overwrite of {out!r} was stopped after the new run's first checkpoint, while it "
+                       f"deleted the replaced run: that deletion ({aside}) is finished now")
+        else:
+            raise RunFolderError(
+                f"{aside!r} holds the run that an earlier --overwrite of {out!r} moved aside, and {out!r} now holds "
+                f"something that is not a dcwp-prune run; move it away first (mv {shlex.quote(out)} "
+                f"{shlex.quote(out)}.other), then put the run back (mv {shlex.quote(aside)} {shlex.quote(real)})")
+
     # ----------------------------------------------------------------------------- changes
     def open(self) -> None:
         """Make ``out`` ready for the run (after every other check passed)."""
@@ -164,11 +211,11 @@ class RunFolder:
         if not self.is_main or self.mode == "resume":
             return
         if self.mode == "replace":
-            os.replace(self.out, self.aside)
+            os.replace(self.real, self.aside)
         elif self.mode == "reuse":
-            shutil.rmtree(self.out)
-        self._created = not os.path.isdir(self.out)
-        os.makedirs(os.path.join(self.out, "checkpoints"), exist_ok=True)
+            shutil.rmtree(self.real)
+        self._created = not os.path.isdir(self.real)
+        os.makedirs(os.path.join(self.real, "checkpoints"), exist_ok=True)
 
     def commit(self) -> None:
         """The new run has a checkpoint: the replaced run may go now."""
@@ -183,16 +230,16 @@ class RunFolder:
         if self.committed or not self._opened or not self.is_main or self.mode == "resume":
             return
         if self._created:
-            shutil.rmtree(self.out, ignore_errors=True)
-        elif os.path.isdir(self.out):  # an empty folder the user made: empty it again
-            for name in os.listdir(self.out):
-                path = os.path.join(self.out, name)
-                if os.path.isdir(path):
+            shutil.rmtree(self.real, ignore_errors=True)
+        elif os.path.isdir(self.real):  # an empty folder the user made: empty it again
+            for name in os.listdir(self.real):
+                path = os.path.join(self.real, name)
+                if os.path.isdir(path) and not os.path.islink(path):
                     shutil.rmtree(path)
                 else:
                     os.unlink(path)
         if self.mode == "replace" and os.path.isdir(self.aside):
-            os.replace(self.aside, self.out)
+            os.replace(self.aside, self.real)
 
     @property
     def has_checkpoint(self) -> bool:

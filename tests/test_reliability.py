@@ -1,0 +1,379 @@
+"""Nothing lost under collisions and faults: a second process, a kill -9 half-way through --overwrite,
+a symlinked --out, torn and damaged files, signals while the report is written, read-only folders,
+a full disk and a file-size limit (real ones where the platform allows it).
+
+Each case asserts the exit status, the message's key words, no traceback for what is not a bug, and
+that the files already there are unchanged (checksums) where nothing may change.
+"""
+
+import errno
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import zipfile
+
+import pytest
+from click.testing import CliRunner
+
+from dcwp_prune.run.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def tree(path):
+    from .test_user_errors import tree as _tree
+
+    return _tree(path)
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path):
+    shutil.copytree(finished_run / "run", tmp_path / "run")
+    shutil.copy(finished_run / "tiny.toml", tmp_path / "tiny.toml")
+    return tmp_path
+
+
+def aside_of(folder):
+    return folder.parent / f".{folder.name}.dcwp-replaced"
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+# ------------------------------------------------------------------------------ one process per run folder
+HOLD = ("import sys, time\nfrom dcwp_prune.run.lock import run_lock\nwith run_lock(sys.argv[1]):\n"
+        "    print('held', flush=True)\n    time.sleep(120)\n")
+
+
+def test_a_second_command_on_a_run_folder_in_use_is_refused_and_a_killed_holder_does_not_block(run_copy):
+    out = run_copy / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, env=_env(), text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = tree(out)
+        for args in (["mlp", "--data", "cmnist", "--out", out, "--resume"],
+                     ["mlp", "--data", "cmnist", "--config", run_copy / "tiny.toml", "--out", out, "--overwrite"],
+                     ["report", out], ["evaluate", out]):
+            r = invoke(*args)
+            assert r.exit_code == 2, (args, r.output)
+            assert f"run folder '{out}' is in use by process {holder.pid}" in r.output and "Traceback" not in r.output
+        assert tree(out) == before
+    finally:
+        holder.kill()  # kill -9: the OS drops its lock
+        holder.wait()
+    r = invoke("report", out)
+    assert r.exit_code == 0, r.output
+
+
+def test_two_real_runs_into_one_new_folder_one_is_refused(tmp_path, finished_run):
+    """Two CLI processes started together: exactly one runs, the other exits 2 naming the holder."""
+    cmd = [sys.executable, "-m", "dcwp_prune.run.cli", "mlp", "--data", "cmnist", "--config",
+           str(finished_run / "tiny.toml"), "--out", str(tmp_path / "run"), "--no-progress"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(), text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 2], outs
+    refused = outs[[p.returncode for p in procs].index(2)]
+    assert "is in use by process" in refused and "Traceback" not in refused
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert sum(r["stage"] == "final" for r in records) == 1  # one run's records, not two interleaved
+
+
+# ------------------------------------------------------------------------------ --overwrite killed half-way
+def test_killed_overwrite_with_the_folder_gone_is_restored(run_copy):
+    out = run_copy / "run"
+    before = tree(out)
+    os.replace(out, aside_of(out))  # what kill -9 right after the move leaves
+    r = invoke("mlp", "--data", "cmnist", "--config", run_copy / "tiny.toml", "--out", out, "--no-progress")
+    assert r.exit_code == 2 and "already exists" in r.output, r.output  # restored, then the usual refusal
+    assert "is back in" in r.output
+    assert tree(out) == before and not aside_of(out).exists()
+
+
+def test_killed_overwrite_with_the_new_runs_leftovers_is_restored(run_copy):
+    out = run_copy / "run"
+    before = tree(out)
+    os.replace(out, aside_of(out))
+    (out / "checkpoints").mkdir(parents=True)  # the new run's folder before its first checkpoint
+    shutil.copy(aside_of(out) / "config.json", out / "config.json")
+    r = invoke("mlp", "--data", "cmnist", "--out", out, "--resume", "--no-progress")
+    assert r.exit_code == 0, r.output
+    assert "is back in" in r.output
+    assert not aside_of(out).exists()
+    after = tree(out)
+    assert {k: after[k] for k in before if k.startswith(("checkpoints", "mined", "scores"))} == \
+        {k: before[k] for k in before if k.startswith(("checkpoints", "mined", "scores"))}
+
+
+def test_killed_overwrite_after_the_new_runs_checkpoint_finishes_the_deletion(run_copy, finished_run):
+    out = run_copy / "run"
+    shutil.copytree(finished_run / "run", aside_of(out))  # the replaced run, half deleted when the kill came
+    os.unlink(aside_of(out) / "results.json")
+    before = tree(out)
+    r = invoke("report", out)  # commands that do not open the run folder leave the aside alone
+    assert r.exit_code == 0 and aside_of(out).exists()
+    r = invoke("mlp", "--data", "cmnist", "--config", run_copy / "tiny.toml", "--out", out, "--no-progress")
+    assert r.exit_code == 2 and "already exists" in r.output, r.output
+    assert "deletion" in r.output and not aside_of(out).exists()
+    assert {k: v for k, v in tree(out).items() if not k.startswith("report")} == \
+        {k: v for k, v in before.items() if not k.startswith("report")}
+
+
+def test_killed_overwrite_with_something_else_in_the_folder_gives_commands_right_for_that_state(run_copy):
+    out = run_copy / "run"
+    os.replace(out, aside_of(out))
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    before, before_aside = tree(out), tree(aside_of(out))
+    r = invoke("mlp", "--data", "cmnist", "--config", run_copy / "tiny.toml", "--out", out, "--overwrite")
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert f"mv {out} {out}.other" in r.output and f"mv {aside_of(out)} {out}" in r.output
+    assert tree(out) == before and tree(aside_of(out)) == before_aside
+    os.replace(out, f"{out}.other")  # the advice, followed, gives the run back
+    os.replace(aside_of(out), out)
+    assert invoke("report", out).exit_code == 0
+
+
+# ------------------------------------------------------------------------------ symlinks, --force-config
+def test_overwrite_through_a_symlinked_out_replaces_the_target_and_keeps_the_link(run_copy):
+    target, link = run_copy / "run", run_copy / "latest"
+    link.symlink_to(target, target_is_directory=True)
+    r = invoke("mlp", "--data", "cmnist", "--config", run_copy / "tiny.toml", "--seed", "4", "--out", link,
+               "--overwrite", "--no-progress")
+    assert r.exit_code == 0, r.output
+    assert link.is_symlink() and os.path.realpath(link) == str(target)
+    assert json.loads((target / "config.json").read_text())["seed"] == 4
+    assert not [p for p in os.listdir(run_copy) if "dcwp-replaced" in p]
+    assert invoke("report", link).exit_code == 0
+    again = invoke("mlp", "--data", "cmnist", "--out", link, "--resume", "--no-progress")
+    assert again.exit_code == 0, again.output
+
+
+def test_force_config_cannot_change_what_a_finished_stage_was_made_with(run_copy):
+    out = run_copy / "run"
+    before = tree(out)
+    for args in (["cnn", "--data", "cmnist"], ["mlp", "--data", "cmnist", "--seed", "8"],
+                 ["mlp", "--data", "cmnist", "--mining", "oracle"]):
+        r = invoke(*args, "--out", out, "--resume", "--force-config", "--no-progress")
+        assert r.exit_code == 2, r.output
+        assert "cannot change what a finished stage was made with" in r.output and "Traceback" not in r.output
+        assert tree(out) == before  # config.json untouched: the plain resume still works
+    assert invoke("mlp", "--data", "cmnist", "--out", out, "--resume", "--no-progress").exit_code == 0
+
+
+# ------------------------------------------------------------------------------ torn and damaged files
+def test_a_torn_last_line_of_metrics_jsonl_is_dropped_with_a_note(run_copy):
+    out = run_copy / "run"
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"stage": "finetune", "loss_ce": 0.1')  # a kill in the middle of a write
+    r = invoke("report", out)
+    assert r.exit_code == 0, r.output
+    assert "cut short" in r.output
+    r = invoke("mlp", "--data", "cmnist", "--out", out, "--resume", "--no-progress")
+    assert r.exit_code == 0, r.output
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert all(isinstance(json.loads(line), dict) for line in lines)
+
+
+def _flip_a_tensor_byte(path):
+    with zipfile.ZipFile(path) as z:
+        info = max(z.infolist(), key=lambda i: i.file_size)
+    data = bytearray(path.read_bytes())
+    name_len = int.from_bytes(data[info.header_offset + 26:info.header_offset + 28], "little")
+    extra_len = int.from_bytes(data[info.header_offset + 28:info.header_offset + 30], "little")
+    at = info.header_offset + 30 + name_len + extra_len + info.file_size // 2
+    data[at] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def test_a_checkpoint_with_flipped_bytes_is_refused_by_name(run_copy):
+    ckpt = run_copy / "run" / "checkpoints" / "stage4_finetune.pt"
+    _flip_a_tensor_byte(ckpt)
+    before = tree(run_copy / "run")
+    r = invoke("mlp", "--data", "cmnist", "--out", run_copy / "run", "--resume", "--no-progress")
+    assert r.exit_code == 2, r.output
+    assert f"checkpoint '{ckpt}' is damaged" in r.output and "checksum" in r.output and "delete it" in r.output
+    assert "Traceback" not in r.output and tree(run_copy / "run") == before
+    ckpt.unlink()  # the advice: stage 4 runs again from stage 3's checkpoint
+    assert invoke("mlp", "--data", "cmnist", "--out", run_copy / "run", "--resume", "--no-progress").exit_code == 0
+
+
+def test_checkpoint_checksum_round_trip_and_old_checkpoints_still_load(tmp_path):
+    import torch
+
+    from dcwp_prune.run.checkpoint import CHECKSUM_KEY, load_checkpoint, save_checkpoint
+
+    state = {"w": torch.arange(6.0).reshape(2, 3), "bf": torch.ones(3, dtype=torch.bfloat16), "it": 4,
+             "nested": {"r": [1, 2.5, None, "x"], "flag": torch.tensor(True)}}
+    save_checkpoint(tmp_path / "a.pt", state)
+    back = load_checkpoint(tmp_path / "a.pt")
+    assert CHECKSUM_KEY not in back and torch.equal(back["w"], state["w"]) and back["it"] == 4
+    torch.save({"w": torch.zeros(2)}, tmp_path / "old.pt")  # an earlier release's checkpoint: no checksum
+    assert torch.equal(load_checkpoint(tmp_path / "old.pt")["w"], torch.zeros(2))
+
+
+# ------------------------------------------------------------------------------ signals, read-only folders
+def test_sigterm_while_the_report_is_written_finishes_it(run_copy, monkeypatch):
+    from dcwp_prune.run import report as report_mod
+
+    out = run_copy / "run"
+    for name in ("report.md", "report.json"):
+        (out / name).unlink()
+    real = report_mod.build_report
+
+    def signalled(run_dir, *a, **k):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(run_dir, *a, **k)
+
+    monkeypatch.setattr(report_mod, "build_report", signalled)
+    r = invoke("report", out)
+    assert r.exit_code == 143, r.output
+    assert "terminated (SIGTERM) while the report was written" in r.output and (out / "report.md").exists()
+
+
+def test_a_second_signal_while_the_report_is_written_names_the_command_that_rebuilds_it(run_copy, monkeypatch):
+    from dcwp_prune.run import report as report_mod
+
+    def twice(run_dir, *a, **k):
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("the second signal stops at once")
+
+    monkeypatch.setattr(report_mod, "build_report", twice)
+    r = invoke("report", run_copy / "run")
+    assert r.exit_code == 143 and f"dcwp-prune report {run_copy / 'run'}" in r.output, r.output
+
+
+@pytest.fixture
+def read_only(monkeypatch):
+    """Make every write into a folder fail as on a read-only folder: chmod where it binds, and as root
+    (whom chmod does not stop) the refusal the OS would give."""
+    import tempfile
+
+    from dcwp_prune import _atomic
+
+    def ro(folder):
+        if os.geteuid() != 0:
+            for dirpath, _, _ in os.walk(folder):
+                os.chmod(dirpath, 0o555)
+            return
+        real = tempfile.mkstemp
+
+        def refuse(*a, dir=None, **k):
+            if dir is not None and os.path.abspath(dir).startswith(os.path.abspath(folder)):
+                raise PermissionError(errno.EACCES, "Permission denied", dir)
+            return real(*a, dir=dir, **k)
+
+        monkeypatch.setattr(_atomic.tempfile, "mkstemp", refuse)
+
+    yield ro
+
+
+def test_evaluate_and_report_on_a_read_only_run_print_the_metrics(run_copy, read_only):
+    out = run_copy / "run"
+    read_only(out)
+    before = tree(out)
+    r = invoke("evaluate", out)
+    assert r.exit_code == 0, r.output
+    assert "test: accuracy" in r.output and "evaluation.json was not written" in r.output
+    r = invoke("report", out)
+    assert r.exit_code == 0, r.output
+    assert "test (%)" in r.output and "the report was not written" in r.output
+    assert tree(out) == before
+    if os.geteuid() != 0:
+        for dirpath, _, _ in os.walk(out):
+            os.chmod(dirpath, 0o755)
+
+
+@pytest.mark.parametrize("mask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_follow_the_umask(tmp_path, mask, mode):
+    from dcwp_prune._atomic import write_json
+    from dcwp_prune.run.checkpoint import save_checkpoint
+
+    old = os.umask(mask)
+    try:
+        write_json(tmp_path / "a.json", {"a": 1})
+        save_checkpoint(tmp_path / "c.pt", {"a": 1})
+    finally:
+        os.umask(old)
+    for name in ("a.json", "c.pt"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == mode
+
+
+def test_a_finished_run_folder_follows_the_umask(finished_run):
+    modes = {stat.S_IMODE(os.stat(os.path.join(d, f)).st_mode)
+             for d, _, files in os.walk(finished_run / "run") for f in files}
+    mask = os.umask(0)
+    os.umask(mask)
+    assert modes == {0o666 & ~mask}
+
+
+# ------------------------------------------------------------------------------ faults of the machine
+def _limit_file_size(limit):
+    def set_limit():
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return set_limit
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="RLIMIT_FSIZE needs a POSIX child process")
+def test_a_real_file_size_limit_at_the_first_checkpoint_is_named_and_leaves_nothing(tmp_path, finished_run):
+    cmd = [sys.executable, "-m", "dcwp_prune.run.cli", "mlp", "--data", "cmnist", "--config",
+           str(finished_run / "tiny.toml"), "--out", str(tmp_path / "run"), "--no-progress"]
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(), text=True, timeout=600,
+                       preexec_fn=_limit_file_size(200_000))
+    assert p.returncode == 1, p.stdout
+    assert "file too large while writing" in p.stdout and "stage1_biased.pt" in p.stdout
+    assert "Nothing was saved" in p.stdout and "Traceback" not in p.stdout and "enforce fail" not in p.stdout
+    assert not (tmp_path / "run").exists()  # the run folder it created is gone, no half-written file
+    assert [p for p in os.listdir(tmp_path) if not p.startswith(".run.dcwp-lock")] == []
+
+
+def test_a_full_disk_after_a_checkpoint_names_the_file_and_the_resume_command(tmp_path, finished_run, monkeypatch):
+    from dcwp_prune import _atomic
+    from dcwp_prune.run import checkpoint
+
+    real = checkpoint.write_bytes
+
+    def full(path, data):
+        if str(path).endswith("stage3_mask.pt"):
+            with _atomic.atomic_path(path) as tmp, open(tmp, "wb") as f:
+                f.write(data[:100])
+                raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(checkpoint, "write_bytes", full)
+    out = tmp_path / "run"
+    r = invoke("mlp", "--data", "cmnist", "--config", finished_run / "tiny.toml", "--out", out, "--no-progress")
+    assert r.exit_code == 1, r.output
+    assert f"no space left on device while writing '{out / 'checkpoints' / 'stage3_mask.pt'}'" in r.output
+    assert f"--out {out} --resume" in r.output and "Traceback" not in r.output
+    assert sorted(os.listdir(out / "checkpoints")) == ["stage1_biased.pt"]  # no temporary file left
+    monkeypatch.setattr(checkpoint, "write_bytes", real)
+    assert invoke("mlp", "--data", "cmnist", "--out", out, "--resume", "--no-progress").exit_code == 0
+
+
+def test_resume_with_overwrite_is_refused(run_copy):
+    before = tree(run_copy / "run")
+    r = invoke("mlp", "--data", "cmnist", "--out", run_copy / "run", "--resume", "--overwrite")
+    assert r.exit_code == 2 and "pass one of them" in r.output and "Traceback" not in r.output
+    assert tree(run_copy / "run") == before
+
+
+def test_a_run_made_with_overwrite_resumes(run_copy):
+    r = invoke("mlp", "--data", "cmnist", "--config", run_copy / "tiny.toml", "--out", run_copy / "run", "--overwrite",
+               "--no-progress")
+    assert r.exit_code == 0, r.output
+    assert invoke("mlp", "--data", "cmnist", "--out", run_copy / "run", "--resume", "--no-progress").exit_code == 0
