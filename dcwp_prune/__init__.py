@@ -28,6 +28,7 @@ _LAZY = {
     "BiasGroupAccuracy": ("metrics", "BiasGroupAccuracy"),
     "BiasedTrainConfig": ("training.biased", "BiasedTrainConfig"),
     "ConfigError": ("options", "ConfigError"),
+    "DCWPError": ("errors", "DCWPError"),
     "DCWPImportance": ("adapters.torch_pruning", "DCWPImportance"),
     "DCWPResult": ("run.pipeline", "DCWPResult"),
     "DCWPSparsifier": ("adapters.torch_ao", "DCWPSparsifier"),

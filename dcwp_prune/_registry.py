@@ -6,6 +6,8 @@ import difflib
 import warnings
 from typing import Callable, Dict, Generic, Iterable, List, TypeVar
 
+from .errors import UnknownNameError
+
 T = TypeVar("T")
 
 
@@ -44,7 +46,7 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise KeyError(unknown_name_message(self.kind, name, self._items)) from None
+            raise UnknownNameError(unknown_name_message(self.kind, name, self._items)) from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

@@ -18,6 +18,8 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import Tensor
 
+from .errors import InputError
+
 __all__ = ["BiasGroupAccuracy", "bias_group_accuracy"]
 
 
@@ -27,11 +29,11 @@ def _update(correct: Tensor, total: Tensor, preds: Tensor, labels: Tensor, biase
     labels, biases = labels.long().view(-1).cpu(), biases.long().view(-1).cpu()
     preds = preds.view(-1).cpu()
     if not (preds.shape == labels.shape == biases.shape):
-        raise ValueError(f"preds, labels and biases must have one entry per sample, got {preds.shape}, "
+        raise InputError(f"preds, labels and biases must have one entry per sample, got {preds.shape}, "
                          f"{labels.shape}, {biases.shape}")
     for name, t in (("labels", labels), ("biases", biases)):
         if t.numel() and (int(t.min()) < 0 or int(t.max()) >= c):
-            raise ValueError(f"{name} must lie in 0..{c - 1} for num_classes={c}, got {int(t.min())}..{int(t.max())}")
+            raise InputError(f"{name} must lie in 0..{c - 1} for num_classes={c}, got {int(t.min())}..{int(t.max())}")
     group = labels * c + biases
     total.view(-1).index_add_(0, group, torch.ones_like(group))
     correct.view(-1).index_add_(0, group, (preds == labels).long())
@@ -90,7 +92,7 @@ class BiasGroupAccuracy:
 
     def __init__(self, num_classes: int) -> None:
         if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+            raise InputError(f"num_classes must be >= 2, got {num_classes}")
         self.num_classes = num_classes
         self.correct = torch.zeros(num_classes, num_classes, dtype=torch.long)
         self.total = torch.zeros_like(self.correct)
@@ -109,7 +111,7 @@ class BiasGroupAccuracy:
     def merge(self, other: "BiasGroupAccuracy") -> None:
         """Add another accumulator's counts (same ``num_classes``)."""
         if other.num_classes != self.num_classes:
-            raise ValueError(f"cannot merge {other.num_classes}-class counts into {self.num_classes}-class counts")
+            raise InputError(f"cannot merge {other.num_classes}-class counts into {self.num_classes}-class counts")
         self.correct += other.correct
         self.total += other.total
 

@@ -13,6 +13,8 @@ import typing
 from dataclasses import fields
 from typing import Any, Dict, Literal, Tuple, Type, TypeVar, Union, get_args, get_origin
 
+from .errors import InputError
+
 __all__ = ["ConfigError", "Options", "choices"]
 
 T = TypeVar("T")
@@ -23,7 +25,7 @@ def choices(tp: Any) -> Tuple[str, ...]:
     return tuple(get_args(tp))
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A configuration value of the wrong type or outside its choices (the message names the key)."""
 
 

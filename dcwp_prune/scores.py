@@ -18,6 +18,7 @@ from typing import Dict, Iterator, List, Literal, Mapping, Optional, Sequence, T
 import torch
 from torch import Tensor, nn
 
+from .errors import InputError, InputTypeError, UnknownNameError
 from ._atomic import write_bytes
 from ._validation import check_fraction
 from .version import __version__
@@ -59,9 +60,9 @@ def resolve_tensor(model: nn.Module, fqn: str) -> Tuple[nn.Module, str]:
     try:
         module = model.get_submodule(module_name) if module_name else model
     except AttributeError:
-        raise KeyError(f"scores key {fqn!r}: the model has no submodule {module_name!r}") from None
+        raise UnknownNameError(f"scores key {fqn!r}: the model has no submodule {module_name!r}") from None
     if not isinstance(getattr(module, tensor_name, None), Tensor):
-        raise KeyError(f"scores key {fqn!r}: module {module_name!r} has no tensor {tensor_name!r}")
+        raise UnknownNameError(f"scores key {fqn!r}: module {module_name!r} has no tensor {tensor_name!r}")
     return module, tensor_name
 
 
@@ -105,7 +106,7 @@ class MaskScores:
         self._logits: Dict[str, nn.Parameter] = {}
         for fqn, t in logits.items():
             if not isinstance(t, Tensor) or not t.is_floating_point():
-                raise TypeError(f"logits for {fqn!r} must be a floating-point tensor, got {t!r:.60}")
+                raise InputTypeError(f"logits for {fqn!r} must be a floating-point tensor, got {t!r:.60}")
             self._logits[fqn] = t if isinstance(t, nn.Parameter) else nn.Parameter(t.detach().clone())
         self._model_ref = weakref.ref(model) if model is not None else None
         if model is not None:
@@ -159,7 +160,7 @@ class MaskScores:
                     continue
                 logits[fqn] = torch.full_like(weight, float(init), dtype=torch.float32)
         if not logits:
-            raise ValueError(
+            raise InputError(
                 f"no weight matched (include={include}, exclude={exclude}, "
                 f"module_types={[t.__name__ for t in module_types]}); check the patterns"
             )
@@ -176,7 +177,7 @@ class MaskScores:
         try:
             return self._logits[fqn]
         except KeyError:
-            raise KeyError(f"no mask scores for {fqn!r}; scored tensors: {', '.join(list(self._logits)[:8])}") from None
+            raise UnknownNameError(f"no mask scores for {fqn!r}; scored tensors: {', '.join(list(self._logits)[:8])}") from None
 
     def __contains__(self, fqn: object) -> bool:
         return fqn in self._logits
@@ -258,12 +259,12 @@ class MaskScores:
             module, name = resolve_tensor(model, fqn)
             expected[fqn] = tuple(getattr(module, name).shape)
         if expected != got:
-            raise ValueError(f"mask scores do not fit the model: {_mismatch_message(expected, got)}")
+            raise InputError(f"mask scores do not fit the model: {_mismatch_message(expected, got)}")
 
     def _model_or(self, model: Optional[nn.Module]) -> nn.Module:
         model = model if model is not None else self.model
         if model is None:
-            raise ValueError("these MaskScores are not bound to a model; pass `model=` (or call `scores.bind(model)`)")
+            raise InputError("these MaskScores are not bound to a model; pass `model=` (or call `scores.bind(model)`)")
         return model
 
     def resolve(self, model: Optional[nn.Module] = None) -> Dict[str, Tuple[nn.Module, str]]:
@@ -281,7 +282,7 @@ class MaskScores:
             kind: ``"probs"`` (keep-probabilities, for :class:`DCWPMethod`) or ``"logits"``.
         """
         if kind not in ("probs", "logits"):
-            raise ValueError(f"kind must be 'probs' or 'logits', got {kind!r}")
+            raise InputError(f"kind must be 'probs' or 'logits', got {kind!r}")
         model = self._model_or(model)
         self.check_model(model)
         values = self.probs() if kind == "probs" else {k: v.detach() for k, v in self._logits.items()}
@@ -296,7 +297,7 @@ class MaskScores:
         expected = {k: tuple(v.shape) for k, v in self._logits.items()}
         got = {k: tuple(v.shape) for k, v in state.items()}
         if expected != got:
-            raise ValueError(f"cannot load mask scores: {_mismatch_message(expected, got)}")
+            raise InputError(f"cannot load mask scores: {_mismatch_message(expected, got)}")
         with torch.no_grad():
             for k, v in state.items():
                 self._logits[k].copy_(v)
@@ -330,8 +331,8 @@ class MaskScores:
                 meta = f.metadata() or {}
             tensors = load_file(path, device=map_location)
         except (SafetensorError, OSError, ValueError) as err:
-            raise ValueError(f"{path!r} is not a safetensors mask-scores file ({err})") from None
+            raise InputError(f"{path!r} is not a safetensors mask-scores file ({err})") from None
         if meta.get("format") != _FORMAT:
-            raise ValueError(f"{path!r} is a safetensors file but not a dcwp-prune mask-scores file")
+            raise InputError(f"{path!r} is a safetensors file but not a dcwp-prune mask-scores file")
         order = json.loads(meta.get("keys", "[]")) or sorted(tensors)
         return cls({k: tensors[k] for k in order}, model=model)

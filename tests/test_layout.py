@@ -12,7 +12,7 @@ import pathlib
 import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "dcwp_prune"
-BASE = {"_atomic", "_registry", "_validation", "options", "version"}
+BASE = {"_atomic", "_registry", "_validation", "errors", "options", "version"}
 ALLOWED = {
     "base": {"base"},
     "scores": {"base"},

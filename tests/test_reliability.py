@@ -377,3 +377,34 @@ def test_a_run_made_with_overwrite_resumes(run_copy):
                "--no-progress")
     assert r.exit_code == 0, r.output
     assert invoke("mlp", "--data", "cmnist", "--out", run_copy / "run", "--resume", "--no-progress").exit_code == 0
+
+
+# ------------------------------------------------------------------------------ a bug is a bug
+def test_an_internal_key_error_is_a_bug_with_its_traceback_not_a_user_error(run_copy, monkeypatch):
+    from dcwp_prune.run import report as report_mod
+
+    def broken(run_dir, *a, **k):
+        return {}["metrics"]  # a bug deep in the code
+
+    monkeypatch.setattr(report_mod, "build_report", broken)
+    r = invoke("report", run_copy / "run")
+    assert r.exit_code == 1, r.output
+    assert "Traceback" in r.output and "KeyError: 'metrics'" in r.output and "unexpected error" in r.output
+
+
+def test_a_key_error_raised_by_a_users_import_module_is_shown_as_such(tmp_path, monkeypatch):
+    (tmp_path / "broken_models.py").write_text("registry = {}\nregistry['missing']\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    r = invoke("mlp", "--import", "broken_models", "--data", "cmnist", "--out", tmp_path / "run")
+    assert r.exit_code == 1, r.output
+    assert "Traceback" in r.output and "broken_models.py" in r.output and "KeyError" in r.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_package_refusals_are_dcwp_errors_and_still_value_errors():
+    from dcwp_prune import ConfigError, DCWPError, RunFolderError, build_config
+
+    with pytest.raises(DCWPError):
+        build_config("nope")
+    assert issubclass(ConfigError, ValueError) and issubclass(RunFolderError, DCWPError)

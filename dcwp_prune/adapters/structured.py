@@ -20,6 +20,7 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
+from ..errors import InputError
 from .._atomic import write_json
 from .._validation import check_fraction
 from ..scores import MaskScores, Normalizer
@@ -209,13 +210,13 @@ def prune_channels(
     """
     check_fraction(pruning_ratio, "pruning_ratio")
     if pruning_ratio >= 1.0:
-        raise ValueError(f"pruning_ratio must be < 1 (1.0 would remove every channel), got {pruning_ratio}")
+        raise InputError(f"pruning_ratio must be < 1 (1.0 would remove every channel), got {pruning_ratio}")
     if iterative_steps < 1:
-        raise ValueError(f"iterative_steps must be >= 1, got {iterative_steps}")
+        raise InputError(f"iterative_steps must be >= 1, got {iterative_steps}")
     if target_macs_ratio is not None and not target_macs_ratio > 1.0:
-        raise ValueError(f"target_macs_ratio must be > 1 (2.0 = half the MACs), got {target_macs_ratio}")
+        raise InputError(f"target_macs_ratio must be > 1 (2.0 = half the MACs), got {target_macs_ratio}")
     if normalizer is not None and not global_pruning:
-        raise ValueError(f"normalizer={normalizer!r} divides each layer's importances before one ranking across "
+        raise InputError(f"normalizer={normalizer!r} divides each layer's importances before one ranking across "
                          "layers; with per-layer ranking (global_pruning=False) it changes nothing: pass "
                          "global_pruning=True, or drop the normalizer")
     check_structured_support(model)
@@ -253,7 +254,7 @@ def _search_ratio(model: nn.Module, scores: Union[MaskScores, Dict[str, Tensor]]
 
     top = reached(upper)
     if top < target:
-        raise ValueError(f"target_macs_ratio {target} is not reached at pruning_ratio {upper} (MACs {top:.3f}x "
+        raise InputError(f"target_macs_ratio {target} is not reached at pruning_ratio {upper} (MACs {top:.3f}x "
                            "fewer there); raise pruning_ratio (the search's upper bound) or lower the target")
     lo, hi = 0.0, upper
     for _ in range(TARGET_SEARCH_STEPS):

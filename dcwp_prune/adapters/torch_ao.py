@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.ao.pruning import BaseSparsifier
 
+from ..errors import InputError, InputTypeError, UnknownNameError
 from .._validation import check_amount, check_fraction, check_scores_tensor, one_of
 from ..scores import MaskScores
 from .torch_prune import DCWPMethod
@@ -56,13 +57,13 @@ class DCWPSparsifier(BaseSparsifier):
                  sparsity_level: Optional[float] = None) -> None:
         self._check_rule(threshold, sparsity_level, "")
         if not isinstance(scores, (MaskScores, Mapping)):
-            raise TypeError(f"scores must be MaskScores or a {{tensor_fqn: logits}} dict, got {type(scores).__name__}")
+            raise InputTypeError(f"scores must be MaskScores or a {{tensor_fqn: logits}} dict, got {type(scores).__name__}")
         self.logits: Dict[str, Tensor] = {k: v.detach() for k, v in scores.items()}
         for fqn, value in self.logits.items():
             if not isinstance(value, Tensor) or not value.is_floating_point():
-                raise TypeError(f"scores[{fqn!r}] must be a floating-point tensor of logits")
+                raise InputTypeError(f"scores[{fqn!r}] must be a floating-point tensor of logits")
             if torch.isnan(value).any():
-                raise ValueError(f"scores[{fqn!r}] contains NaN")
+                raise InputError(f"scores[{fqn!r}] contains NaN")
         defaults: Dict[str, Any] = {"threshold": threshold, "sparsity_level": sparsity_level}
         super().__init__(defaults=defaults)
 
@@ -73,7 +74,7 @@ class DCWPSparsifier(BaseSparsifier):
             check_fraction(threshold, f"{where}threshold")
         if sparsity_level is not None:
             if isinstance(sparsity_level, int) and not isinstance(sparsity_level, bool):
-                raise TypeError(f"Expected `{where}sparsity_level` to be a fraction in [0, 1], got {sparsity_level!r}")
+                raise InputTypeError(f"Expected `{where}sparsity_level` to be a fraction in [0, 1], got {sparsity_level!r}")
             check_amount(sparsity_level, f"{where}sparsity_level")
 
     def prepare(self, model: nn.Module, config: Optional[List[Dict[str, Any]]] = None) -> None:
@@ -85,13 +86,13 @@ class DCWPSparsifier(BaseSparsifier):
         for group in config:
             fqn = group.get("tensor_fqn") if isinstance(group, dict) else None
             if not isinstance(fqn, str):
-                raise ValueError(f"every config entry needs a 'tensor_fqn', got {group!r}")
+                raise InputError(f"every config entry needs a 'tensor_fqn', got {group!r}")
             fqn = fqn.lstrip(".")
             if fqn not in self.logits:
-                raise KeyError(f"no DCWP score for {fqn!r}; scored tensors: {sorted(self.logits)[:8]}"
+                raise UnknownNameError(f"no DCWP score for {fqn!r}; scored tensors: {sorted(self.logits)[:8]}"
                                f"{' ...' if len(self.logits) > 8 else ''}")
             if fqn not in named:
-                raise KeyError(f"{fqn!r} is not a parameter of the model (or it is already parametrized)")
+                raise UnknownNameError(f"{fqn!r} is not a parameter of the model (or it is already parametrized)")
             check_scores_tensor(fqn, self.logits[fqn].to(named[fqn].device), named[fqn])
             rule = {k: group.get(k) for k in ("threshold", "sparsity_level")}
             self._check_rule(rule["threshold"], rule["sparsity_level"], f"config[{fqn!r}].")

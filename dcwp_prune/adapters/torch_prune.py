@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
+from ..errors import InputError, InputTypeError, UnknownNameError
 from .._validation import check_amount, check_fraction, check_scores_tensor, n_to_prune, one_of
 from ..scores import MaskScores, resolve_tensor
 
@@ -82,9 +83,9 @@ class DCWPMethod(prune.BasePruningMethod):
     def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
         s = t.detach().reshape(-1).float()
         if torch.isnan(s).any():
-            raise ValueError("DCWPMethod: importance scores contain NaN")
+            raise InputError("DCWPMethod: importance scores contain NaN")
         if not self.scores_are_logits and self.check_range and s.numel() and (s.min() < 0 or s.max() > 1):
-            raise ValueError(
+            raise InputError(
                 f"DCWPMethod expects keep-probabilities in [0, 1], got values in [{float(s.min()):.4g}, "
                 f"{float(s.max()):.4g}]. torch falls back to the raw weights when `importance_scores` lacks a "
                 "key: pass a score for every parameter (MaskScores.to_importance_scores), or "
@@ -149,7 +150,7 @@ def _params_and_scores(
         elif all(isinstance(k, str) for k in scores):
             by_fqn = scores  # type: ignore[assignment]
         else:
-            raise TypeError("with a model, scores must be MaskScores or a dict keyed by tensor FQN ('fc.weight')")
+            raise InputTypeError("with a model, scores must be MaskScores or a dict keyed by tensor FQN ('fc.weight')")
         pairs = {fqn: resolve_tensor(model, fqn) for fqn in by_fqn}
         params = list(pairs.values())
         keyed = {pairs[fqn]: by_fqn[fqn] for fqn in by_fqn}
@@ -157,20 +158,20 @@ def _params_and_scores(
     else:
         params = list(model_or_params)
         if isinstance(scores, MaskScores) or any(isinstance(k, str) for k in scores):
-            raise TypeError("FQN-keyed scores need the model: pass the model instead of a parameter list")
+            raise InputTypeError("FQN-keyed scores need the model: pass the model instead of a parameter list")
         keyed = dict(scores)  # type: ignore[arg-type]
         names = {p: f"{type(p[0]).__name__}.{p[1]}" for p in params}
         missing = [names[p] for p in params if p not in keyed]
         if missing:
-            raise KeyError(
+            raise UnknownNameError(
                 f"no scores for {len(missing)} of {len(params)} parameters ({', '.join(missing[:5])}); "
                 "torch would silently rank those by their raw weights"
             )
         extra = [k for k in keyed if k not in set(params)]
         if extra:
-            raise KeyError(f"{len(extra)} score entries name parameters not in the list, e.g. {extra[0][1]!r}")
+            raise UnknownNameError(f"{len(extra)} score entries name parameters not in the list, e.g. {extra[0][1]!r}")
     if not params:
-        raise ValueError("nothing to prune: the parameter list / scores are empty")
+        raise InputError("nothing to prune: the parameter list / scores are empty")
     for p in params:
         check_scores_tensor(names[p], keyed[p], getattr(*p))
     return params, {p: keyed[p].detach().contiguous() for p in params}
@@ -210,7 +211,7 @@ def dcwp_global_unstructured(
         zeros = sum(int((_current_mask(m, n) == 0).sum()) for m, n in params)
         target = int(round(sparsity * total))
         if target < zeros:
-            raise ValueError(
+            raise InputError(
                 f"target sparsity {sparsity} ({target} zeros) is below the current sparsity "
                 f"{zeros / total:.4f} ({zeros} zeros); pruning cannot restore weights"
             )

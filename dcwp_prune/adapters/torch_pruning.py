@@ -22,6 +22,7 @@ import torch_pruning as tp
 from torch import Tensor, nn
 from torch_pruning.pruner import function as F
 
+from ..errors import InputError, InputTypeError
 from ..scores import MaskScores, Normalizer, resolve_tensor
 
 __all__ = [
@@ -57,7 +58,7 @@ UNSUPPORTED_ARCHITECTURES: Dict[str, str] = {
 }
 
 
-class UnsupportedModelError(ValueError):
+class UnsupportedModelError(InputError):
     """The architecture cannot be pruned structurally (see ``UNSUPPORTED_ARCHITECTURES``)."""
 
 
@@ -73,7 +74,7 @@ def check_structured_support(model: nn.Module) -> None:
             )
 
 
-class DCWPScoreShapeError(ValueError):
+class DCWPScoreShapeError(InputError):
     """A score tensor no longer matches its layer's weight (usually: iterative pruning)."""
 
 
@@ -171,9 +172,9 @@ class DCWPImportance(tp.importance.Importance):
         normalizer: Optional[Normalizer] = None,
     ) -> None:
         if min_keep < 0:
-            raise ValueError(f"min_keep must be >= 0, got {min_keep}")
+            raise InputError(f"min_keep must be >= 0, got {min_keep}")
         if normalizer not in NORMALIZERS:
-            raise ValueError(f"normalizer must be one of {NORMALIZERS}, got {normalizer!r}")
+            raise InputError(f"normalizer must be one of {NORMALIZERS}, got {normalizer!r}")
         self.normalizer = normalizer
         self.hard = hard
         self.threshold = float(threshold)
@@ -207,9 +208,9 @@ class DCWPImportance(tp.importance.Importance):
             logits = bool(scores_are_logits)
             entries = list(scores.items())
         else:
-            raise TypeError(f"scores must be MaskScores or a dict of tensors, got {type(scores).__name__}")
+            raise InputTypeError(f"scores must be MaskScores or a dict of tensors, got {type(scores).__name__}")
         if not entries:
-            raise ValueError("DCWPImportance got no scores")
+            raise InputError("DCWPImportance got no scores")
         return entries, logits
 
     def _bind(self, entries: List[Tuple[object, Tensor]], logits: bool, model: Optional[nn.Module]) -> None:
@@ -218,11 +219,11 @@ class DCWPImportance(tp.importance.Importance):
                 name, module, tensor_name = type(key).__name__, key, "weight"
             else:
                 if model is None:
-                    raise ValueError("scores keyed by FQN need the model: DCWPImportance(scores, model=model)")
+                    raise InputError("scores keyed by FQN need the model: DCWPImportance(scores, model=model)")
                 module, tensor_name = resolve_tensor(model, str(key))
                 name = str(key)
             if tensor_name not in (_MHA_TENSORS if isinstance(module, nn.MultiheadAttention) else ("weight",)):
-                raise ValueError(f"DCWPImportance scores weights (and attention projections) only, got {name!r}")
+                raise InputError(f"DCWPImportance scores weights (and attention projections) only, got {name!r}")
             weight = getattr(module, tensor_name, None)
             if not isinstance(weight, Tensor) or tuple(weight.shape) != tuple(value.shape):
                 shape = tuple(weight.shape) if isinstance(weight, Tensor) else None
@@ -230,7 +231,7 @@ class DCWPImportance(tp.importance.Importance):
             self._check_module(name, module, tensor_name)
             p = torch.sigmoid(value.detach().float()) if logits else value.detach().float()
             if not logits and (p.min() < 0 or p.max() > 1):
-                raise ValueError(
+                raise InputError(
                     f"scores for {name!r} are outside [0, 1]; pass scores_are_logits=True for raw logits"
                 )
             self._keep[(module, tensor_name)] = ((p >= self.threshold).float() if self.hard else p).to(weight.device)
@@ -330,7 +331,7 @@ class DCWPImportance(tp.importance.Importance):
         if graph is not None:
             self._follow(graph)
         elif self._pending is not None:
-            raise ValueError("scores keyed by FQN need the model: DCWPImportance(scores, model=model)")
+            raise InputError("scores keyed by FQN need the model: DCWPImportance(scores, model=model)")
         items = group.items  # type: ignore[attr-defined]
         root = items[0].root_idxs if items[0].root_idxs is not None else items[0].idxs
         pos = {r: i for i, r in enumerate(root)}

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..errors import InputError
 from .._registry import Registry
 
 __all__ = [
@@ -35,7 +36,7 @@ __all__ = [
 SPLITS = ("train", "valid", "test")
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """Bad dataset input: missing folders, unparsable names, labels out of range, ..."""
 
 
@@ -207,10 +208,10 @@ class DatasetSpec:
     def __post_init__(self) -> None:
         unknown = sorted(set(self.options) - set(RUN_OPTIONS))
         if unknown:
-            raise ValueError(f"dataset {self.name!r}: unknown option(s) {unknown}; valid: {RUN_OPTIONS}")
+            raise InputError(f"dataset {self.name!r}: unknown option(s) {unknown}; valid: {RUN_OPTIONS}")
         clash = sorted(set(self.extra_options) & set(RUN_OPTIONS + ("root", "split", "transform")))
         if clash:
-            raise ValueError(f"dataset {self.name!r}: extra option(s) {clash} are set by the run itself")
+            raise InputError(f"dataset {self.name!r}: extra option(s) {clash} are set by the run itself")
 
     def check_extra_options(self, given: Dict[str, Any]) -> None:
         """Refuse ``data.options`` keys this dataset's factory does not take (the message lists those it does)."""

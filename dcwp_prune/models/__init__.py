@@ -9,6 +9,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 from torch import Tensor, nn
 
+from ..errors import InputError, UnknownNameError
 from .._registry import Registry, unknown_name_message
 from .builtin import CMNISTCNN, MLP
 
@@ -60,7 +61,7 @@ def classifier_of(model: nn.Module) -> nn.Linear:
         if isinstance(m, nn.Linear):
             last = m
     if last is None:
-        raise ValueError(f"{type(model).__name__} has no nn.Linear classifier; DCWP needs one for its features")
+        raise InputError(f"{type(model).__name__} has no nn.Linear classifier; DCWP needs one for its features")
     return last
 
 
@@ -99,19 +100,19 @@ def read_state_dict(path: str) -> Dict[str, Tensor]:
         try:
             return load_file(path)
         except (SafetensorError, OSError, ValueError) as err:
-            raise ValueError(f"{path!r} is not a readable safetensors file ({err}); it may be truncated: {fix}") from None
+            raise InputError(f"{path!r} is not a readable safetensors file ({err}); it may be truncated: {fix}") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise ValueError(f"{path!r} was refused by the safe loader (torch.load weights_only=True: {_first_line(err)}); "
+        raise InputError(f"{path!r} was refused by the safe loader (torch.load weights_only=True: {_first_line(err)}); "
                          f"it holds more than tensors (a pickled model or objects), which would run code: {fix}") from None
     except DAMAGED_FILE_ERRORS as err:
-        raise ValueError(f"{path!r} is not a readable torch file ({_first_line(err)}); it may be truncated or not a "
+        raise InputError(f"{path!r} is not a readable torch file ({_first_line(err)}); it may be truncated or not a "
                          f"torch file: {fix}") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{path!r} does not hold a state dict (a dict of tensors): {fix}")
+        raise InputError(f"{path!r} does not hold a state dict (a dict of tensors): {fix}")
     return state
 
 
@@ -134,7 +135,7 @@ def load_state_dict_checked(model: nn.Module, state: Dict[str, Tensor], source: 
     if missing or unexpected or shapes:
         parts = [f"{label} {items[:3]}{' ...' if len(items) > 3 else ''}" for label, items in
                  (("missing", missing), ("unexpected", unexpected), ("shape differs (file vs model)", shapes)) if items]
-        raise ValueError(f"{source!r} does not fit a {type(model).__name__}: {'; '.join(parts)}; is it a state dict of "
+        raise InputError(f"{source!r} does not fit a {type(model).__name__}: {'; '.join(parts)}; is it a state dict of "
                          "this architecture (--arch / MODEL) and class count?")
     model.load_state_dict(state)
 
@@ -148,7 +149,7 @@ def _load_file(model: nn.Module, path: str) -> None:
     missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
     missing = [k for k in missing if k not in skipped]
     if missing or unexpected:
-        raise ValueError(f"{path!r} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise InputError(f"{path!r} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
 #: Builder options for torchvision models trained from scratch. GoogLeNet and Inception v3 default to
@@ -177,13 +178,13 @@ def create_model(name: str, num_classes: int, weights: Optional[str] = None) -> 
     is_file = weights is not None and (os.path.sep in weights or weights.endswith((".pt", ".pth", ".bin", ".safetensors")))
     if name in _BUILTIN:
         if weights is not None and not is_file:
-            raise ValueError(f"built-in model {name!r} has no named weights; pass a state-dict file instead")
+            raise InputError(f"built-in model {name!r} has no named weights; pass a state-dict file instead")
         model = _BUILTIN.get(name)(num_classes=num_classes)
     else:
         import torchvision
 
         if name not in _torchvision_names():
-            raise KeyError(unknown_name_message("model", name, list_models(), listing="--list-models"))
+            raise UnknownNameError(unknown_name_message("model", name, list_models(), listing="--list-models"))
         if weights is None or is_file:
             model = torchvision.models.get_model(name, num_classes=num_classes, **_SCRATCH_OPTIONS.get(name, {}))
         else:

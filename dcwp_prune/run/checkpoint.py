@@ -17,6 +17,7 @@ from typing import Any, Dict, Union
 import numpy as np
 import torch
 
+from ..errors import InputError
 from .._atomic import DAMAGED_FILE_ERRORS, write_bytes
 from ..version import __version__
 
@@ -27,7 +28,7 @@ __all__ = ["DAMAGED_FILE_ERRORS", "DamagedCheckpointError", "content_digest", "g
 CHECKSUM_KEY = "dcwp_prune_sha256"
 
 
-class DamagedCheckpointError(ValueError):
+class DamagedCheckpointError(InputError):
     """A checkpoint cannot be read, or its content no longer matches its checksum."""
 
 

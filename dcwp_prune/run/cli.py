@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
+from ..errors import DCWPError, InputError, UnknownNameError
 from ..data.cmnist import DIGIT_SOURCES
 from ..data.folders import TEST_PROTOCOLS
 from ..training.finetune import SELECTIONS
@@ -37,11 +38,13 @@ Examples:
   dcwp-prune report runs/cnn-0.5
 """
 
-# user errors: one message on stderr, exit status 2, no traceback. ValueError covers ConfigError,
-# RunFolderError, DatasetError, UnsupportedModelError and the file readers' errors; the OSError
-# subclasses are the ones a bad path raises.
-_USER_ERRORS = (KeyError, ValueError, TypeError, FileExistsError, FileNotFoundError, NotADirectoryError,
-                IsADirectoryError, PermissionError)
+# user errors: one message on stderr, exit status 2, no traceback. DCWPError covers ConfigError,
+# RunFolderError, DatasetError, UnsupportedModelError, the file readers' errors and every other refusal
+# of the package; the OSError subclasses are the ones a bad path raises. Anything else is a bug: its
+# traceback, exit status 1 and how to report it (_DefaultGroup.invoke).
+_USER_ERRORS = (DCWPError, FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+_BUG = ("an unexpected error (a bug, not a wrong option; the traceback is above). If it comes from dcwp-prune, please "
+        "report it with the command line, `dcwp-prune --version` and this traceback")
 
 
 def _fail(err: BaseException) -> "click.ClickException":
@@ -58,6 +61,19 @@ class _DefaultGroup(click.Group):
         if args and not args[0].startswith("-") and args[0] not in self.commands:
             args = ["run", *args]
         return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit,
+                KeyboardInterrupt):
+            raise
+        except Exception:  # a bug: never shown as a user error
+            import traceback
+
+            traceback.print_exc()
+            click.echo(f"Error: {_BUG}", err=True)
+            sys.exit(1)
 
 
 def _import_modules(ctx: click.Context, param: click.Parameter, names: Tuple[str, ...]) -> None:
@@ -146,7 +162,7 @@ def _read_toml(path: str) -> Dict[str, Any]:
         try:
             data = tomllib.load(f)
         except tomllib.TOMLDecodeError as err:
-            raise ValueError(f"config file {path!r} is not valid TOML: {err}") from None
+            raise InputError(f"config file {path!r} is not valid TOML: {err}") from None
     try:
         RunConfig.from_dict(data)  # every key and type checked now, against the file's own values
     except ConfigError as err:
@@ -177,7 +193,7 @@ def _data_option(text: str) -> Tuple[str, Any]:
     """``KEY=VALUE`` of ``--data-option``: VALUE read as JSON (numbers, true / false, a {...} table), else text."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise ValueError(f"--data-option takes KEY=VALUE (e.g. --data-option path_col=file), got {text!r}")
+        raise InputError(f"--data-option takes KEY=VALUE (e.g. --data-option path_col=file), got {text!r}")
     try:
         parsed = json.loads(value)
     except ValueError:
@@ -254,7 +270,7 @@ def run_command(ctx: click.Context, model: str, **params: Any) -> None:
         if params["resume"] and params["out"]:
             out = os.path.expanduser(params["out"])
         elif "name" not in overrides.get("data", {}):
-            raise ValueError("--data is required (e.g. --data cmnist); see --list-datasets")
+            raise InputError("--data is required (e.g. --data cmnist); see --list-datasets")
         else:
             out = overrides.get("out") or params["out"] or _default_out(model, overrides)
         overrides["out"] = out
@@ -274,7 +290,7 @@ def _check_model_name(name: str) -> None:
     from ..models import list_models
 
     if name not in list_models():
-        raise KeyError(unknown_name_message("model", name, list_models(), listing="--list-models")
+        raise UnknownNameError(unknown_name_message("model", name, list_models(), listing="--list-models")
                        + "; yours: --import the module that registers it")
 
 
@@ -450,7 +466,7 @@ def _num_classes_of(arch: str, state: Dict[str, Any]) -> int:
     name = next(n for n, m in probe.named_modules() if m is head)
     key = f"{name}.weight"
     if key not in state:
-        raise ValueError(f"the model file has no {key!r}; is it a {arch} state dict? pass --num-classes")
+        raise InputError(f"the model file has no {key!r}; is it a {arch} state dict? pass --num-classes")
     return int(state[key].shape[0])
 
 

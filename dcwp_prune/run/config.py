@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, Literal, Optional, Tuple
 
+from ..errors import InputError
 from ..data.cmnist import DigitSource
 from ..data.folders import TestProtocol
 from ..options import ConfigError, Options, choices
@@ -155,28 +156,28 @@ def validate(config: RunConfig) -> None:
         if (value < low if low_ok else value <= low) or (high is not None and (value > high if high_ok else value >= high)):
             lo, hi = "[" if low_ok else "(", "]" if high_ok else ")"
             want = f"in {lo}{low:g}, {high:g}{hi}" if high is not None else f"{'>=' if low_ok else '>'} {low:g}"
-            raise ValueError(f"{key} must be {want}, got {value:g}{_FLAG.get(key, '')}")
+            raise InputError(f"{key} must be {want}, got {value:g}{_FLAG.get(key, '')}")
     p = config.prune
     given = [k for k in PRUNE_RULES if getattr(p, k) is not None]
     if len(given) > 1:
-        raise ValueError(f"pass at most one of {' / '.join(PRUNE_RULES)}, got {', '.join(given)}")
+        raise InputError(f"pass at most one of {' / '.join(PRUNE_RULES)}, got {', '.join(given)}")
     for k in ("sparsity", "threshold"):
         v = getattr(p, k)
         if v is not None and not 0.0 <= v <= 1.0:
-            raise ValueError(f"prune.{k} must be in [0, 1], got {v}")
+            raise InputError(f"prune.{k} must be in [0, 1], got {v}")
     if p.amount is not None and not 0.0 <= p.amount <= 1.0:
-        raise ValueError(f"prune.amount must be a fraction in [0, 1], got {p.amount}")
+        raise InputError(f"prune.amount must be a fraction in [0, 1], got {p.amount}")
     if p.iterative_steps < 1:
-        raise ValueError(f"prune.iterative_steps must be >= 1, got {p.iterative_steps}")
+        raise InputError(f"prune.iterative_steps must be >= 1, got {p.iterative_steps}")
     if not 0.0 < p.pruning_ratio < 1.0:
-        raise ValueError(f"prune.pruning_ratio must be in (0, 1), got {p.pruning_ratio}")
+        raise InputError(f"prune.pruning_ratio must be in (0, 1), got {p.pruning_ratio}")
     if p.target_macs is not None and not p.target_macs > 1.0:
-        raise ValueError(f"prune.target_macs is a MACs reduction factor > 1 (2.0 = half the MACs), got {p.target_macs}")
+        raise InputError(f"prune.target_macs is a MACs reduction factor > 1 (2.0 = half the MACs), got {p.target_macs}")
     for key in ("target_macs", "normalizer"):
         if getattr(p, key) is not None and not p.structured:
-            raise ValueError(f"prune.{key} applies to structured pruning; pass --structured (or unset {key})")
+            raise InputError(f"prune.{key} applies to structured pruning; pass --structured (or unset {key})")
     if p.normalizer is not None and not p.global_pruning:
-        raise ValueError(f"prune.normalizer = {p.normalizer!r} applies to the global channel ranking; set "
+        raise InputError(f"prune.normalizer = {p.normalizer!r} applies to the global channel ranking; set "
                          "prune.global_pruning = true (--global-ranking), or unset normalizer")
     if config.data.ratio is not None and not 0.0 <= config.data.ratio <= 100.0:
-        raise ValueError(f"data.ratio is a percentage in [0, 100], got {config.data.ratio}")
+        raise InputError(f"data.ratio is a percentage in [0, 100], got {config.data.ratio}")

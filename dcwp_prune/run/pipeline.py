@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import InputError
 from .._atomic import write_json
 from ..adapters.torch_prune import dcwp_global_unstructured, pruned_sparsity
 from ..data import BiasDataset, create_dataset, dataset_spec, default_transform
@@ -138,13 +139,13 @@ def _resume_config(given: RunConfig, saved: RunConfig, n_train: int, force_confi
     diffs = config_differences(saved.to_dict(), expected.to_dict())
     runtime = {k: getattr(given, k) for k in RUNTIME_KEYS if k not in ("resume", "overwrite")}
     if diffs and not force_config:
-        raise ValueError(f"--resume: these options differ from the saved {os.path.join(given.out, 'config.json')}: "
+        raise InputError(f"--resume: these options differ from the saved {os.path.join(given.out, 'config.json')}: "
                          f"{'; '.join(diffs)}. Resume with the saved options (drop those flags) or pass "
                          "--force-config to continue with the new ones")
     frozen = _finished_stage_keys(given.out)
     fixed = [d for d in diffs if d.split(":")[0].split(".")[0] in frozen and d.split(":")[0] not in _LOADER_ONLY]
     if fixed:
-        raise ValueError(f"--resume --force-config cannot change what a finished stage was made with: {'; '.join(fixed)} "
+        raise InputError(f"--resume --force-config cannot change what a finished stage was made with: {'; '.join(fixed)} "
                          f"(the checkpoints in {given.out!r} hold its result). Start a new run for these options "
                          "(another --out, or --overwrite; --stage1-from reuses this run's stage 1 where it matches)")
     base = expected if diffs else saved
@@ -258,7 +259,7 @@ def check_stage1_source(config: RunConfig) -> None:
     source = config.stage1_from
     assert source is not None
     if not os.path.isfile(os.path.join(source, "checkpoints", "stage1_biased.pt")):
-        raise ValueError(f"stage1_from {source!r} has no finished stage 1 (checkpoints/stage1_biased.pt); "
+        raise InputError(f"stage1_from {source!r} has no finished stage 1 (checkpoints/stage1_biased.pt); "
                          "run it to the end of stage 1 first")
     saved = resolve_data(RunConfig.from_dict(read_saved_config(source)))
     loader_only = {"num_workers": 0, "eval_batch_size": 1}
@@ -273,7 +274,7 @@ def check_stage1_source(config: RunConfig) -> None:
     if saved.mining.method == "oracle" and config.mining.method != "oracle":
         diffs.append("mining.method: the source mined with 'oracle', so its f_B was never trained")
     if diffs:
-        raise ValueError(f"stage1_from {source!r} trained stage 1 differently: {'; '.join(diffs)}. Start from a run "
+        raise InputError(f"stage1_from {source!r} trained stage 1 differently: {'; '.join(diffs)}. Start from a run "
                          "with the same model, data, seed and [biased] options, or drop stage1_from")
 
 
@@ -299,16 +300,16 @@ def _check_model_fits(model: nn.Module, data: RunData, config: RunConfig) -> Non
         fix = (f"pass --image-size {need} ([data] image_size)" if isinstance(need, int) and need != x.shape[-1]
                else "pass an --image-size the model accepts ([data] image_size)")
         first = (str(err).splitlines() or [type(err).__name__])[0]
-        raise ValueError(f"model {config.model!r} cannot take {config.data.name} images of shape "
+        raise InputError(f"model {config.model!r} cannot take {config.data.name} images of shape "
                          f"{tuple(x.shape[1:])} ({first}); {fix} or choose another model") from None
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, data.num_classes):  # one (N, C) logits tensor
         got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
-        raise ValueError(f"model {config.model!r} returns {got} in training mode; DCWP trains on one logits tensor of "
+        raise InputError(f"model {config.model!r} returns {got} in training mode; DCWP trains on one logits tensor of "
                          f"shape (batch, {data.num_classes}): build it without auxiliary heads, or wrap it to return the logits")
     try:  # stages 3 and 4 take the classifier's input as the contrastive feature
         head = classifier_of(model)
     except ValueError as err:
-        raise ValueError(f"model {config.model!r}: {err} (the contrastive term of stages 3 and 4 takes the input of the "
+        raise InputError(f"model {config.model!r}: {err} (the contrastive term of stages 3 and 4 takes the input of the "
                          "nn.Linear that produces the logits); choose another model, or prune a trained one with "
                          "`dcwp-prune prune` / DCWPMethod") from None
     producer = next((m for m, o in linear_out.items() if o is logits), None)  # the nn.Linear that returned the logits
@@ -317,7 +318,7 @@ def _check_model_fits(model: nn.Module, data: RunData, config: RunConfig) -> Non
         what = (f"the logits come from {names[producer]!r}, but its last nn.Linear is {names[head]!r} ({head})"
                 if producer is not None else
                 f"its last nn.Linear, {names[head]!r} ({head}), does not produce the {data.num_classes} logits")
-        raise ValueError(f"model {config.model!r}: {what}; DCWP takes the input of the last nn.Linear the model "
+        raise InputError(f"model {config.model!r}: {what}; DCWP takes the input of the last nn.Linear the model "
                          "registers as the contrastive feature, so define the classifier last in the model's __init__")
     if config.prune.structured:
         from ..adapters.structured import check_structured_support
@@ -472,7 +473,7 @@ class _Run:
             except ValueError as err:
                 if p.target_macs is None or not self.writes:
                     raise
-                raise ValueError(f"{err}. The learned scores are saved (stage 3 is done): continue with --resume "
+                raise InputError(f"{err}. The learned scores are saved (stage 3 is done): continue with --resume "
                                  f"--out {self.config.out} --force-config and a larger --pruning-ratio (or a smaller "
                                  "--target-macs)") from None
             info = dict(result.to_dict(), history=result.history)
@@ -524,7 +525,7 @@ def _runtime(config: RunConfig) -> Runtime:
         warnings.warn(f"cpu_amp (--cpu-amp) applies to CPU runs and this one runs on {device}: ignored (on CUDA, "
                       "bf16 autocast is the amp option, on by default)", RuntimeWarning, stacklevel=3)
     if config.cpu_amp and device.type == "cpu" and not cpu_has_bf16():
-        raise ValueError("cpu_amp (--cpu-amp) asks for bf16 autocast on the CPU, and this CPU has no native bf16 "
+        raise InputError("cpu_amp (--cpu-amp) asks for bf16 autocast on the CPU, and this CPU has no native bf16 "
                          "(AVX512-BF16 or AMX): it would run slower than fp32; drop --cpu-amp")
     return Runtime(device=device, env=env, progress=config.progress, amp=config.amp, cpu_amp=config.cpu_amp,
                    compile=config.compile)
@@ -581,7 +582,7 @@ def _run_stages(config: RunConfig, rt: Runtime, folder: "RunFolder", force_confi
         if config.quick:
             config = quick_schedule(config, len(data.train))
     if config.data.batch_size > len(data.train):
-        raise ValueError(f"data.batch_size {config.data.batch_size} is larger than the training set ({len(data.train)} "
+        raise InputError(f"data.batch_size {config.data.batch_size} is larger than the training set ({len(data.train)} "
                          f"images): every batch would repeat images (and the contrastive term is batch x batch); "
                          f"pass --batch-size {len(data.train)} or less")
     variant = resolve_variant(config)

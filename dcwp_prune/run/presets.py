@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Dict, Optional
 
+from ..errors import UnknownNameError
 from .._registry import unknown_name_message
 from ..data import dataset_spec, list_datasets
 from .config import RunConfig
@@ -71,7 +72,7 @@ def build_config(preset: Optional[str] = None, overrides: Optional[Dict[str, Any
     name = preset or overrides.get("data", {}).get("name")
     base: Dict[str, Any] = {}
     if preset is not None and preset not in PRESETS:
-        raise KeyError(unknown_name_message("preset", preset, PRESETS))
+        raise UnknownNameError(unknown_name_message("preset", preset, PRESETS))
     if name in PRESETS:
         base = PRESETS[name]
     merged = merge_options(base, overrides)

@@ -11,6 +11,7 @@ import os
 import warnings
 from typing import Any, Callable, Dict, List, Optional
 
+from ..errors import InputError
 from .._atomic import write_text
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint
 
@@ -30,13 +31,13 @@ def read_records(path: str) -> List[Dict[str, Any]]:
         try:
             record = json.loads(line)
             if not isinstance(record, dict):
-                raise ValueError("not a JSON object")
+                raise InputError("not a JSON object")
         except ValueError as err:
             if n == len(numbered) - 1:
                 warnings.warn(f"{path}: the last line ({lineno}) is cut short (a run killed while it wrote it); it is "
                               "dropped", RuntimeWarning, stacklevel=2)
                 break
-            raise ValueError(f"{path!r} line {lineno} is not a JSON record ({err}); the file is damaged: delete the "
+            raise InputError(f"{path!r} line {lineno} is not a JSON record ({err}); the file is damaged: delete the "
                              "line (or the file: it holds the logs only) and run the command again") from None
         records.append(record)
     return records

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
+from ..errors import InputError
 from .._atomic import write_json, write_text
 from ..models import create_model
 from .checkpoint import load_checkpoint
@@ -46,10 +47,10 @@ def load_results(run_dir: str) -> Dict[str, Any]:
         with open(path) as f:
             results = json.load(f)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path!r} is damaged ({err}); delete it and rebuild it from the run's checkpoints with "
+        raise InputError(f"{path!r} is damaged ({err}); delete it and rebuild it from the run's checkpoints with "
                          f"dcwp-prune MODEL --data NAME --out {run_dir} --resume") from None
     if not isinstance(results, dict) or not {"config", "metrics", "selected"} <= set(results):
-        raise ValueError(f"{path!r} is not a dcwp-prune results file (keys config, metrics, selected missing)")
+        raise InputError(f"{path!r} is not a dcwp-prune results file (keys config, metrics, selected missing)")
     return results
 
 

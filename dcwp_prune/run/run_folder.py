@@ -25,6 +25,8 @@ import tempfile
 import warnings
 from typing import Any, Dict, List, Optional
 
+from ..errors import InputError
+
 __all__ = ["RunFolder", "RunFolderError", "RunFolderExistsError", "NoRunError", "check_writable", "config_differences", "finished_parts", "read_saved_config"]
 
 #: Files whose presence means a stage finished (or the whole run did).
@@ -33,7 +35,7 @@ _FINISHED_FILES = ("mined.json", "scores.safetensors", "model.safetensors", "res
 RUNTIME_KEYS = ("out", "resume", "overwrite", "device", "progress")
 
 
-class RunFolderError(ValueError):
+class RunFolderError(InputError):
     """``--out`` cannot be used as asked (the message says why and what to do)."""
 
 

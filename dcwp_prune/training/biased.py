@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from ..errors import InputError
 from ..options import Options, choices
 from .engine import Engine, OptimizerName, Runtime, unpack
 from .objectives import gce_loss
@@ -64,7 +65,7 @@ def biased_loss(logits: Tensor, y: Tensor, cfg: BiasedTrainConfig) -> Tensor:
     if cfg.loss == "ce":
         return F.cross_entropy(logits, y)
     if cfg.loss != "confident_ce":
-        raise ValueError(f"biased.loss must be one of {BIASED_LOSSES}, got {cfg.loss!r}")
+        raise InputError(f"biased.loss must be one of {BIASED_LOSSES}, got {cfg.loss!r}")
     confident = torch.softmax(logits.detach().float(), 1).gather(1, y.view(-1, 1)).squeeze(1) > cfg.eta
     if not bool(confident.any()):  # the official code returns NaN here
         return logits.sum() * 0.0

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..errors import InputError, InputTypeError
 from ..options import choices
 from .distributed import DistEnv, all_reduce_sum, wrap_ddp
 from .progress import progress_bar
@@ -85,7 +86,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+        raise InputError(f"device {name!r} requested but CUDA is not available; use --device cpu")
     return torch.device(name)
 
 
@@ -134,7 +135,7 @@ def make_optimizer(params: Iterable[Tensor], name: str, lr: float, weight_decay:
         return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
-    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    raise InputError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
 
 
 def make_scheduler(opt: torch.optim.Optimizer, step: int, gamma: float) -> torch.optim.lr_scheduler.StepLR:
@@ -170,11 +171,11 @@ class Engine:
               set: Optional[Callable[[Any], None]] = None) -> None:
         """Save ``obj.state_dict()`` (or ``get()``) under ``key`` in checkpoints; restore it on resume."""
         if key in self._state:
-            raise ValueError(f"{self.name}: state {key!r} is tracked twice")
+            raise InputError(f"{self.name}: state {key!r} is tracked twice")
         if obj is not None:
             get, set = obj.state_dict, obj.load_state_dict
         if get is None or set is None:
-            raise ValueError(f"{self.name}: track {key!r} needs an object with state_dict() or get= and set=")
+            raise InputError(f"{self.name}: track {key!r} needs an object with state_dict() or get= and set=")
         self._state[key] = (get, set)
 
     def state_dict(self) -> Dict[str, Any]:
@@ -186,7 +187,7 @@ class Engine:
             return self.start
         missing = [k for k in self._state if k not in checkpoint]
         if missing:
-            raise ValueError(f"the {self.name} progress checkpoint lacks {missing}; it was written by another "
+            raise InputError(f"the {self.name} progress checkpoint lacks {missing}; it was written by another "
                              "configuration: resume with the options of the run that wrote it")
         for key, (_, load) in self._state.items():
             load(checkpoint[key])
@@ -205,7 +206,7 @@ class Engine:
     def add_optimizer(self, key: str, opt: torch.optim.Optimizer, sched: Optional[Any] = None) -> None:
         """Track and step an optimizer built elsewhere (see :meth:`optimizer` for the keys)."""
         if key in self._optimizers:
-            raise ValueError(f"{self.name}: optimizer {key!r} is registered twice")
+            raise InputError(f"{self.name}: optimizer {key!r} is registered twice")
         suffix = f"_{key}" if key else ""
         self.track(f"opt{suffix}", opt)
         if sched is not None:
@@ -298,7 +299,7 @@ def unpack(batch: Any) -> Tuple[Tensor, Tensor, Optional[Tensor], Optional[Seque
         b = batch[2] if len(batch) > 2 and isinstance(batch[2], Tensor) else None
         ids = batch[3] if len(batch) > 3 else None
         return x, y, b, ids
-    raise TypeError("batches must be BiasSample batches or (images, labels[, biases[, ids]]) tuples")
+    raise InputTypeError("batches must be BiasSample batches or (images, labels[, biases[, ids]]) tuples")
 
 
 def make_loader(dataset: Dataset, *, batch_size: Optional[int] = None, batch_sampler: Optional[Sampler] = None,

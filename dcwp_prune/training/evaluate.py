@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..errors import InputError
 from ..metrics import BiasGroupAccuracy
 from .engine import Runtime, unpack
 
@@ -28,7 +29,7 @@ def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, runtime: Ru
     for batch in loader:
         x, y, b, _ = unpack(batch)
         if b is None:
-            raise ValueError("evaluation batches need bias labels: (images, labels, biases[, ids])")
+            raise InputError("evaluation batches need bias labels: (images, labels, biases[, ids])")
         with runtime.autocast():
             logits = model(x.to(runtime.device, non_blocking=True))
         metric.update(logits.float().cpu(), y, b)

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from ..errors import InputError
 from ..options import choices
 from ..scores import MaskScores
 
@@ -48,9 +49,9 @@ _FROZEN_ATTR = "_dcwp_frozen"
 
 def _check_mode(mode: str, variant: str) -> None:
     if mode not in _MODES:
-        raise ValueError(f"mask mode must be one of {_MODES}, got {mode!r}")
+        raise InputError(f"mask mode must be one of {_MODES}, got {mode!r}")
     if variant not in GUMBEL_VARIANTS:
-        raise ValueError(f"variant must be one of {GUMBEL_VARIANTS}, got {variant!r}")
+        raise InputError(f"variant must be one of {GUMBEL_VARIANTS}, got {variant!r}")
 
 
 class _HardConcrete(torch.autograd.Function):
@@ -120,7 +121,7 @@ class GumbelSigmoidMask(nn.Module):
         super().__init__()
         _check_mode(mode, variant)
         if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+            raise InputError(f"temperature must be > 0, got {temperature}")
         self.logit = logit
         self.mode: str = mode
         self.variant: str = variant
@@ -185,7 +186,7 @@ def attach_masks(
             )
         logit = scores[fqn]
         if logit.device != getattr(module, name).device:
-            raise ValueError(f"scores for {fqn!r} are on {logit.device}, the weight is not; call scores.to(device)")
+            raise InputError(f"scores for {fqn!r} are on {logit.device}, the weight is not; call scores.to(device)")
         mask = GumbelSigmoidMask(logit, "deterministic", variant, temperature)
         # registering evaluates the parametrization once; in sample mode that would draw noise from the
         # global RNG and shift every later draw (a resumed run would no longer match an uninterrupted one)

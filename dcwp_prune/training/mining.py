@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from ..errors import InputError, UnknownNameError
 from .._atomic import write_json
 from ..options import Options, choices
 from .engine import Runtime
@@ -53,7 +54,7 @@ class MinedSet:
         try:
             return self.flags[[self._index[i] for i in ids]]
         except KeyError as err:
-            raise KeyError(f"sample id {err.args[0]!r} was not mined; mined ids come from another dataset?") from None
+            raise UnknownNameError(f"sample id {err.args[0]!r} was not mined; mined ids come from another dataset?") from None
 
     def to_dict(self) -> Dict[str, Any]:
         return {"method": self.method, "precision": self.precision, "recall": self.recall, "count": self.count,
@@ -73,7 +74,7 @@ class MinedSet:
                 data = json.load(f)
             ids, method, conflicting = list(data["ids"]), str(data["method"]), set(data["conflicting_ids"])
         except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ValueError(f"{path!r} is damaged ({type(err).__name__}: {err}); delete it so that the run mines "
+            raise InputError(f"{path!r} is damaged ({type(err).__name__}: {err}); delete it so that the run mines "
                              "again (dcwp-prune ... --resume)") from None
         flags = torch.tensor([i in conflicting for i in ids], dtype=torch.bool)
         return cls(ids, flags, method, data.get("precision"), data.get("recall"))
@@ -108,18 +109,18 @@ def mine_conflicting(
     n = len(ids)
     if method == "wrong":
         if model_b is None or labels_loader is None:
-            raise ValueError("mining 'wrong' needs the biased model and a loader over the training set")
+            raise InputError("mining 'wrong' needs the biased model and a loader over the training set")
         flags = _misclassified(model_b, labels_loader, n, runtime)
     elif method == "ensemble":
         if pseudo_scores is None:
-            raise ValueError("mining 'ensemble' needs the epoch-averaged scores of stage 1 (biased.loss='confident_ce')")
+            raise InputError("mining 'ensemble' needs the epoch-averaged scores of stage 1 (biased.loss='confident_ce')")
         flags = pseudo_scores > tau
     elif method == "oracle":
         if truth is None:
-            raise ValueError("mining 'oracle' needs the true bias labels")
+            raise InputError("mining 'oracle' needs the true bias labels")
         flags = truth.clone()
     else:
-        raise ValueError(f"mining method must be one of {MINING_METHODS}, got {method!r}")
+        raise InputError(f"mining method must be one of {MINING_METHODS}, got {method!r}")
     flags = flags.bool().cpu()
     precision, recall = _quality(flags, None if truth is None else truth.bool().cpu())
     return MinedSet(list(ids), flags, method, precision, recall)

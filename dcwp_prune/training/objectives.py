@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import InputError
 from ..models import FeatureTap
 from ..options import choices
 from .engine import Runtime, unpack
@@ -35,14 +36,14 @@ def gce_loss(logits: Tensor, targets: Tensor, q: float = 0.7, form: Literal["off
         True
     """
     if not 0 < q <= 1:
-        raise ValueError(f"GCE q must be in (0, 1], got {q}")
+        raise InputError(f"GCE q must be in (0, 1], got {q}")
     p_y = torch.softmax(logits, dim=1).gather(1, targets.view(-1, 1)).squeeze(1)
     if form == "official":
         weight = p_y.detach().pow(q) * q
         return (F.cross_entropy(logits, targets, reduction="none") * weight).mean()
     if form == "textbook":
         return ((1 - p_y.clamp_min(1e-12).pow(q)) / q).mean()
-    raise ValueError(f"form must be 'official' or 'textbook', got {form!r}")
+    raise InputError(f"form must be 'official' or 'textbook', got {form!r}")
 
 
 class GCELoss(nn.Module):
@@ -68,7 +69,7 @@ def supcon_loss(
     dropped; with none left the loss is 0 (connected to the graph) instead of NaN.
     """
     if positives not in POSITIVES:
-        raise ValueError(f"positives must be one of {POSITIVES}, got {positives!r}")
+        raise InputError(f"positives must be one of {POSITIVES}, got {positives!r}")
     z = F.normalize(features.float(), dim=1)
     n = z.shape[0]
     sim = z @ z.t() / temperature
@@ -115,7 +116,7 @@ def task_loss(model: nn.Module, tap: FeatureTap, batch: Any, flags_of: Callable[
     logs = {"ce": loss.detach()}
     if lambda_con > 0:
         if ids is None:
-            raise ValueError("the contrastive term needs sample ids in every batch: (images, labels, biases, ids)")
+            raise InputError("the contrastive term needs sample ids in every batch: (images, labels, biases, ids)")
         con = supcon_loss(tap.features, y, flags_of(ids).to(runtime.device), temperature, positives)  # type: ignore[arg-type]
         loss = loss + lambda_con * con
         logs["con"] = con.detach()

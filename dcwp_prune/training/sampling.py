@@ -14,6 +14,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
+from ..errors import InputError
+
 __all__ = ["InfiniteBatchSampler", "ShardSampler", "upweight"]
 
 _CHUNK = 1 << 16
@@ -22,7 +24,7 @@ _CHUNK = 1 << 16
 def upweight(flags: Tensor, factor: float) -> Tensor:
     """Sampling weights: ``factor`` for flagged (bias-conflicting) samples, 1 for the rest."""
     if factor <= 0:
-        raise ValueError(f"upweight factor must be > 0, got {factor}")
+        raise InputError(f"upweight factor must be > 0, got {factor}")
     return torch.where(flags.bool(), torch.tensor(float(factor)), torch.tensor(1.0)).double()
 
 
@@ -41,11 +43,11 @@ class InfiniteBatchSampler(Sampler[List[int]]):
     def __init__(self, n: int, batch_size: int, weights: Optional[Tensor] = None, seed: int = 0,
                  start_batch: int = 0, rank: int = 0, world_size: int = 1) -> None:
         if n <= 0:
-            raise ValueError("cannot sample from an empty dataset")
+            raise InputError("cannot sample from an empty dataset")
         if batch_size % world_size:
-            raise ValueError(f"batch_size {batch_size} must be divisible by the number of processes {world_size}")
+            raise InputError(f"batch_size {batch_size} must be divisible by the number of processes {world_size}")
         if weights is not None and (len(weights) != n or bool((weights < 0).any()) or float(weights.sum()) <= 0):
-            raise ValueError(f"weights must be {n} non-negative numbers with a positive sum")
+            raise InputError(f"weights must be {n} non-negative numbers with a positive sum")
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.weights = None if weights is None else weights.double()
         self.start_batch, self.rank, self.world_size = start_batch, rank, world_size
