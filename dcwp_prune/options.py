@@ -77,6 +77,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad
+        if not -(2**63) <= value < 2**63:
+            raise ConfigError(f"{key} must be a 64-bit integer (below 2**63), got {value}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -140,6 +140,7 @@ class MaskScores:
             ValueError: nothing matched.
         """
         logits: Dict[str, Tensor] = {}
+        candidates: List[Tuple[str, str]] = []  # (module name, weight FQN) of every scorable weight
         for name, module in model.named_modules():
             if isinstance(module, tuple(exclude_types)):
                 continue
@@ -154,11 +155,16 @@ class MaskScores:
                 if not isinstance(weight, Tensor):
                     continue
                 fqn = f"{name}.{tensor_name}" if name else tensor_name
+                candidates.append((name, fqn))
                 if include and not _matches(include, name, fqn):
                     continue
                 if _matches(exclude, name, fqn):
                     continue
                 logits[fqn] = torch.full_like(weight, float(init), dtype=torch.float32)
+        unmatched = [p for p in include or () if not any(_matches([p], n, f) for n, f in candidates)]
+        if unmatched:  # a pattern that names nothing is a typo, never a wish for fewer weights
+            shown = ", ".join(f for _, f in candidates[:8]) + (", ..." if len(candidates) > 8 else "")
+            raise InputError(f"include pattern(s) {unmatched} match no scorable weight of the model; its weights: {shown}")
         if not logits:
             raise InputError(
                 f"no weight matched (include={include}, exclude={exclude}, "
@@ -324,6 +330,9 @@ class MaskScores:
         from safetensors.torch import load_file, safe_open
 
         path = os.fspath(path)
+        if os.path.isdir(path):
+            raise InputError(f"mask scores file {path!r} is a folder; pass the .safetensors file (a run writes "
+                             "RUN/scores.safetensors)")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"mask scores file {path!r} does not exist")
         try:

@@ -408,3 +408,74 @@ def test_the_package_refusals_are_dcwp_errors_and_still_value_errors():
     with pytest.raises(DCWPError):
         build_config("nope")
     assert issubclass(ConfigError, ValueError) and issubclass(RunFolderError, DCWPError)
+
+
+# ------------------------------------------------------------------------------ options named, combinations refused
+@pytest.mark.parametrize("extra,message", [
+    (["--data-option", 'split_values={"train": 0'], "--data-option split_values: '{\"train\": 0' is not valid JSON"),
+    (["--pruning-ratio", "0.7"], "prune.pruning_ratio (--pruning-ratio) applies to structured pruning"),
+    (["--global-ranking"], "prune.global_pruning (--global-ranking) applies to structured pruning"),
+    (["--iterative-steps", "3"], "prune.iterative_steps (--iterative-steps) applies to structured pruning"),
+    (["--structured", "--amount", "0.5"], "prune.amount (--amount) sets unstructured pruning and this run is structured"),
+    (["--seed", str(2**70)], "seed must be a 64-bit integer"),
+    (["--data-root", "FILE"], "data.root (--data-root) 'FILE' is a file; it takes a folder"),
+    (["--model-file", "DIR"], "model_file (--model-file) 'DIR' is a folder"),
+    (["--config", "DIR"], "--config 'DIR' is a folder"),
+    (["--config", "LATIN1"], "is not UTF-8 text (byte 0xe9"),
+    (["--config", "INCLUDE"], "include pattern(s) ['fc9.*'] match no scorable weight of the model"),
+])
+def test_bad_options_are_named_before_the_run_folder_is_touched(tmp_path, extra, message):
+    (tmp_path / "f.txt").write_text("x")
+    (tmp_path / "latin.toml").write_bytes("# caf\xe9\nseed = 1\n".encode("latin-1"))
+    (tmp_path / "inc.toml").write_text('[mask]\ninclude = ["fc9.*"]\n')
+    subst = {"FILE": tmp_path / "f.txt", "DIR": tmp_path, "LATIN1": tmp_path / "latin.toml", "INCLUDE": tmp_path / "inc.toml"}
+    extra = [subst.get(a, a) for a in extra]
+    message = message.replace("'FILE'", repr(str(tmp_path / "f.txt"))).replace("'DIR'", repr(str(tmp_path)))
+    r = invoke("mlp", "--data", "cmnist", *extra, "--out", tmp_path / "run")
+    assert r.exit_code == 2, r.output
+    assert message in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("option,message", [
+    ("num_classes=abc", "data option num_classes must be an integer >= 1, got 'abc'"),
+    ("split_values=3", "data option split_values must be a table {split: value}"),
+    ("csv=5", "data option csv must be a path (text), got 5"),
+])
+def test_wrong_typed_dataset_options_are_named(tmp_path, option, message):
+    from ._data import make_csv_dataset
+
+    make_csv_dataset(tmp_path, ["0"] * 8 + ["2"] * 4)
+    r = invoke("mlp", "--data", "csv", "--data-root", tmp_path, "--data-option", "path_col=file", "--data-option",
+               "label_col=target", "--data-option", "bias_col=place", "--data-option", "split_col=fold",
+               "--data-option", "image_dir=imgs", *([] if option.startswith("csv=") else ["--data-option", "csv=meta.csv"]),
+               "--data-option", option, "--image-size", "28", "--out", tmp_path / "run")
+    assert r.exit_code == 2, r.output
+    assert message in r.output and "Traceback" not in r.output and not (tmp_path / "run").exists()
+
+
+def test_prune_structured_with_an_unstructured_rule_is_refused(finished_run, tmp_path):
+    run = finished_run / "run"
+    from safetensors.torch import save_file
+
+    from dcwp_prune.run.export import load_pruned_model
+
+    save_file(load_pruned_model(str(run)).state_dict(), str(tmp_path / "m.safetensors"))
+    r = invoke("prune", "--model-file", tmp_path / "m.safetensors", "--arch", "mlp", "--scores",
+               run / "scores.safetensors", "--structured", "--amount", "0.3", "--out", tmp_path / "p")
+    assert r.exit_code == 2 and "sets unstructured pruning and this run is structured" in r.output, r.output
+    r = invoke("prune", "--model-file", tmp_path / "m.safetensors", "--arch", "mlp", "--scores", run, "--out",
+               tmp_path / "p")
+    assert r.exit_code == 2 and "is a folder; pass the .safetensors file" in r.output, r.output
+    assert not (tmp_path / "p").exists()
+
+
+def test_a_schedule_value_the_user_wrote_wins_over_quick_and_the_report_says_so(tmp_path):
+    (tmp_path / "q.toml").write_text("[finetune]\niterations = 24\n[data]\nratio = 5.0\n")
+    from dcwp_prune.run.presets import build_config, quick_schedule
+
+    config = build_config(None, {"model": "mlp", "data": {"name": "cmnist"}, "quick": True,
+                                 "finetune": {"iterations": 24}})
+    assert config.quick_fixed == ("finetune.iterations",)
+    quick = quick_schedule(config, 4000)
+    assert quick.finetune.iterations == 24 and quick.mask.iterations == 400  # the rest is --quick's

@@ -309,6 +309,8 @@ def test_corrupt_image_leaves_no_folder_and_skip_corrupt_runs(corrupt_root, tmp_
     assert again.exit_code == 0, again.output
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["info"]["data"]["skipped_corrupt"] == 1
+    assert "skipped 1 unreadable image(s) (--skip-corrupt): train 1" in again.output  # printed, and in the report
+    assert "skipped 1 unreadable image(s)" in (tmp_path / "run" / "report.md").read_text()
 
 
 def test_missing_model_file_leaves_no_folder(tmp_path):

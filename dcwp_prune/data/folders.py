@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Callable, Dict, List, Literal, Optional, Sequence, Tuple
+import warnings
+from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple
 
+import torch
 from torch import Tensor
 
 from ..options import choices
@@ -75,17 +77,89 @@ def _images_under(folder: str) -> List[str]:
     return sorted(found)
 
 
-def load_rgb(path: str) -> Tensor:
-    """An image file as a float RGB CHW tensor in [0, 1] (``DatasetError`` naming an unreadable file)."""
-    from PIL import Image, UnidentifiedImageError
+#: PIL modes of one channel with more than 8 bits (16-bit PNG, 32-bit integer TIFF), and their full scale.
+_WIDE_GRAY = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": 65535.0}
+
+
+def _to_rgb_tensor(img: Any) -> Tensor:
+    """A PIL image as float RGB CHW in [0, 1], keeping the full range of 16-bit images (PIL's own
+    ``convert("RGB")`` clips them to 0-255: a 16-bit PNG would turn black and white)."""
+    import numpy as np
     from torchvision.transforms.functional import pil_to_tensor
+
+    if img.mode in _WIDE_GRAY:
+        arr = np.asarray(img, dtype=np.float32)
+        scale = _WIDE_GRAY[img.mode] if arr.size == 0 or arr.max() <= 65535 else float(arr.max())
+        gray = torch.from_numpy(np.clip(arr / scale, 0.0, 1.0))
+        return gray.unsqueeze(0).expand(3, -1, -1).contiguous()
+    if img.mode == "F":  # 32-bit float images: taken as [0, 1]
+        gray = torch.from_numpy(np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0))
+        return gray.unsqueeze(0).expand(3, -1, -1).contiguous()
+    return pil_to_tensor(img.convert("RGB")).float().div_(255.0)
+
+
+def load_rgb(path: str) -> Tensor:
+    """An image file as a float RGB CHW tensor in [0, 1] (``DatasetError`` naming an unreadable file).
+
+    8-bit images of any mode (palette, grey, RGBA, CMYK) go through PIL's RGB conversion; 16-bit grey
+    images keep their range. An image above PIL's pixel limit (``Image.MAX_IMAGE_PIXELS``) is refused
+    by name, as an unreadable one, so ``--skip-corrupt`` skips it.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    fix = "or skip such files (--skip-corrupt, data.skip_corrupt = true, skip_corrupt=True)"
+    try:
+        with Image.open(path) as img:
+            return _to_rgb_tensor(img)
+    except Image.DecompressionBombError as err:
+        raise DatasetError(f"image {path!r} is larger than the image library allows ({err}); resize it, raise "
+                           f"PIL.Image.MAX_IMAGE_PIXELS in your own script if you trust the file, {fix}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DatasetError(f"corrupt or unreadable image {path!r} ({err}); fix or delete it, {fix}") from None
+
+
+def image_size(path: str) -> Tuple[int, int]:
+    """``(width, height)`` of an image file from its header (the pixels are not decoded)."""
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
-            return pil_to_tensor(img.convert("RGB")).float().div_(255.0)
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise DatasetError(f"corrupt or unreadable image {path!r} ({err}); fix or delete it, "
-                           "or skip such files (--skip-corrupt, data.skip_corrupt = true, skip_corrupt=True)") from None
+            return img.size
+    except Image.DecompressionBombError as err:
+        raise DatasetError(f"image {path!r} is larger than the image library allows ({err})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DatasetError(f"corrupt or unreadable image {path!r} ({err}); fix or delete it, or skip such files "
+                           "(--skip-corrupt)") from None
+
+
+def image_files(dataset: BiasDataset) -> Optional[List[str]]:
+    """The image file of every sample of ``dataset`` (a subset's through its parent), or None for data
+    held in memory."""
+    paths = getattr(dataset, "paths", None)
+    if paths is not None:
+        return list(paths)
+    parent = getattr(dataset, "parent", None)
+    if parent is not None:
+        files = image_files(parent)
+        return None if files is None else [files[i] for i in dataset.index]  # type: ignore[attr-defined]
+    return None
+
+
+def check_same_size(splits: Dict[str, BiasDataset]) -> None:
+    """Refuse images of different sizes (read from the headers) that no transform resizes: a batch of
+    them cannot be stacked, and the run would fail only later. Names one file of each size."""
+    first: Dict[Tuple[int, int], str] = {}
+    for name, ds in splits.items():
+        files = image_files(ds)
+        for path in files or ():
+            size = image_size(path)
+            if size not in first:
+                first[size] = path
+                if len(first) > 1:
+                    listed = "; ".join(f"{w}x{h}: {p}" for (w, h), p in first.items())
+                    raise DatasetError(
+                        f"the images are not all the same size and the {name} transform does not resize them ({listed}); "
+                        "pass --image-size N (data.image_size) to resize every image, or make the files one size")
 
 
 def is_readable(path: str) -> bool:
@@ -120,6 +194,9 @@ class FolderDataset(BiasDataset):
 
 
 def _release_dir(name: str, root: str, ratio: float = 1.0) -> str:
+    if root and os.path.isfile(root):
+        raise DatasetError(f"data root {root!r} is a file, not a folder; pass the folder that holds {name}/ "
+                           "(--data-root)")
     if not root or not os.path.isdir(root):
         raise DatasetError(f"data root {root!r} does not exist. Expected layout:\n"
                            + _TREES[name].format(root=root, pct=pct_name(ratio)))
@@ -185,7 +262,13 @@ def load_release(
     assert ratio_dir is not None
     train_files = _must_have(os.path.join(ratio_dir, "align"), "train (align)", name, root)
     conflict_dir = os.path.join(ratio_dir, "conflict")
-    train_files += _images_under(conflict_dir) if os.path.isdir(conflict_dir) else []
+    conflicting = _images_under(conflict_dir) if os.path.isdir(conflict_dir) else []
+    if not conflicting and split == "train":
+        what = "is empty" if os.path.isdir(conflict_dir) else "does not exist"
+        warnings.warn(f"{conflict_dir!r} {what}: this training set holds no bias-conflicting image (a {ratio:g} % "
+                      "release should), so there is nothing for DCWP to find and upweight; check the release",
+                      RuntimeWarning, stacklevel=2)
+    train_files += conflicting
     valid_dir = next((d for d in (os.path.join(ratio_dir, "valid"), os.path.join(release, "valid")) if os.path.isdir(d)), None)
     if valid_dir is not None:
         files = train_files if split == "train" else _must_have(valid_dir, "valid", name, root)

@@ -22,6 +22,7 @@ __all__ = [
     "default_transform",
     "digits_transform",
     "faces_transform",
+    "fixes_size",
     "imagenet_transform",
 ]
 
@@ -65,3 +66,14 @@ def default_transform(dataset: str, split: str, image_size: Optional[int] = None
     """The DCWP transform of ``dataset`` for ``split`` (its spec's; ImageNet-style when it names none)."""
     build = dataset_spec(dataset).transform or imagenet_transform
     return build(split, image_size)
+
+
+def fixes_size(transform: Transform) -> bool:
+    """Whether ``transform`` gives every image one size (a crop of fixed size, or a resize to a pair)."""
+    ops = getattr(transform, "transforms", [transform] if transform is not None else [])
+    for op in ops:
+        if isinstance(op, (T.RandomResizedCrop, T.CenterCrop, T.RandomCrop)):
+            return True
+        if isinstance(op, T.Resize) and isinstance(op.size, (tuple, list)) and len(op.size) == 2:
+            return True
+    return False

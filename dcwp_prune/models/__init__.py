@@ -90,6 +90,8 @@ def read_state_dict(path: str) -> Dict[str, Tensor]:
 
     from .._atomic import DAMAGED_FILE_ERRORS
 
+    if os.path.isdir(path):
+        raise InputError(f"weights file {path!r} is a folder; pass the state-dict file (.pt, .pth or .safetensors)")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file {path!r} does not exist")
     fix = "save it with torch.save(model.state_dict(), path) or safetensors.torch.save_file"

@@ -153,6 +153,8 @@ def _read_toml(path: str) -> Dict[str, Any]:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib  # type: ignore[no-redef]
+    if os.path.isdir(path):
+        raise InputError(f"--config {path!r} is a folder; pass the TOML file itself")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file {path!r} does not exist")
     from ..options import ConfigError
@@ -163,6 +165,9 @@ def _read_toml(path: str) -> Dict[str, Any]:
             data = tomllib.load(f)
         except tomllib.TOMLDecodeError as err:
             raise InputError(f"config file {path!r} is not valid TOML: {err}") from None
+        except UnicodeDecodeError as err:
+            raise InputError(f"config file {path!r} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
+                             f"{err.start}); TOML files are UTF-8: save it as UTF-8") from None
     try:
         RunConfig.from_dict(data)  # every key and type checked now, against the file's own values
     except ConfigError as err:
@@ -196,7 +201,10 @@ def _data_option(text: str) -> Tuple[str, Any]:
         raise InputError(f"--data-option takes KEY=VALUE (e.g. --data-option path_col=file), got {text!r}")
     try:
         parsed = json.loads(value)
-    except ValueError:
+    except ValueError as err:
+        if value.lstrip()[:1] in ("{", "[", '"'):  # meant as JSON: a typo must not pass as a string
+            raise InputError(f"--data-option {key.strip()}: {value!r} is not valid JSON ({err}); write a table as "
+                             f"{key.strip()}='{{\"train\": \"0\", \"test\": \"2\"}}'") from None
         parsed = value
     return key.strip(), parsed
 
@@ -414,6 +422,10 @@ def _print_summary(report: Dict[str, Any]) -> None:
     click.echo(f"mined {m['count']} samples (precision {_fmt(m['precision'])}, recall {_fmt(m['recall'])}); "
                f"sparsity {100 * report['sparsity']:.1f} %; MACs {dense:,} -> {pruned:,}{reduction}; "
                f"saved model: {p['saved_model']}")
+    from .report import skipped_line
+
+    if skipped_line(report):
+        click.echo(skipped_line(report))
     for warning in report.get("warnings", []):
         click.echo(f"WARNING: {warning}", err=True)
     if report.get("write_skipped"):

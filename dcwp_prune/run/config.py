@@ -8,6 +8,7 @@ the data and prune options. Defaults follow the official code (``../shared/DCWP.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Literal, Optional, Tuple
 
@@ -100,6 +101,7 @@ class RunConfig(Options):
     variant: Variant = "official"
     preset: Optional[str] = None
     quick: bool = False
+    quick_fixed: Tuple[str, ...] = ()  # dotted keys the user set, which --quick leaves as they are
     seed: int = 0
     device: str = "auto"
     out: str = "runs/dcwp"
@@ -130,7 +132,8 @@ _RANGES: Tuple[Tuple[str, float, bool, Optional[float], bool], ...] = tuple(
 )
 #: The CLI flag of a ranged key, named in its error.
 _FLAG = {"seed": " (--seed)", "data.image_size": " (--image-size)", "data.batch_size": " (--batch-size)",
-         "data.num_workers": " (--num-workers)"}
+         "data.num_workers": " (--num-workers)", "data.root": " (--data-root)", "data.mnist_root": " (--mnist-root)",
+         "stage1_from": " (--stage1-from)", "model_file": " (--model-file)"}
 
 
 def _dotted(config: Options, key: str) -> Any:
@@ -145,6 +148,14 @@ def validate(config: RunConfig) -> None:
 
     Types and choice lists are checked when a config is built; this checks ranges and combinations.
     """
+    for key, path, want in (("data.root", config.data.root, "folder"), ("data.mnist_root", config.data.mnist_root, "folder"),
+                            ("stage1_from", config.stage1_from, "folder"), ("model_file", config.model_file, "file")):
+        if path is None:
+            continue
+        if want == "folder" and os.path.isfile(path):
+            raise ConfigError(f"{key}{_FLAG.get(key, '')} {path!r} is a file; it takes a folder")
+        if want == "file" and os.path.isdir(path):
+            raise ConfigError(f"{key}{_FLAG.get(key, '')} {path!r} is a folder; it takes a state-dict file")
     if config.resume and config.overwrite:
         raise ConfigError("--resume continues the run in --out and --overwrite replaces it: pass one of them")
     if not (config.device in ("auto", "cpu", "cuda") or config.device.startswith("cuda:")):
@@ -173,9 +184,18 @@ def validate(config: RunConfig) -> None:
         raise InputError(f"prune.pruning_ratio must be in (0, 1), got {p.pruning_ratio}")
     if p.target_macs is not None and not p.target_macs > 1.0:
         raise InputError(f"prune.target_macs is a MACs reduction factor > 1 (2.0 = half the MACs), got {p.target_macs}")
-    for key in ("target_macs", "normalizer"):
+    for key in ("target_macs", "normalizer", "round_to"):
         if getattr(p, key) is not None and not p.structured:
             raise InputError(f"prune.{key} applies to structured pruning; pass --structured (or unset {key})")
+    defaults = PruneConfig()
+    for key, flag in (("pruning_ratio", "--pruning-ratio"), ("global_pruning", "--global-ranking"),
+                      ("iterative_steps", "--iterative-steps")):
+        if not p.structured and getattr(p, key) != getattr(defaults, key):
+            raise InputError(f"prune.{key} ({flag}) applies to structured pruning and this run is unstructured; pass "
+                             f"--structured, or drop {flag}")
+    if p.structured and given:
+        raise InputError(f"prune.{given[0]} (--{given[0]}) sets unstructured pruning and this run is structured "
+                         "(--structured): choose channels with --pruning-ratio / --target-macs, or drop --structured")
     if p.normalizer is not None and not p.global_pruning:
         raise InputError(f"prune.normalizer = {p.normalizer!r} applies to the global channel ranking; set "
                          "prune.global_pruning = true (--global-ranking), or unset normalizer")

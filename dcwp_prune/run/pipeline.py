@@ -22,6 +22,8 @@ from ..errors import InputError
 from .._atomic import write_json
 from ..adapters.torch_prune import dcwp_global_unstructured, pruned_sparsity
 from ..data import BiasDataset, create_dataset, dataset_spec, default_transform
+from ..data.folders import check_same_size
+from ..data.transforms import fixes_size
 from ..models import classifier_of, create_model
 from ..scores import MaskScores
 from ..training.biased import train_biased_model
@@ -208,6 +210,7 @@ def load_run_data(config: RunConfig, score_transform: str) -> RunData:
     opts.update(d.options)
     split = {s: create_dataset(d.name, root=d.root, split=s, transform=default_transform(d.name, s, d.image_size), **opts)
              for s in ("train", "valid", "test")}
+    check_same_size({s: ds for s, ds in split.items() if not fixes_size(ds.transform)})
     scoring = split["train"].subset(range(len(split["train"])))
     scoring.transform = split["train"].transform if score_transform == "train" else split["test"].transform
     return RunData(split["train"], scoring, split["valid"], split["test"], split["train"].num_classes)
@@ -284,6 +287,7 @@ def _check_model_fits(model: nn.Module, data: RunData, config: RunConfig) -> Non
     fails before the run folder exists."""
     if config.model_file:
         _load_model_file(model, config.model_file)
+    MaskScores.from_model(model, include=config.mask.include or None, exclude=config.mask.exclude or None)  # patterns
     x = data.valid[0].image.unsqueeze(0).to(next(model.parameters()).device)
     linear_out: Dict[nn.Module, Any] = {}
     hooks = [m.register_forward_hook(lambda mod, _, o: linear_out.__setitem__(mod, o))
@@ -627,7 +631,7 @@ def _stages(config: RunConfig, rt: Runtime, data: RunData, variant: Dict[str, An
         model.load_state_dict(tuned["best_state"])
     result = DCWPResult(config.out if rt.env.is_main else None, config, metrics, selected, run.sparsity(model, scores),
                         kept_fraction(scores, warn=False), mined.to_dict() | {"conflicting_ids": None}, structured,
-                        info={"data": data.train.info, "test": data.test.info, "device": str(rt.device),
+                        info={"data": data.train.info, "valid": data.valid.info, "test": data.test.info, "device": str(rt.device),
                               "world_size": rt.env.world_size, "variant": variant, "num_classes": data.num_classes},
                         model=model, scores=scores, warnings=notes)
     if rt.env.is_main:

@@ -96,7 +96,17 @@ def build_config(preset: Optional[str] = None, overrides: Optional[Dict[str, Any
         merged = merge_options(merged, {"biased": {k: v for k, v in lff.items() if k not in user}})
     if name in PRESETS:
         merged["preset"] = name
+    if merged.get("quick"):  # a schedule value the user wrote wins over --quick's (recorded in config.json)
+        merged["quick_fixed"] = [k for k in QUICK_KEYS if _has(overrides, k)]
     return RunConfig.from_dict(merged)
+
+
+def _has(tree: Dict[str, Any], dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return False
+        tree = tree[part]
+    return True
 
 
 #: --quick: epochs of the data present per stage (f_D, f_B, mask, fine-tune), each capped at 1/5
@@ -105,20 +115,39 @@ QUICK_EPOCHS = (40, 10, 25, 10)
 QUICK_CAPS = (2000, 400, 400, 200)
 
 
+#: The values --quick sets; one the user wrote (config file or flag) is kept (``RunConfig.quick_fixed``).
+QUICK_KEYS = ("biased.iterations", "biased.lr_decay_step", "biased.biased_iterations", "biased.biased_lr_decay_step",
+              "mask.iterations", "mask.eval_every", "finetune.iterations", "finetune.eval_every",
+              "finetune.lr_decay_step", "checkpoint_every")
+
+
 def quick_schedule(config: RunConfig, n_train: int) -> RunConfig:
     """A scaled-down schedule for demos, sized in epochs of the data actually present.
 
     On the 4,000-image offline Colored MNIST (16 batches an epoch) that is 640 / 160 / 400 / 160
     iterations; on full MNIST the caps apply. f_B's step decay keeps its official place (30 % in).
+    A key of ``config.quick_fixed`` (what the user wrote) keeps its value.
     """
     per_epoch = max(1, -(-n_train // config.data.batch_size))
     it_d, it_b, it_m, it_f = (max(1, min(e * per_epoch, cap)) for e, cap in zip(QUICK_EPOCHS, QUICK_CAPS))
-    b = config.biased
-    biased = b.replace(iterations=it_d, lr_decay_step=it_d,
-                       biased_iterations=it_b if b.biased_iterations is not None else None,
-                       biased_lr_decay_step=max(1, int(0.3 * it_b)) if b.biased_lr_decay_step is not None else None)
-    mask = config.mask.replace(iterations=it_m, eval_every=max(1, it_m // 4))
-    finetune = config.finetune.replace(iterations=it_f, eval_every=max(1, min(per_epoch, it_f // 4)),
-                                       lr_decay_step=max(config.finetune.lr_decay_step, it_f))
-    return config.replace(biased=biased, mask=mask, finetune=finetune, quick=True,
-                          checkpoint_every=max(1, min(4 * per_epoch, it_m // 2)))
+    b, m, f = config.biased, config.mask, config.finetune
+    it_d, it_b = (b.iterations if "biased.iterations" in config.quick_fixed else it_d,
+                  b.biased_iterations if "biased.biased_iterations" in config.quick_fixed else it_b)
+    it_m = m.iterations if "mask.iterations" in config.quick_fixed else it_m
+    it_f = f.iterations if "finetune.iterations" in config.quick_fixed else it_f
+    values = {
+        "biased.iterations": it_d, "biased.lr_decay_step": it_d,
+        "biased.biased_iterations": it_b if b.biased_iterations is not None else None,
+        "biased.biased_lr_decay_step": max(1, int(0.3 * it_b)) if b.biased_lr_decay_step is not None else None,
+        "mask.iterations": it_m, "mask.eval_every": max(1, it_m // 4),
+        "finetune.iterations": it_f, "finetune.eval_every": max(1, min(per_epoch, it_f // 4)),
+        "finetune.lr_decay_step": max(f.lr_decay_step, it_f),
+        "checkpoint_every": max(1, min(4 * per_epoch, it_m // 2)),
+    }
+    changes: Dict[str, Dict[str, Any]] = {"biased": {}, "mask": {}, "finetune": {}, "": {}}
+    for key, value in values.items():
+        if key not in config.quick_fixed:
+            section, _, name = key.rpartition(".")
+            changes[section][name] = value
+    return config.replace(biased=b.replace(**changes["biased"]), mask=m.replace(**changes["mask"]),
+                          finetune=f.replace(**changes["finetune"]), quick=True, **changes[""])

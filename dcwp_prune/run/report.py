@@ -22,7 +22,7 @@ from .checkpoint import load_checkpoint
 from .config import RunConfig
 from .export import load_pruned_model
 
-__all__ = ["build_report", "load_results", "ratio_label", "render_markdown", "summary_rows"]
+__all__ = ["build_report", "load_results", "ratio_label", "render_markdown", "skipped_line", "summary_rows"]
 
 METRIC_KEYS = ("accuracy", "unbiased", "aligned", "conflicting", "conflicting_pooled", "worst_group")
 _LABELS = {"vanilla": "vanilla f_D (ERM)", "dcwp_last": "DCWP, last iterate", "dcwp_best_valid": "DCWP, best on valid"}
@@ -134,8 +134,12 @@ def build_report(run_dir: str, latency_reps: int = 10) -> Dict[str, Any]:
             "valid_split": data.get("valid", "release / generated"),
             "test_protocol": (info.get("test") or {}).get("test_protocol", config.data.test_protocol),
             "saved_model": selection, "seed": config.seed, "init": config.weights or "random (no pretrained weights)",
+            "schedule": {"f_D": config.biased.iterations, "f_B": config.biased.biased_iterations,
+                         "mask": config.mask.iterations, "finetune": config.finetune.iterations,
+                         "quick": config.quick, "kept_as_written": list(config.quick_fixed)},
         },
         "warnings": list(results.get("warnings") or []),
+        "skipped_corrupt": _skipped(info),
         "mined": results["mined"],
         "sparsity": results["sparsity"],
         "structured": ({k: v for k, v in results["structured"].items() if k != "channels"}
@@ -182,6 +186,38 @@ def _table(header: List[str], rows: List[List[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
+def _schedule_label(schedule: Optional[Dict[str, Any]]) -> str:
+    """``f_D 640 / f_B 160 / mask 400 / fine-tuning 160 iterations (--quick; ...)``."""
+    if not schedule:
+        return "n/a"
+    b = schedule.get("f_B")
+    text = (f"f_D {schedule['f_D']} / f_B {b if b is not None else schedule['f_D']} / mask {schedule['mask']} / "
+            f"fine-tuning {schedule['finetune']} iterations")
+    if schedule.get("quick"):
+        kept = schedule.get("kept_as_written") or []
+        text += " (--quick" + (f"; kept as written: {', '.join(kept)}" if kept else "") + ")"
+    return text
+
+
+def _skipped(info: Dict[str, Any]) -> Dict[str, int]:
+    """Unreadable images ``--skip-corrupt`` dropped, per split (valid only when it has files of its own:
+    a valid split carved from train was counted with train)."""
+    out = {"train": (info.get("data") or {}).get("skipped_corrupt"), "test": (info.get("test") or {}).get("skipped_corrupt")}
+    valid = info.get("valid") or {}
+    if valid.get("valid") in ("release", "the CSV's valid rows"):
+        out["valid"] = valid.get("skipped_corrupt")
+    return {k: int(v) for k, v in out.items() if v}
+
+
+def skipped_line(report: Dict[str, Any]) -> str:
+    """``skipped 3 unreadable images (--skip-corrupt): train 2, test 1``, or ``""``."""
+    skipped = report.get("skipped_corrupt") or {}
+    if not skipped:
+        return ""
+    return (f"skipped {sum(skipped.values())} unreadable image(s) (--skip-corrupt): "
+            + ", ".join(f"{k} {v}" for k, v in skipped.items()))
+
+
 def render_markdown(report: Dict[str, Any]) -> str:
     p, eff = report["protocol"], report["efficiency"]
     quick = " **[quick schedule: a scaled-down demo, not a reproduction]**" if report["quick"] else ""
@@ -189,11 +225,13 @@ def render_markdown(report: Dict[str, Any]) -> str:
     out = [f"# DCWP run: {p['model']} on {p['dataset']}{ratio}{quick}", ""]
     out += [f"> **WARNING: {w}**\n" for w in report.get("warnings", [])]
     out += [f"- variant: `{report['variant']}`; saved model: {p['saved_model']}; seed {p['seed']}; init: {p['init']}",
+            f"- schedule: {_schedule_label(p.get('schedule'))}",
             f"- data: {p['digit_source'] or p['dataset']}{_options_label(p.get('data_options'))}; valid split: "
             f"{p['valid_split']}; test protocol: {p['test_protocol']}",
             f"- mined bias-conflicting samples: {report['mined']['count']} of {report['mined']['num_samples']} "
             f"(method `{report['mined']['method']}`, precision {_pct(report['mined']['precision'])} %, "
-            f"recall {_pct(report['mined']['recall'])} %)", ""]
+            f"recall {_pct(report['mined']['recall'])} %)"] + ([f"- {skipped_line(report)}"] if skipped_line(report) else [])
+    out += [""]
     header = ["model", "accuracy", "unbiased", "aligned", "conflicting", "worst group"]
     for split in ("valid", "test"):
         out += [f"## Group accuracies on {split} (%)", "", _table(header, summary_rows(report, split)), ""]
