@@ -14,9 +14,8 @@ import time
 
 import torch
 import torch_pruning as tp
-import torchvision
 
-from dcwp_prune import DCWPImportance, MaskScores, prune_channels
+from dcwp_prune import DCWPImportance, MaskScores, create_model, prune_channels
 
 
 def latency_ms(model: torch.nn.Module, x: torch.Tensor, reps: int = 5) -> float:
@@ -28,18 +27,30 @@ def latency_ms(model: torch.nn.Module, x: torch.Tensor, reps: int = 5) -> float:
     return (time.perf_counter() - start) / reps * 1000
 
 
+def load_weights(path):
+    """A state dict from .safetensors or a torch file (weights_only: loading it runs no code)."""
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--model", default="resnet18", help="any name of dcwp-prune --list-models (cnn, mlp, resnet18, ...)")
+    parser.add_argument("--model-file", help="its weights: a state dict, e.g. a run's RUN/f_d.safetensors")
     parser.add_argument("--num-classes", type=int, default=10)
     parser.add_argument("--scores", help="mask-scores .safetensors file")
     parser.add_argument("--random-scores", action="store_true", help="use random logits instead of a file")
     parser.add_argument("--pruning-ratio", type=float, default=0.5)
     parser.add_argument("--target-macs", type=float, help="a MACs reduction (3 = a third of the MACs) instead of a ratio")
-    parser.add_argument("--size", type=int, default=128, help="input resolution")
+    parser.add_argument("--size", type=int, help="input resolution (default 28 for cnn / mlp, else 128)")
     args = parser.parse_args()
 
-    model = torchvision.models.get_model(args.model, num_classes=args.num_classes).eval()
+    model = create_model(args.model, args.num_classes).eval()
+    if args.model_file:
+        model.load_state_dict(load_weights(args.model_file))
     if args.scores:
         scores = MaskScores.load(args.scores, model=model)
     elif args.random_scores:
@@ -51,7 +62,8 @@ def main() -> None:
     else:
         parser.error("pass --scores FILE or --random-scores")
 
-    x = torch.randn(8, 3, args.size, args.size)
+    size = args.size or (28 if args.model in ("cnn", "mlp") else 128)
+    x = torch.randn(8, 3, size, size)
     macs0, params0 = tp.utils.count_ops_and_params(model, x[:1])
     t0 = latency_ms(model, x)
 

@@ -10,22 +10,33 @@ draws logits instead, to try the API without a trained run.
 import argparse
 
 import torch
-import torchvision
 from torch.nn.utils import prune
 
-from dcwp_prune import DCWPMethod, MaskScores, pruned_sparsity
+from dcwp_prune import DCWPMethod, MaskScores, create_model, pruned_sparsity
+
+
+def load_weights(path):
+    """A state dict from .safetensors or a torch file (weights_only: loading it runs no code)."""
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--model", default="resnet18", help="any name of dcwp-prune --list-models (cnn, mlp, resnet18, ...)")
+    parser.add_argument("--model-file", help="its weights: a state dict, e.g. a run's RUN/f_d.safetensors")
     parser.add_argument("--num-classes", type=int, default=10)
     parser.add_argument("--scores", help="mask-scores .safetensors file")
     parser.add_argument("--random-scores", action="store_true", help="use random logits instead of a file")
     parser.add_argument("--amount", type=float, default=None, help="fraction to prune (default: DCWP rule p >= 0.5)")
     args = parser.parse_args()
 
-    model = torchvision.models.get_model(args.model, num_classes=args.num_classes).eval()
+    model = create_model(args.model, args.num_classes).eval()
+    if args.model_file:
+        model.load_state_dict(load_weights(args.model_file))
     if args.scores:
         scores = MaskScores.load(args.scores, model=model)
     elif args.random_scores:
@@ -37,7 +48,8 @@ def main() -> None:
     else:
         parser.error("pass --scores FILE or --random-scores")
 
-    x = torch.randn(2, 3, 64, 64)
+    size = 28 if args.model in ("cnn", "mlp") else 64  # the CMNIST nets take 28 x 28 colour digits
+    x = torch.randn(2, 3, size, size)
     with torch.no_grad():
         dense_out = model(x)
 

@@ -225,3 +225,29 @@ def test_unsupported_architecture_refused_up_front():
     model = torchvision.models.get_model("shufflenet_v2_x0_5", num_classes=3)
     with pytest.raises(UnsupportedModelError, match="does not support ShuffleNetV2"):
         DCWPImportance(MaskScores.from_model(model))
+
+
+def test_scores_bound_to_another_instance_are_matched_by_name():
+    """MaskScores of one model, a pruner on its deepcopy: the same channels go (it used to prune nothing)."""
+    net = TinyCNN()
+    scores = MaskScores.from_model(net)
+    with torch.no_grad():
+        scores["conv1.weight"][[1, 4, 6, 7]] = -4.0
+        scores["conv2.weight"][:] = 3.0
+        scores["conv2.weight"][[0, 3, 5]] = -3.0
+    twin = copy.deepcopy(net)
+    keep_weights = twin.conv1.weight.detach()[[0, 2, 3, 5]].clone()
+    pruner = tp.pruner.BasePruner(twin, torch.randn(1, 3, 8, 8), importance=DCWPImportance(scores),
+                                  pruning_ratio=0.5, ignored_layers=[twin.fc])
+    pruner.step()
+    assert twin.conv1.out_channels == 4 and torch.equal(twin.conv1.weight.detach(), keep_weights)
+    assert twin.conv2.out_channels == 3 and net.conv1.out_channels == 8  # the scores' own model is untouched
+
+
+def test_scores_keyed_by_another_models_modules_are_refused():
+    net, other = TinyCNN(), TinyCNN()
+    imp = DCWPImportance({other.conv1: torch.rand(8, 3, 3, 3)})
+    pruner = tp.pruner.BasePruner(net, torch.randn(1, 3, 8, 8), importance=imp, pruning_ratio=0.5,
+                                  ignored_layers=[net.fc])
+    with pytest.raises(ValueError, match="belong to another model instance"):
+        pruner.step()

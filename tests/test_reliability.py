@@ -479,3 +479,97 @@ def test_a_schedule_value_the_user_wrote_wins_over_quick_and_the_report_says_so(
     assert config.quick_fixed == ("finetune.iterations",)
     quick = quick_schedule(config, 4000)
     assert quick.finetune.iterations == 24 and quick.mask.iterations == 400  # the rest is --quick's
+
+
+# ------------------------------------------------------------------------------ the Python API and the run folder
+def test_report_and_evaluate_of_a_run_whose_model_is_not_registered_suggest_import(run_copy):
+    out = run_copy / "run"
+    for name in ("results.json", "model.json"):
+        data = json.loads((out / name).read_text())
+        if name == "results.json":
+            data["config"]["model"] = "_gone_model"
+        else:
+            data["arch"] = "_gone_model"
+        (out / name).write_text(json.dumps(data))
+    for command in ("report", "evaluate"):
+        r = invoke(command, out)
+        assert r.exit_code == 2, r.output
+        assert "'_gone_model', which is not registered" in r.output and "--import MODULE" in r.output
+
+
+def test_run_dcwp_expands_home_and_writes_what_the_cli_writes(tmp_path, monkeypatch, finished_run):
+    from dcwp_prune import build_config, run_dcwp
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    shutil.copytree(finished_run / "run", tmp_path / "src")
+    overrides = json.loads((finished_run / "run" / "config.json").read_text())
+    overrides.update(out="~/api-run", stage1_from="~/src", resume=False, overwrite=False)
+    result = run_dcwp(build_config(None, overrides))
+    assert result.run_dir == str(tmp_path / "api-run")
+    files = set(os.listdir(tmp_path / "api-run"))
+    assert {"report.md", "report.json", "kept_per_layer.png", "group_accuracy.png", "training_curves.png",
+            "f_d.safetensors", "model.safetensors", "results.json"} <= files
+
+
+def test_the_dense_f_d_of_a_run_feeds_the_prune_command(finished_run, tmp_path):
+    from safetensors.torch import load_file
+
+    run = finished_run / "run"
+    r = invoke("prune", "--model-file", run / "f_d.safetensors", "--arch", "mlp", "--scores", run / "scores.safetensors",
+               "--out", tmp_path / "p")
+    assert r.exit_code == 0, r.output
+    pruned, trained = load_file(str(tmp_path / "p" / "model.safetensors")), load_file(str(run / "model.safetensors"))
+    for key in ("features.1.weight", "features.3.weight", "features.5.weight", "fc.weight"):
+        assert torch_equal(pruned[key] == 0, trained[key] == 0), key  # the run's mask, re-applied to its dense f_D
+
+
+def torch_equal(a, b):
+    import torch
+
+    return torch.equal(a, b)
+
+
+def test_line_progress_prints_a_first_line_after_a_few_iterations():
+    import io
+
+    from dcwp_prune.training.progress import LineProgress
+
+    stream = io.StringIO()
+    bar = LineProgress("finetune", 1000, stream=stream)
+    bar.update(2)
+    assert stream.getvalue() == ""
+    bar.update(1)
+    assert stream.getvalue().startswith("finetune: 3/1000 (0%)") and "ETA" in stream.getvalue()
+    bar.update(96)
+    assert len(stream.getvalue().splitlines()) == 1
+    bar.update(1)
+    assert len(stream.getvalue().splitlines()) == 2  # then every 10 %
+
+
+def test_a_constant_selection_metric_is_said(tmp_path):
+    import torch
+
+    from dcwp_prune import FinetuneConfig, finetune
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    x, y = torch.randn(8, 3, 2, 2), torch.arange(8) % 3
+
+    def batches():
+        while True:
+            yield x, y, y, [str(i) for i in range(8)]
+
+    def evaluate_fn(m):
+        return {"valid": {"worst_group": 0.0}, "test": {"worst_group": 0.0}}
+
+    cfg = FinetuneConfig(iterations=4, eval_every=2, lambda_con=0.0)
+    with pytest.warns(RuntimeWarning, match="'worst_group' on valid was 0 at every one of 2 evaluations"):
+        finetune(model, batches(), lambda ids: torch.zeros(len(ids)), cfg, evaluate_fn=evaluate_fn,
+                 select_metric="worst_group")
+
+
+def test_a_registered_dataset_selects_on_the_mean_group_accuracy_by_default():
+    from dcwp_prune.data.base import DatasetSpec
+
+    assert DatasetSpec("x", factory=lambda **k: None).select_metric == "unbiased"
+    with pytest.raises(ValueError, match="select_metric 'worst' is not a metric"):
+        DatasetSpec("x", factory=lambda **k: None, select_metric="worst")

@@ -183,6 +183,7 @@ class DCWPImportance(tp.importance.Importance):
         self._tick = 0
         self._keep: Dict[Tuple[nn.Module, str], Tensor] = {}  # (module, tensor name) -> keep-probabilities
         self._names: Dict[Tuple[nn.Module, str], str] = {}
+        self._fqns: Dict[Tuple[nn.Module, str], str] = {}  # the parameter name of scores keyed by name
         self._shadows: Dict[nn.Module, nn.Module] = {}  # scored layer -> a shallow copy whose tensors are its scores
         self._layers: set = set()  # the layers whose pruning slices scores
         self._graph: Any = None  # the dependency graph whose pruning slices the scores
@@ -236,6 +237,29 @@ class DCWPImportance(tp.importance.Importance):
                 )
             self._keep[(module, tensor_name)] = ((p >= self.threshold).float() if self.hard else p).to(weight.device)
             self._names[(module, tensor_name)] = name
+            if not isinstance(key, nn.Module):
+                self._fqns[(module, tensor_name)] = name
+
+    def _rebind_to(self, model: nn.Module) -> None:
+        """Scores bound to another instance of the architecture (a deepcopy, a fresh model) are matched to
+        ``model``'s layers by parameter name; scores keyed by module objects of another model are refused."""
+        present = set(model.modules())
+        foreign = [k for k in self._keep if k[0] not in present]
+        if not foreign:
+            return
+        if any(k not in self._fqns for k in foreign):
+            raise InputError(
+                f"DCWPImportance holds scores for {len(foreign)} layer(s) that are not in the model being pruned "
+                f"(e.g. {self._names[foreign[0]]!r}): they belong to another model instance. Key the scores by "
+                "parameter name (MaskScores, or {'layer.weight': tensor}) or pass the pruned model's own modules")
+        entries = [(self._fqns[k], self._keep[k]) for k in foreign]
+        for k in foreign:
+            del self._keep[k], self._names[k], self._fqns[k]
+        hard, self.hard = self.hard, False  # the stored values are final keep-probabilities already
+        try:
+            self._bind(entries, False, model)
+        finally:
+            self.hard = hard
 
     @staticmethod
     def _check_module(name: str, module: nn.Module, tensor_name: str = "weight") -> None:
@@ -261,6 +285,7 @@ class DCWPImportance(tp.importance.Importance):
             check_structured_support(graph.model)
             self._bind(*self._pending, graph.model)
             self._pending = None
+        self._rebind_to(graph.model)
         scored = {m for m, _ in self._keep}
         # an attention layer prunes its out_proj itself: it needs a shadow when only out_proj is scored
         self._layers = scored | {m for m in graph.model.modules()

@@ -220,7 +220,7 @@ def _csv(root: Optional[str] = None, split: str = "train", csv: str = "metadata.
     return load_csv_split(os.path.join(root, csv), os.path.join(root, image_dir), split, **options)
 
 
-@register_dataset("celeba", options=_RUN, extra_options=("csv",) + _COLUMNS)
+@register_dataset("celeba", options=_RUN, extra_options=("csv",) + _COLUMNS, select_metric="worst_group")
 def _celeba(root: Optional[str] = None, split: str = "train", **options) -> BiasDataset:
     """CelebA blond hair vs male (DCWP's split): ``root/celebA/metadata_blonde_subsampled.csv``."""
     root = root or "."
@@ -235,7 +235,7 @@ def _celeba(root: Optional[str] = None, split: str = "train", **options) -> Bias
     return ds
 
 
-@register_dataset("waterbirds", options=_RUN, extra_options=("csv",) + _COLUMNS)
+@register_dataset("waterbirds", options=_RUN, extra_options=("csv",) + _COLUMNS, select_metric="worst_group")
 def _waterbirds(root: Optional[str] = None, split: str = "train", **options) -> BiasDataset:
     """Waterbirds (Sagawa et al.): ``root/metadata.csv`` with img_filename, y, place, split."""
     root = root or "."

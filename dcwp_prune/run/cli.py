@@ -333,7 +333,7 @@ def _run_locked(config: Any, force_config: bool, main_rank: bool) -> None:
         click.echo(f"dcwp-prune {__version__}: {verb} {config.model} on {config.data.name} -> {config.out}{label}", err=True)
     try:
         with _echo_warnings():  # the run's notes (a repaired --overwrite, implausible mining) as they come
-            result = run_dcwp(config, force_config=force_config)
+            result = run_dcwp(config, force_config=force_config, report=False)  # written below, signals deferred
     except KeyboardInterrupt as stop:  # StopRequested (Ctrl-C, SIGTERM): checkpoint written; a second one: the last
         signum = getattr(stop, "signum", signal.SIGINT)
         how = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
@@ -589,12 +589,13 @@ def _evaluate(run_dir: str, device: str) -> Tuple[Dict[str, Any], Optional[str]]
     from .._atomic import write_json
     from ..training.engine import Runtime, resolve_device
     from .config import RunConfig
-    from .export import load_pruned_model
+    from .export import load_pruned_model, require_registered
     from .pipeline import RunLoaders, load_run_data, resolve_variant
     from .report import load_results
 
     results = load_results(run_dir)
     config = RunConfig.from_dict(results["config"])
+    require_registered(run_dir, config.model, config.data.name)
     rt = Runtime(device=resolve_device(device))
     data = load_run_data(config, resolve_variant(config)["score_transform"])
     model = load_pruned_model(run_dir).to(rt.device)

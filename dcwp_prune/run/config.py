@@ -22,7 +22,7 @@ from ..training.finetune import FinetuneConfig
 from ..training.mask import MaskLearnConfig
 from ..training.mining import MiningConfig
 
-__all__ = ["PRUNE_RULES", "VARIANTS", "DataConfig", "PruneConfig", "RunConfig", "Variant", "validate"]
+__all__ = ["PRUNE_RULES", "VARIANTS", "DataConfig", "PruneConfig", "RunConfig", "Variant", "expand_paths", "validate"]
 
 #: The ways to set the unstructured pruning level (at most one per run).
 PRUNE_RULES = ("amount", "sparsity", "threshold")
@@ -141,6 +141,18 @@ def _dotted(config: Options, key: str) -> Any:
     for part in key.split("."):
         value = getattr(value, part)
     return value
+
+
+def expand_paths(config: RunConfig) -> RunConfig:
+    """``config`` with ``~`` expanded in every path it holds (out, model_file, stage1_from, a weights file,
+    data.root, data.mnist_root), as a shell expands the CLI's flags."""
+
+    def exp(path: Optional[str]) -> Optional[str]:
+        return os.path.expanduser(path) if isinstance(path, str) and path.startswith("~") else path
+
+    d = config.data
+    return config.replace(out=exp(config.out), model_file=exp(config.model_file), stage1_from=exp(config.stage1_from),
+                          weights=exp(config.weights), data=d.replace(root=exp(d.root), mnist_root=exp(d.mnist_root)))
 
 
 def validate(config: RunConfig) -> None:

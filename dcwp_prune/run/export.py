@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from .._atomic import write_bytes, write_json
+from ..errors import UnknownNameError
 from ..models import create_model
 
-__all__ = ["load_pruned_model", "plain_state_dict", "save_pruned_model"]
+__all__ = ["load_pruned_model", "plain_state_dict", "require_registered", "save_pruned_model"]
 
 
 def plain_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
@@ -53,6 +54,18 @@ def save_pruned_model(folder: str, model: nn.Module, *, arch: str, num_classes: 
     write_json(os.path.join(folder, "model.json"), meta)
 
 
+def require_registered(folder: str, arch: str, dataset: Optional[str] = None) -> None:
+    """Refuse a run folder whose model (or dataset) is not registered in this process, saying how to fix it."""
+    from ..data import list_datasets
+    from ..models import list_models
+
+    for kind, name, known in (("model", arch, list_models()), ("dataset", dataset, list_datasets())):
+        if name is not None and name not in known:
+            raise UnknownNameError(f"{folder!r} was made with the {kind} {name!r}, which is not registered in this "
+                                   "process: if a module of yours registers it, pass --import MODULE (from Python: "
+                                   "import that module first)")
+
+
 def load_pruned_model(folder: str, map_location: str = "cpu") -> nn.Module:
     """Rebuild the model saved by :func:`save_pruned_model` (no pickle is read)."""
     from safetensors.torch import load_file
@@ -62,6 +75,7 @@ def load_pruned_model(folder: str, map_location: str = "cpu") -> nn.Module:
         raise FileNotFoundError(f"{folder!r} holds no saved model (model.json is missing)")
     with open(meta_path) as f:
         meta = json.load(f)
+    require_registered(folder, meta["arch"])
     model = create_model(meta["arch"], meta["num_classes"])
     if meta.get("structured"):
         from ..adapters.structured import load_pruning_history, read_history

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from .._atomic import write_json
+from .._atomic import write_bytes, write_json
 from ..adapters.torch_prune import dcwp_global_unstructured, pruned_sparsity
 from ..data import BiasDataset, create_dataset, dataset_spec, default_transform
 from ..data.folders import check_same_size
@@ -35,7 +35,7 @@ from ..training.mask import kept_fraction, learn_mask_scores
 from ..training.mining import MinedSet, mine_conflicting
 from ..training.sampling import InfiniteBatchSampler, ShardSampler, upweight
 from .checkpoint import load_checkpoint, set_rng_state
-from .config import RunConfig, validate
+from .config import RunConfig, expand_paths, validate
 from .presets import quick_schedule
 from .records import RunRecorder
 
@@ -379,10 +379,19 @@ class _Run:
         return model
 
     # stage 1 ---------------------------------------------------------------------------------
+    def save_dense(self, state: Dict[str, Any]) -> None:
+        """``f_d.safetensors``: the dense f_D that stage 3 scores (``dcwp-prune prune --model-file`` takes it)."""
+        path = os.path.join(self.config.out, "f_d.safetensors")
+        if self.writes and not (self.config.resume and os.path.isfile(path)):
+            from safetensors.torch import save
+
+            write_bytes(path, save({k: v.detach().contiguous().cpu() for k, v in state.items()}))
+
     def biased(self) -> Dict[str, Any]:
         c = self.config
         done = self.done("stage1_biased")
         if done is not None:
+            self.save_dense(done["model_d"])  # a run folder of an earlier release has none
             return self.with_models(done)
         if c.stage1_from:
             return self.reuse_stage1(c.stage1_from)
@@ -403,6 +412,7 @@ class _Run:
         state = {"model_d": model_d.state_dict(), "model_b": model_b.state_dict(), "vanilla": vanilla,
                  "pseudo_scores": out["pseudo_scores"] if out["pseudo_scores"] is not None else torch.zeros(0)}
         self.finish("stage1_biased", state)
+        self.save_dense(state["model_d"])
         return {**state, "model_d": model_d, "model_b": model_b}
 
     def reuse_stage1(self, source: str) -> Dict[str, Any]:
@@ -413,6 +423,7 @@ class _Run:
         state = {k: state[k] for k in ("model_d", "model_b", "vanilla", "pseudo_scores")}
         self.rt.log({"stage": "vanilla", "stage1_from": os.path.abspath(source), **state["vanilla"]})
         self.finish("stage1_biased", state)
+        self.save_dense(state["model_d"])
         return self.with_models(state)
 
     def with_models(self, state: Dict[str, Any]) -> Dict[str, Any]:
@@ -535,12 +546,15 @@ def _runtime(config: RunConfig) -> Runtime:
                    compile=config.compile)
 
 
-def run_dcwp(config: RunConfig, *, force_config: bool = False) -> DCWPResult:
+def run_dcwp(config: RunConfig, *, force_config: bool = False, report: bool = True) -> DCWPResult:
     """Run DCWP end to end (stages 1-5) into ``config.out``.
 
     The run folder receives ``config.json`` (the resolved config), ``metrics.jsonl``, ``mined.json``,
-    ``scores.safetensors``, the pruned model (``model.safetensors`` + ``model.json``), ``results.json``
-    and ``checkpoints/``. With ``config.resume`` an interrupted run continues from its last checkpoint
+    ``f_d.safetensors`` (the dense f_D of stage 1), ``scores.safetensors``, the pruned model
+    (``model.safetensors`` + ``model.json``), ``results.json``, ``checkpoints/`` and, with ``report``
+    (the default), ``report.json``, ``report.md`` and the plots, as the CLI writes them. Paths may
+    start with ``~``. One process at a time may run in ``config.out`` (an OS-level lock; another one
+    raises :class:`~dcwp_prune.run.lock.RunLockedError`). With ``config.resume`` an interrupted run continues from its last checkpoint
     with its saved config; ``config`` may then differ from it only in ``out``, ``device`` and
     ``progress`` unless ``force_config`` is set.
 
@@ -558,6 +572,7 @@ def run_dcwp(config: RunConfig, *, force_config: bool = False) -> DCWPResult:
     from .lock import run_lock
     from .run_folder import RunFolder, check_writable
 
+    config = expand_paths(config)
     validate(config)
     rt = _runtime(config)
     folder = RunFolder(config.out, resume=config.resume, overwrite=config.overwrite, is_main=rt.env.is_main)
@@ -566,7 +581,12 @@ def run_dcwp(config: RunConfig, *, force_config: bool = False) -> DCWPResult:
         folder.check()  # before anything is loaded: a bad --out costs nothing
         barrier(rt.env)  # every rank has checked before the main one may change the folder
         with StopFlag() as rt.stop:
-            return _run_stages(config, rt, folder, force_config)
+            result = _run_stages(config, rt, folder, force_config)
+        if report and result.run_dir is not None:  # what the CLI writes: report.json / .md and the plots
+            from .report import build_report
+
+            build_report(result.run_dir)
+        return result
 
 
 def _run_stages(config: RunConfig, rt: Runtime, folder: "RunFolder", force_config: bool) -> DCWPResult:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any, Dict, Optional
 
 from ..errors import UnknownNameError
 from .._registry import unknown_name_message
 from ..data import dataset_spec, list_datasets
-from .config import RunConfig
+from .config import RunConfig, expand_paths
 
 __all__ = ["LAMBDA_UP", "PRESETS", "build_config", "merge_options", "quick_schedule"]
 
@@ -76,6 +77,8 @@ def build_config(preset: Optional[str] = None, overrides: Optional[Dict[str, Any
     if name in PRESETS:
         base = PRESETS[name]
     merged = merge_options(base, overrides)
+    if isinstance(merged.get("data", {}).get("root"), str):  # ~ expanded before the root is looked into
+        merged["data"]["root"] = os.path.expanduser(merged["data"]["root"])
     data = merged.get("data", {})
     if data.get("ratio") is None and data.get("name", "cmnist") in list_datasets():
         # the ratio the run will use (the one present under the root, else the dataset's default), so that
@@ -98,7 +101,7 @@ def build_config(preset: Optional[str] = None, overrides: Optional[Dict[str, Any
         merged["preset"] = name
     if merged.get("quick"):  # a schedule value the user wrote wins over --quick's (recorded in config.json)
         merged["quick_fixed"] = [k for k in QUICK_KEYS if _has(overrides, k)]
-    return RunConfig.from_dict(merged)
+    return expand_paths(RunConfig.from_dict(merged))
 
 
 def _has(tree: Dict[str, Any], dotted: str) -> bool:

@@ -20,7 +20,7 @@ from .._atomic import write_json, write_text
 from ..models import create_model
 from .checkpoint import load_checkpoint
 from .config import RunConfig
-from .export import load_pruned_model
+from .export import load_pruned_model, require_registered
 
 __all__ = ["build_report", "load_results", "ratio_label", "render_markdown", "skipped_line", "summary_rows"]
 
@@ -118,6 +118,7 @@ def build_report(run_dir: str, latency_reps: int = 10) -> Dict[str, Any]:
 
     results = load_results(run_dir)
     config = RunConfig.from_dict(results["config"])
+    require_registered(run_dir, config.model)
     info = results.get("info", {})
     num_classes = int(info.get("num_classes") or len(results["metrics"]["vanilla"]["test"]["group_accuracy"]))
     with open(os.path.join(run_dir, "model.json")) as f:

@@ -100,7 +100,7 @@ class Runtime:
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     env: DistEnv = field(default_factory=DistEnv)
-    progress: bool = False
+    progress: bool = True  # a bar on a terminal, a few plain lines in a log (progress_bar)
     amp: bool = False  # bf16 autocast on CUDA
     cpu_amp: bool = False  # bf16 autocast on CPU (worth it only where the CPU has native bf16: cpu_has_bf16())
     checkpoint_every: int = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, Literal, Optional, Sequence
 
@@ -91,4 +92,9 @@ def finetune(
             state["best_state"] = copy.deepcopy(model.state_dict())
 
     engine.run(step, on_eval)
+    scores = [(r.get("valid") or {}).get(select_metric) for r in state["history"]]
+    if len(scores) > 1 and None not in scores and len(set(scores)) == 1:
+        warnings.warn(f"the selection metric {select_metric!r} on valid was {scores[0]:.4g} at every one of "
+                      f"{len(scores)} evaluations, so the best-on-valid iterate is simply the first; select on another "
+                      "metric (register_dataset(..., select_metric='unbiased'))", RuntimeWarning, stacklevel=2)
     return state

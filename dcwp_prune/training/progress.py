@@ -10,18 +10,20 @@ __all__ = ["LineProgress", "progress_bar"]
 
 
 class LineProgress:
-    """Progress for a log file: one plain line every ``every`` percent (and at the end), with rate and ETA.
+    """Progress for a log file: a first line after ``first`` iterations (so a slow stage shows its rate and
+    ETA at once), then one plain line every ``every`` percent and at the end.
 
     Used instead of a tqdm bar when stderr is not a terminal, so a log holds a few lines per stage
     rather than every refresh of a bar joined by carriage returns.
     """
 
-    def __init__(self, desc: str, total: int, initial: int = 0, every: float = 10.0, stream: Any = None) -> None:
+    def __init__(self, desc: str, total: int, initial: int = 0, every: float = 10.0, stream: Any = None,
+                 first: int = 3) -> None:
         self.desc, self.total, self.n, self.every = desc, total, initial, every
         self.stream = stream if stream is not None else sys.stderr
         self.postfix: Dict[str, str] = {}
         self._start_n, self._start_t = initial, time.monotonic()
-        self._next = self._threshold(initial)
+        self._next = min(self._threshold(initial), initial + max(1, first))
 
     def _threshold(self, n: int) -> int:
         step = max(1, int(self.total * self.every / 100))
