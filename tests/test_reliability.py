@@ -573,3 +573,15 @@ def test_a_registered_dataset_selects_on_the_mean_group_accuracy_by_default():
     assert DatasetSpec("x", factory=lambda **k: None).select_metric == "unbiased"
     with pytest.raises(ValueError, match="select_metric 'worst' is not a metric"):
         DatasetSpec("x", factory=lambda **k: None, select_metric="worst")
+
+
+def test_the_report_shows_group_sizes_and_names_the_worst_group(run_copy):
+    r = invoke("report", run_copy / "run")
+    assert r.exit_code == 0, r.output
+    text = (run_copy / "run" / "report.md").read_text()
+    assert "100 (class, bias) groups of 5 images each; 50 aligned and 450 conflicting images" in text
+    assert "| model | accuracy | aligned | conflicting | worst group |" in text  # unbiased = accuracy: dropped
+    assert "equals `accuracy` on this split" in text
+    assert "(class " in text and "/ bias " in text and ", n=5)" in text
+    assert "- schedule: f_D 30 / f_B 20 / mask 20 / fine-tuning 20 iterations" in text
+    assert "worst group" in r.output and "(class " in r.output

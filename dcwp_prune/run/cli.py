@@ -405,12 +405,12 @@ def _report_and_summary(run_dir: str, rebuild: str) -> None:
 
 
 def _print_summary(report: Dict[str, Any]) -> None:
-    from .report import ratio_label, summary_rows
+    from .report import ratio_label, summary_columns, summary_rows
 
     quick = "  [QUICK SCHEDULE: a demo, not a reproduction]" if report["quick"] else ""
     p = report["protocol"]
     click.echo(f"\n{p['model']} on {p['dataset']}{ratio_label(p['conflict_ratio_pct'])} ({p['digit_source'] or p['dataset']}){quick}")
-    header = ["test (%)", "accuracy", "unbiased", "aligned", "conflict", "worst"]
+    header = ["test (%)"] + summary_columns(report, "test")
     rows = [header] + summary_rows(report, "test")
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for r in rows:

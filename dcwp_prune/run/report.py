@@ -22,7 +22,8 @@ from .checkpoint import load_checkpoint
 from .config import RunConfig
 from .export import load_pruned_model, require_registered
 
-__all__ = ["build_report", "load_results", "ratio_label", "render_markdown", "skipped_line", "summary_rows"]
+__all__ = ["build_report", "groups_line", "load_results", "ratio_label", "render_markdown", "skipped_line",
+           "summary_columns", "summary_rows"]
 
 METRIC_KEYS = ("accuracy", "unbiased", "aligned", "conflicting", "conflicting_pooled", "worst_group")
 _LABELS = {"vanilla": "vanilla f_D (ERM)", "dcwp_last": "DCWP, last iterate", "dcwp_best_valid": "DCWP, best on valid"}
@@ -145,9 +146,11 @@ def build_report(run_dir: str, latency_reps: int = 10) -> Dict[str, Any]:
         "sparsity": results["sparsity"],
         "structured": ({k: v for k, v in results["structured"].items() if k != "channels"}
                        | {"ranking": _ranking(config)}) if results.get("structured") else None,
-        "metrics": {name: {split: {k: vals[split][k] for k in METRIC_KEYS} for split in ("valid", "test")}
+        "metrics": {name: {split: {k: vals[split][k] for k in METRIC_KEYS} | {"worst": _worst(vals[split])}
+                           for split in ("valid", "test")}
                     | ({"iteration": vals["iteration"]} if "iteration" in vals else {})
                     for name, vals in sorted(results["metrics"].items(), key=lambda kv: list(_LABELS).index(kv[0]))},
+        "groups": {split: _group_sizes(results["metrics"]["vanilla"][split]) for split in ("valid", "test")},
         "efficiency": _efficiency(run_dir, config, num_classes, shape, latency_reps),
         "files": sorted(os.listdir(run_dir)),
     }
@@ -155,7 +158,7 @@ def build_report(run_dir: str, latency_reps: int = 10) -> Dict[str, Any]:
     report["files"] = sorted(set(report["files"]) | {"report.json", "report.md", "kept_per_layer.png",
                                                     "group_accuracy.png", "training_curves.png"})
     try:
-        plot_kept(results["kept"], os.path.join(run_dir, "kept_per_layer.png"), title)
+        plot_kept(results["kept"], os.path.join(run_dir, "kept_per_layer.png"), title, order=_layer_order(run_dir))
         plot_group_accuracy(results["metrics"]["vanilla"]["test"]["group_accuracy"],
                             results["metrics"]["dcwp_last"]["test"]["group_accuracy"],
                             os.path.join(run_dir, "group_accuracy.png"),
@@ -172,14 +175,75 @@ def _pct(v: Optional[float]) -> str:
     return "n/a" if v is None else f"{100 * v:.2f}"
 
 
+def _layer_order(run_dir: str) -> Optional[List[str]]:
+    """The scored layers in network order, as the scores file lists them (results.json sorts its keys)."""
+    path = os.path.join(run_dir, "scores.safetensors")
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, "pt") as f:
+            return json.loads((f.metadata() or {}).get("keys", "null"))
+    except (OSError, ValueError, SafetensorError):  # missing or foreign scores file: the results' order
+        return None
+
+
+def _worst(m: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The worst (class, bias) group: its class, bias label, accuracy and size (ties: the largest group)."""
+    acc, counts = m.get("group_accuracy"), m.get("group_counts")
+    if not acc or not counts:
+        return None
+    cells = [(a, -int(counts[i][j]), i, j) for i, row in enumerate(acc) for j, a in enumerate(row) if a is not None]
+    if not cells:
+        return None
+    a, n, i, j = min(cells)
+    return {"class": i, "bias": j, "accuracy": a, "size": -n}
+
+
+def _group_sizes(m: Dict[str, Any]) -> Dict[str, Any]:
+    """How many (class, bias) groups a split has and how large they are: the weight behind each group accuracy."""
+    counts = m.get("group_counts") or []
+    sizes = [int(n) for row in counts for n in row if int(n) > 0]
+    aligned = sum(int(counts[i][i]) for i in range(len(counts)))
+    return {"groups": len(sizes), "min": min(sizes, default=0), "max": max(sizes, default=0),
+            "median": statistics.median(sizes) if sizes else 0, "aligned_samples": aligned,
+            "conflicting_samples": sum(sizes) - aligned}
+
+
+def summary_columns(report: Dict[str, Any], split: str = "test") -> List[str]:
+    """The metric columns worth showing: ``unbiased`` (the mean group accuracy) only where it differs from
+    ``accuracy`` (on a balanced test set the two are the same number)."""
+    rows = [vals[split] for vals in report["metrics"].values()]
+    same = all(m["accuracy"] is not None and m["unbiased"] is not None and abs(m["accuracy"] - m["unbiased"]) < 5e-4
+               for m in rows)
+    return ["accuracy", "aligned", "conflicting"] + ([] if same else ["unbiased"]) + ["worst group"]
+
+
 def summary_rows(report: Dict[str, Any], split: str = "test") -> List[List[str]]:
-    """Rows ``[model, accuracy, unbiased, aligned, conflicting, worst group]`` in percent."""
+    """Rows ``[model, *summary_columns]`` in percent; the worst group named (class / bias, its size)."""
     rows = []
     for name, vals in report["metrics"].items():
         label = _LABELS.get(name, name) + (f" (it {vals['iteration']})" if "iteration" in vals else "")
         m = vals[split]
-        rows.append([label] + [_pct(m[k]) for k in ("accuracy", "unbiased", "aligned", "conflicting", "worst_group")])
+        row = [label]
+        for column in summary_columns(report, split):
+            if column == "worst group":
+                w = m.get("worst")
+                row.append(_pct(m["worst_group"]) + (f" (class {w['class']} / bias {w['bias']}, n={w['size']})"
+                                                     if w else ""))
+            else:
+                row.append(_pct(m[column]))
+        rows.append(row)
     return rows
+
+
+def groups_line(report: Dict[str, Any], split: str) -> str:
+    """``100 (class, bias) groups of 1-12 images (median 4); 450 aligned, 50 conflicting``."""
+    g = (report.get("groups") or {}).get(split)
+    if not g:
+        return ""
+    sizes = f"{g['min']} images each" if g["min"] == g["max"] else f"{g['min']}-{g['max']} images (median {g['median']:g})"
+    return (f"{g['groups']} (class, bias) groups of {sizes}; "
+            f"{g['aligned_samples']} aligned and {g['conflicting_samples']} conflicting images")
 
 
 def _table(header: List[str], rows: List[List[str]]) -> str:
@@ -233,9 +297,14 @@ def render_markdown(report: Dict[str, Any]) -> str:
             f"(method `{report['mined']['method']}`, precision {_pct(report['mined']['precision'])} %, "
             f"recall {_pct(report['mined']['recall'])} %)"] + ([f"- {skipped_line(report)}"] if skipped_line(report) else [])
     out += [""]
-    header = ["model", "accuracy", "unbiased", "aligned", "conflicting", "worst group"]
     for split in ("valid", "test"):
-        out += [f"## Group accuracies on {split} (%)", "", _table(header, summary_rows(report, split)), ""]
+        header = ["model"] + summary_columns(report, split)
+        note = groups_line(report, split)
+        out += [f"## Group accuracies on {split} (%)", ""] + ([note, ""] if note else [])
+        out += [_table(header, summary_rows(report, split)), ""]
+        if "unbiased" not in header:
+            out += ["The mean group accuracy (`unbiased`) equals `accuracy` on this split: it is balanced over "
+                    "(class, bias) groups.", ""]
     d, q = eff["dense"], eff["pruned"]
     out += ["## Size and speed", "",
             _table(["", "dense f_D", "pruned"], [
