@@ -161,7 +161,7 @@ class Runner:
             resume = os.path.isfile(os.path.join(run_dir, "config.json"))
             if not resume and os.path.isdir(run_dir):  # an attempt that failed before its first checkpoint
                 shutil.rmtree(run_dir)
-            result = run_dcwp(config.replace(resume=resume)).to_dict()
+            result = run_dcwp(config.replace(resume=resume), report=False).to_dict()
             selected = "dcwp_best_valid" if result["selected"] == "best_valid" else "dcwp_last"
             metrics = result["metrics"][selected]
             info = {"selection": result["selected"], "variant": config.variant, "sparsity": result["sparsity"],

@@ -302,7 +302,7 @@ def _pipeline_once(args: argparse.Namespace, cpu_amp: bool) -> Dict[str, Any]:
             "finetune": {"iterations": its["finetune"], "eval_every": its["finetune"] // 10},  # and 10 evals
             "checkpoint_every": 0, "amp": args.device == "cuda", "cpu_amp": cpu_amp})
         start = time.perf_counter()
-        run_dcwp(config)
+        run_dcwp(config, report=False)
         total = time.perf_counter() - start
         with open(os.path.join(tmp, "run", "metrics.jsonl")) as f:
             records = [json.loads(line) for line in f]

@@ -585,3 +585,26 @@ def test_the_report_shows_group_sizes_and_names_the_worst_group(run_copy):
     assert "(class " in text and "/ bias " in text and ", n=5)" in text
     assert "- schedule: f_D 30 / f_B 20 / mask 20 / fine-tuning 20 iterations" in text
     assert "worst group" in r.output and "(class " in r.output
+
+
+# ------------------------------------------------------------------------------ ten more odd inputs
+@pytest.mark.parametrize("args,message", [
+    (["--out", ""], "--out is empty"),
+    (["--device", "cuda:x", "--out", "OUT"], "device must be auto, cpu, cuda or cuda:N (N a GPU index), got 'cuda:x'"),
+    (["--stage1-from", "OUT", "--out", "OUT"], "is this run's own folder"),
+    (["--ratio", "nan", "--out", "OUT"], "data.ratio must be a number (or null), got nan"),
+])
+def test_more_odd_run_inputs_are_refused(tmp_path, args, message):
+    args = [str(tmp_path / "run") if a == "OUT" else a for a in args]
+    r = invoke("mlp", "--data", "cmnist", *args)
+    assert r.exit_code == 2, r.output
+    assert message in r.output and "Traceback" not in r.output and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flag", ["--num-classes", "--input-size"])
+def test_prune_refuses_a_zero_size(finished_run, tmp_path, flag):
+    run = finished_run / "run"
+    r = invoke("prune", "--model-file", run / "f_d.safetensors", "--arch", "mlp", "--scores", run / "scores.safetensors",
+               flag, "0", "--out", tmp_path / "p")
+    assert r.exit_code == 2 and f"{flag} must be a positive integer, got 0" in r.output, r.output
+    assert not (tmp_path / "p").exists()

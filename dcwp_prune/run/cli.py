@@ -33,7 +33,7 @@ Examples:
   dcwp-prune resnet18 --data cifar10c --data-root ~/data --ratio 1 --structured --pruning-ratio 0.5
   dcwp-prune resnet18 --data bffhq --config my.toml --variant clean
   dcwp-prune make-cmnist --out ~/data --ratio 0.5 --ratio 1
-  dcwp-prune prune --model-file f_d.pt --arch resnet18 --scores run/scores.safetensors --out pruned/
+  dcwp-prune prune --model-file run/f_d.safetensors --arch resnet18 --scores run/scores.safetensors --out pruned/
   dcwp-prune evaluate runs/cnn-0.5
   dcwp-prune report runs/cnn-0.5
 """
@@ -279,6 +279,8 @@ def run_command(ctx: click.Context, model: str, **params: Any) -> None:
             out = os.path.expanduser(params["out"])
         elif "name" not in overrides.get("data", {}):
             raise InputError("--data is required (e.g. --data cmnist); see --list-datasets")
+        elif params["out"] is not None and not params["out"].strip():
+            raise InputError("--out is empty; name the run folder (e.g. --out runs/mine) or leave --out out")
         else:
             out = overrides.get("out") or params["out"] or _default_out(model, overrides)
         overrides["out"] = out
@@ -528,6 +530,9 @@ def _prune(model_file: str, arch: str, scores_path: str, num_classes: Optional[i
     from .run_folder import check_writable
 
     # every check first; the output folder is created only when the pruned model is ready
+    for flag, value in (("--num-classes", num_classes), ("--input-size", input_size)):
+        if value is not None and value < 1:
+            raise InputError(f"{flag} must be a positive integer, got {value}")
     check_writable(out)
     rule = PruneConfig(structured=structured, pruning_ratio=pruning_ratio, target_macs=target_macs,
                        global_pruning=global_pruning, amount=amount, sparsity=sparsity, threshold=threshold)

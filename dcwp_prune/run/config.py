@@ -9,6 +9,7 @@ the data and prune options. Defaults follow the official code (``../shared/DCWP.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Literal, Optional, Tuple
 
@@ -170,8 +171,13 @@ def validate(config: RunConfig) -> None:
             raise ConfigError(f"{key}{_FLAG.get(key, '')} {path!r} is a folder; it takes a state-dict file")
     if config.resume and config.overwrite:
         raise ConfigError("--resume continues the run in --out and --overwrite replaces it: pass one of them")
-    if not (config.device in ("auto", "cpu", "cuda") or config.device.startswith("cuda:")):
-        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {config.device!r}")
+    if not (config.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", config.device)):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N (N a GPU index), got {config.device!r}")
+    if not config.out.strip():
+        raise ConfigError("out (--out) is empty; name the run folder (e.g. --out runs/mine)")
+    if config.stage1_from is not None and os.path.realpath(config.stage1_from) == os.path.realpath(config.out):
+        raise ConfigError(f"stage1_from (--stage1-from) {config.stage1_from!r} is this run's own folder; to continue "
+                          "it use --resume, to reuse its stage 1 in a new run give the new run another --out")
     for key, low, low_ok, high, high_ok in _RANGES:
         value = _dotted(config, key)
         if value is None:
