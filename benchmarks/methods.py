@@ -15,6 +15,10 @@ Every method runs on the same data, models, schedules and evaluation as DCWP:
 - ``lff``: Learning from Failure (Nam et al. 2020) on :class:`~dcwp_prune.training.engine.Engine`.
 - ``jtt``: Just Train Twice (Liu et al. 2021): an ERM identification model for f_B's schedule, its
   errors (``mine_conflicting("wrong")``) upweighted by lambda_up, a fresh model trained for f_D's.
+- ``sweep-*``: the mask on trial. The group's f_D pruned with DCWP's learned scores, by weight magnitude
+  or at random to fixed total sparsities (``sweep-scores-90``) or MACs reductions with channels ranked
+  within each layer (``sweep-structured-random-4x``), then exactly DCWP's stage 4: only the choice of
+  weights differs between the three at each level.
 
 A baseline writes its cell folder with the CLI's file names (``config.json``, ``metrics.jsonl``,
 ``model.safetensors`` + ``model.json``, ``results.json``), into a temporary folder renamed at the end.
@@ -47,7 +51,8 @@ from dcwp_prune.training.mining import MinedSet, mine_conflicting
 from dcwp_prune.training.objectives import gce_loss
 from dcwp_prune.training.sampling import upweight
 
-__all__ = ["BASELINES", "DCWP_CONFIGS", "SCHEDULE_OVERRIDES", "Cell", "lff_weights", "run_baseline", "train_lff"]
+__all__ = ["BASELINES", "DCWP_CONFIGS", "SCHEDULE_OVERRIDES", "SWEEP", "SWEEP_KINDS", "SWEEP_MACS", "SWEEP_SPARSITIES", "Cell",
+           "lff_weights", "run_baseline", "sweep_name", "train_lff"]
 
 #: Methods (and ablations) that are ``run_dcwp`` configs: the overrides applied to the cell's config.
 DCWP_CONFIGS: Dict[str, Dict[str, Any]] = {
@@ -225,6 +230,76 @@ def structured_baseline(cell: Cell, kind: str, like: str = "dcwp-structured") ->
         "structured": {"macs_ratio": result.macs_ratio, "pruning_ratio": result.pruning_ratio}})
 
 
+# ------------------------------------------------------------------------------ the mask on trial: a sparsity sweep
+#: Total sparsities of the scored weights (unstructured) and MACs reductions (structured, per-layer ranking).
+SWEEP_SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.98)
+SWEEP_MACS = (2.0, 4.0)
+#: What ranks the weights: DCWP's learned scores (the group's dcwp-official run), weight magnitude, chance.
+SWEEP_KINDS = ("scores", "magnitude", "random")
+
+
+def sweep_name(kind: str, level: float, structured: bool) -> str:
+    """``sweep-scores-90`` (90 % of the scored weights pruned) or ``sweep-structured-random-4x`` (4x fewer MACs)."""
+    return f"sweep-structured-{kind}-{level:g}x" if structured else f"sweep-{kind}-{round(100 * level)}"
+
+
+def _sweep_keep(cell: Cell, model: nn.Module, kind: str) -> Any:
+    """Keep scores of ``model``'s scored weights: DCWP's learned logits (from the group's dcwp-official run, the
+    network they were learned on), ``|w| / max |w|`` per layer, or uniform noise (the cell's seed)."""
+    if kind == "scores":
+        return MaskScores.load(os.path.join(cell.base, "scores.safetensors"), model=model)  # type: ignore[arg-type]
+    scored = MaskScores.from_model(model, include=cell.config.mask.include or None,
+                                   exclude=cell.config.mask.exclude or None)
+    gen = torch.Generator().manual_seed(cell.config.seed * 1000 + 3)
+    keep = {}
+    for fqn, (module, name) in scored.resolve(model).items():
+        w = getattr(module, name).detach().abs().float().cpu()
+        keep[fqn] = w / w.max().clamp_min(1e-12) if kind == "magnitude" else torch.rand(w.shape, generator=gen)
+    return keep
+
+
+def sweep_unstructured(cell: Cell, kind: str, sparsity: float) -> Dict[str, Any]:
+    """f_D (the group's stage 1) pruned to exactly ``sparsity`` of its scored weights, ranked by ``kind``
+    (one global ranking, ``DCWPMethod``'s ``amount``), then exactly DCWP's stage 4."""
+    from dcwp_prune.adapters.torch_prune import dcwp_global_unstructured
+
+    model = cell.base_stage1()
+    keep = _sweep_keep(cell, model, kind)
+    probs = keep.probs() if isinstance(keep, MaskScores) else keep
+    dcwp_global_unstructured(model, probs, amount=sparsity)
+    reached = float(pruned_sparsity(model))
+    kept = {f"{name}.weight": float(m.weight_mask.float().mean()) for name, m in model.named_modules()
+            if hasattr(m, "weight_mask")}
+    dcwp_finetune(cell, model)
+    return cell.finish(sweep_name(kind, sparsity, False), model, {
+        "sparsity": reached, "kept": kept,
+        "sweep": {"kind": kind, "structured": False, "level": sparsity}})
+
+
+def sweep_structured(cell: Cell, kind: str, macs: float) -> Dict[str, Any]:
+    """f_D's channels ranked by ``kind`` within each layer, pruned to ``macs`` x fewer MACs (the smallest
+    Torch-Pruning ratio up to 0.95 that reaches it), then exactly DCWP's stage 4."""
+    from dcwp_prune.adapters.structured import prune_channels
+
+    model = cell.base_stage1()
+    keep = _sweep_keep(cell, model, kind)
+    example = cell.data.valid[0].image.unsqueeze(0).to(cell.rt.device)
+    result = prune_channels(model, keep, example, pruning_ratio=0.95, target_macs_ratio=macs, global_pruning=False)
+    dcwp_finetune(cell, model)
+    return cell.finish(sweep_name(kind, macs, True), model, {
+        "sparsity": 0.0, "history": result.history,
+        "structured": {"macs_ratio": result.macs_ratio, "pruning_ratio": result.pruning_ratio},
+        "sweep": {"kind": kind, "structured": True, "level": macs}})
+
+
+SWEEP: Dict[str, Callable[[Cell], Dict[str, Any]]] = {
+    **{sweep_name(k, s, False): (lambda cell, k=k, s=s: sweep_unstructured(cell, k, s))
+       for k in SWEEP_KINDS for s in SWEEP_SPARSITIES},
+    **{sweep_name(k, m, True): (lambda cell, k=k, m=m: sweep_structured(cell, k, m))
+       for k in SWEEP_KINDS for m in SWEEP_MACS},
+}
+
+
 # ------------------------------------------------------------------------------ LfF
 def lff_weights(ema_b: Tensor, ema_d: Tensor, labels: Tensor, idx: Tensor, num_classes: int) -> Tensor:
     """LfF's relative difficulty ``w = L_B / (L_B + L_D)`` of samples ``idx``, each EMA loss normalised by
@@ -311,6 +386,7 @@ BASELINES: Dict[str, Callable[[Cell], Dict[str, Any]]] = {
     "structured-random-local": lambda cell: structured_baseline(cell, "random", "dcwp-structured-local"),
     "lff": lff,
     "jtt": jtt,
+    **SWEEP,
 }
 
 

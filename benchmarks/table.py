@@ -105,6 +105,7 @@ def render(out: str, profile: Any) -> str:
             if c:
                 lines.append(f"| {r:g} % | {_fmt(c.get('mined_count', []), 1)} | {_fmt(c.get('mined_precision', []))} | "
                              f"{_fmt(c.get('mined_recall', []))} | {_fmt(c['sparsity'])} | {_fmt(c['valid'])} |")
+        lines += _sweep_tables(summary, dataset, backbone, schedule, ratios, records, n_seeds)
         if ablations:
             lines += ["", "Ablations of DCWP (official):", ""]
             lines += _table(summary, dataset, backbone, schedule, ["dcwp-official"] + ablations, ratios, "test", n_seeds)
@@ -128,6 +129,57 @@ def render(out: str, profile: Any) -> str:
     write_text(os.path.join(out, "table.md"), text)
     _plots(summary, out)
     return text
+
+
+def _sweep_tables(summary: Dict[tuple, Any], dataset: str, backbone: str, schedule: str, ratios: List[float],
+                  records: List[Dict[str, Any]], expected: int) -> List[str]:
+    """The mask on trial: test accuracy after pruning f_D to each level with DCWP's scores, weight magnitude or
+    at random and running DCWP's stage 4 (last iterate); and where DCWP's own run pruned, layer by layer."""
+    from benchmarks.methods import SWEEP_KINDS, SWEEP_MACS, SWEEP_SPARSITIES, sweep_name
+
+    have = lambda m: any((dataset, backbone, schedule, m, r) in summary for r in ratios)  # noqa: E731
+    if not any(have(m) for m in _sweep_methods()):
+        return []
+    metric = HEADLINE.get(dataset, "accuracy")
+    out = ["", f"The mask on trial (sweep): f_D pruned to each total sparsity of the scored weights (unstructured) or "
+           "MACs reduction (structured, channels ranked within each layer) by DCWP's learned scores, by weight "
+           f"magnitude or at random, then exactly DCWP's stage 4; test {metric} (%), last iterate. At each level only "
+           "the choice of weights differs.", "",
+           "| level | ranked by | " + " | ".join(f"{r:g} %" for r in ratios) + " |", "|" + "---|" * (len(ratios) + 2)]
+    levels = [(s, False, f"{100 * s:g} % sparse") for s in SWEEP_SPARSITIES] + [(m, True, f"{m:g}x fewer MACs")
+                                                                               for m in SWEEP_MACS]
+    for level, structured, label in levels:
+        for kind in SWEEP_KINDS:
+            m = sweep_name(kind, level, structured)
+            if not have(m):
+                continue
+            cells = []
+            for r in ratios:
+                c = summary.get((dataset, backbone, schedule, m, r))
+                cells.append(_fmt(c["test"], expected=expected) if c else "-")
+            out.append(f"| {label} | {kind} | " + " | ".join(cells) + " |")
+    kept: Dict[float, Dict[str, List[float]]] = defaultdict(lambda: defaultdict(list))
+    order: List[str] = []
+    for r in _latest(records):
+        if (r.get("status") == "ok" and r["method"] == "dcwp-official" and r.get("kept")
+                and (r["dataset"], r["backbone"], r["schedule"]) == (dataset, backbone, schedule)):
+            for layer, v in r["kept"].items():
+                if layer != "total":
+                    kept[float(r["ratio"])][layer].append(float(v))
+                    order += [] if layer in order else [layer]
+    if kept:
+        out += ["", "Where DCWP (official) prunes: kept fraction of each scored layer (%), mean over seeds:", "",
+                "| layer | " + " | ".join(f"{r:g} %" for r in ratios) + " |", "|" + "---|" * (len(ratios) + 1)]
+        for layer in order:
+            out.append(f"| {layer.removesuffix('.weight')} | " + " | ".join(
+                f"{100 * statistics.fmean(kept[r][layer]):.1f}" if kept[r].get(layer) else "-" for r in ratios) + " |")
+    return out
+
+
+def _sweep_methods() -> List[str]:
+    from benchmarks.methods import SWEEP
+
+    return list(SWEEP)
 
 
 def _table(summary: Dict[tuple, Any], dataset: str, backbone: str, schedule: str, methods: List[str],
@@ -220,6 +272,52 @@ def _plots(summary: Dict[tuple, Any], out: str) -> None:
         ax.set_ylabel(f"test {HEADLINE.get(dataset, 'accuracy')} (%)")
         ax.set_title(f"{dataset} {backbone}: one point per ratio")
         ax.legend(fontsize=7)
+    _save(plt, fig, os.path.join(out, "methods_vs_sparsity.png"))
+    _sweep_plot(summary, groups, out)
+
+
+def _sweep_plot(summary: Dict[tuple, Any], groups: List[tuple], out: str) -> None:
+    """``accuracy_vs_sparsity.png``: one panel per backbone and conflict ratio, test accuracy against the total
+    sparsity each ranking (DCWP's scores, magnitude, random) was pruned to before DCWP's stage 4; DCWP's own run
+    (its sparsity) and ERM marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from benchmarks.methods import SWEEP_KINDS, SWEEP_SPARSITIES, sweep_name
+
+    panels = sorted({(k[0], k[1], k[2], k[4]) for k in summary if k[3].startswith("sweep-") and k[:3] in groups})
+    if not panels:
+        return
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    colors = {"scores": "#1f77b4", "magnitude": "#ff7f0e", "random": "#7f7f7f"}
+    for ax, (dataset, backbone, schedule, ratio) in zip(axes.flat, panels):
+        for kind in SWEEP_KINDS:
+            pts = []
+            for s in SWEEP_SPARSITIES:
+                c = summary.get((dataset, backbone, schedule, sweep_name(kind, s, False), ratio))
+                if c:
+                    vals = [100 * v for v in c["test"]]
+                    pts.append((100 * s, statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0))
+            if pts:
+                xs, ys, es = zip(*pts)
+                ax.errorbar(xs, ys, yerr=es, capsize=3, marker="o", color=colors[kind], label=f"{kind} + DCWP stage 4")
+        base = summary.get((dataset, backbone, schedule, "dcwp-official", ratio))
+        if base:
+            ax.scatter([100 * statistics.fmean(base["sparsity"])], [100 * statistics.fmean(base["test"])], marker="*",
+                       s=120, color="#d62728", zorder=5, label="DCWP (official run)")
+        erm = summary.get((dataset, backbone, schedule, "erm", ratio))
+        if erm:
+            ax.axhline(100 * statistics.fmean(erm["test"]), color="black", linestyle=":", linewidth=1, label="ERM")
+        ax.set_title(f"{backbone}, {ratio:g} % conflicting", fontsize=9)
+        ax.set_xlabel("total sparsity of the scored weights (%)")
+        ax.set_ylabel(f"test {HEADLINE.get(dataset, 'accuracy')} (%)")
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
     _save(plt, fig, os.path.join(out, "accuracy_vs_sparsity.png"))
 
 

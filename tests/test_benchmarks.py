@@ -12,7 +12,8 @@ from benchmarks.table import render
 pytestmark = pytest.mark.slow
 
 METHODS = ("dcwp-official", "erm", "magnitude", "random", "lff", "jtt", "dcwp-clean", "dcwp-structured",
-           "structured-magnitude", "structured-random")
+           "structured-magnitude", "structured-random", "sweep-scores-90", "sweep-magnitude-90", "sweep-random-90",
+           "sweep-scores-98", "sweep-structured-scores-2x", "sweep-structured-random-4x")
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +60,37 @@ def test_table_and_plots(harness):
     assert "| dcwp-official | last | " in text and "| dcwp-clean | best_valid | " in text
     assert "x fewer) |" in text.split("| dcwp-structured | last | ")[1].splitlines()[0]  # MACs vs the dense model
     assert "*published* LfF" in text and "(n=1)" in text and "Balanced all-colours test view" in text
-    for png in ("accuracy_by_ratio.png", "accuracy_vs_sparsity.png"):
+    for png in ("accuracy_by_ratio.png", "methods_vs_sparsity.png", "accuracy_vs_sparsity.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    assert "The mask on trial (sweep)" in text and "| 90 % sparse | scores | " in text and "| 4x fewer MACs | random |" in text
+    assert "Where DCWP (official) prunes: kept fraction of each scored layer" in text and "| features.1 | " in text
+
+
+def test_the_sweep_prunes_to_exactly_the_requested_level(harness):
+    out, _, _, _ = harness
+    records = {r["method"]: r for r in read_results(str(out / "results.jsonl"))}
+    n = 2352 * 100 + 100 * 100 * 2 + 100 * 10  # the MLP's scored weights
+    for method, level in (("sweep-scores-90", 0.9), ("sweep-magnitude-90", 0.9), ("sweep-random-90", 0.9),
+                          ("sweep-scores-98", 0.98)):
+        assert records[method]["sparsity"] == pytest.approx(round(level * n) / n, abs=1e-9), method
+        assert records[method]["sweep"] == {"kind": method.split("-")[1], "structured": False, "level": level}
+    assert records["sweep-structured-scores-2x"]["structured"]["macs_ratio"] >= 2.0
+    assert records["sweep-structured-random-4x"]["structured"]["macs_ratio"] >= 4.0
+    # DCWP's own run records where it pruned, layer by layer (the sweep's per-layer table)
+    assert set(records["dcwp-official"]["kept"]) >= {"features.1.weight", "fc.weight", "total"}
+
+
+def test_a_missing_base_run_is_rebuilt_for_the_cells_that_need_it(harness):
+    import shutil
+
+    out, profile, runner, _ = harness
+    base = out / "runs" / "cmnist-2pct-mlp-seed0" / "dcwp-official"
+    results = json.loads((base / "results.json").read_text())
+    shutil.rmtree(base)  # a fresh clone: results.jsonl committed, run folders not
+    cell = {"dataset": "cmnist", "ratio": 2.0, "seed": 0, "backbone": "mlp", "method": "sweep-random-50"}
+    record = runner.run_cell(cell)
+    assert json.loads((base / "results.json").read_text())["metrics"] == results["metrics"]  # deterministic
+    assert record["sparsity"] == pytest.approx(0.5, abs=1e-5)
 
 
 def test_rerun_skips_finished_cells_and_records_a_failure(harness):

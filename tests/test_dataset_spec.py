@@ -13,7 +13,7 @@ from tests._data import make_release
 def test_every_dataset_has_a_complete_spec():
     for name in list_datasets():
         spec = dataset_spec(name)
-        assert spec.name == name and spec.select_metric in ("accuracy", "conflicting", "worst_group")
+        assert spec.name == name and spec.select_metric in ("accuracy", "conflicting", "worst_group", "unbiased")
         assert spec.test_protocols and (("ratio" in spec.options) == (spec.default_ratio is not None))
     assert dataset_spec("bffhq").default_ratio == 0.5 and dataset_spec("bffhq").ratios == (0.5,)
     assert dataset_spec("bffhq").select_metric == "conflicting"

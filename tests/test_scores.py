@@ -19,8 +19,10 @@ def test_include_exclude_patterns_and_types():
     assert MaskScores.from_model(net, exclude=["fc"]).keys() == ["conv1.weight", "conv2.weight"]
     assert MaskScores.from_model(net, include=["conv*"], exclude=["*2.weight"]).keys() == ["conv1.weight"]
     assert MaskScores.from_model(net, exclude_types=[nn.Conv2d]).keys() == ["fc.weight"]
+    with pytest.raises(ValueError, match=r"include pattern\(s\) \['nothing\*'\] match no scorable weight"):
+        MaskScores.from_model(net, include=["conv1*", "nothing*"])  # a typo is named, even beside a good pattern
     with pytest.raises(ValueError, match="no weight matched"):
-        MaskScores.from_model(net, include=["nothing*"])
+        MaskScores.from_model(net, include=["conv*"], exclude=["conv*"])
 
 
 def test_hard_mask_keep_rule_and_sparsity():
