@@ -119,7 +119,7 @@ class Cell:
     def __post_init__(self) -> None:
         self.config = resolve_data(self.config)
         seed_everything(self.config.seed)
-        self.rt = Runtime(device=resolve_device(self.config.device), amp=self.config.amp)
+        self.rt = Runtime(device=resolve_device(self.config.device), amp=self.config.amp, progress=self.config.progress)
         self.data = load_run_data(self.config, "train")
         if self.config.quick:
             self.config = quick_schedule(self.config, len(self.data.train))

@@ -6,6 +6,7 @@ Usage::
     python -m benchmarks.reproduce --profile cpu-quick --methods dcwp-official erm --seeds 0
     python -m benchmarks.reproduce --profile gpu-paper --data-root ~/data --mnist-root ~/mnist
     python -m benchmarks.reproduce --profile cpu-quick --render            # rebuild table.md and plots only
+    python -m benchmarks.reproduce --profile cpu-quick --executor ray --threads 1   # one Ray task per cell
 
 Each cell is one run folder (``OUT/runs/<dataset>-<ratio>pct-<backbone>-seed<k>/<method>``) and one JSON
 line in ``OUT/results.jsonl``: dataset, ratio, backbone, method, seed, schedule, selection rule,
@@ -143,6 +144,15 @@ class Runner:
     def group_dir(self, cell: Dict[str, Any]) -> str:
         return os.path.join(self.out, "runs", f"{cell['dataset']}-{cell['ratio']:g}pct-{cell['backbone']}-seed{cell['seed']}")
 
+    def ensure_base(self, cell: Dict[str, Any]) -> None:
+        """The group's dcwp-official run folder, rebuilt (deterministically, not recorded again) when its cell is
+        recorded but the folder is gone: run folders are not committed, so a fresh clone has none."""
+        base = os.path.join(self.group_dir(cell), "dcwp-official")
+        if not os.path.isfile(os.path.join(base, "results.json")):
+            print(f"rebuilding the group's dcwp-official run {os.path.relpath(base, self.out)} (its folder is missing)",
+                  file=sys.stderr, flush=True)
+            self.run_cell({**cell, "method": "dcwp-official"})
+
     def run_cell(self, cell: Dict[str, Any]) -> Dict[str, Any]:
         from benchmarks.methods import DCWP_CONFIGS, run_baseline
         from dcwp_prune.run.pipeline import STAGE1_KEYS, run_dcwp
@@ -151,12 +161,8 @@ class Runner:
         run_dir = os.path.join(group, cell["method"])
         base = os.path.join(group, "dcwp-official")
         start = time.perf_counter()
-        if cell["method"] != "dcwp-official" and not os.path.isfile(os.path.join(base, "results.json")):
-            # the group's dcwp-official cell is recorded but its run folder is gone (run folders are not committed:
-            # a fresh clone): rebuild it, deterministically, for the cells that start from it
-            print(f"rebuilding the group's dcwp-official run {os.path.relpath(base, self.out)} (its folder is missing)",
-                  file=sys.stderr, flush=True)
-            self.run_cell({**cell, "method": "dcwp-official"})
+        if cell["method"] != "dcwp-official":
+            self.ensure_base(cell)
         if cell["method"] in DCWP_CONFIGS:
             overrides = dict(DCWP_CONFIGS[cell["method"]])
             # a method that sets what stage 1 depends on ([biased] options, bf16 on the CPU, ...) trains its own
@@ -213,12 +219,32 @@ class Runner:
         return out
 
     # ------------------------------------------------------------------------------ the grid
-    def run(self, cells: List[Dict[str, Any]], deadline: Optional[float] = None) -> int:
+    def todo(self, cells: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        """The cells of ``cells`` that ``results.jsonl`` does not hold as finished (``ok``)."""
+        done = {cell_key(r, r["schedule"]) for r in read_results(self.results_path) if r.get("status") == "ok"}
+        return [c for c in cells if cell_key(c, self.schedule_name(c["backbone"])) not in done]
+
+    def execute(self, cell: Dict[str, Any]) -> Dict[str, Any]:
+        """Run one cell and return its ``results.jsonl`` record (``status`` ok or failed, never raises)."""
         import torch
 
+        record: Dict[str, Any] = {**cell, "schedule": self.schedule_name(cell["backbone"]), "profile": self.profile.name,
+                                  "commit": self.commit, "threads": torch.get_num_threads()}
+        # CPU results are bit-reproducible at the same thread count (summation order follows the threads)
+        try:
+            record.update(self.run_cell(cell), status="ok")
+        except Exception as err:  # a failed cell is recorded, the grid goes on
+            record.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc(limit=6))
+        return record
+
+    def record(self, record: Dict[str, Any]) -> None:
+        """Append one record to ``results.jsonl`` (only the driver writes it)."""
+        with open(self.results_path, "a") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+
+    def run(self, cells: List[Dict[str, Any]], deadline: Optional[float] = None) -> int:
         os.makedirs(self.out, exist_ok=True)
-        done = {cell_key(r, r["schedule"]) for r in read_results(self.results_path) if r.get("status") == "ok"}
-        todo = [c for c in cells if cell_key(c, self.schedule_name(c["backbone"])) not in done]
+        todo = self.todo(cells)
         print(f"{self.profile.name}: {len(cells)} cells, {len(cells) - len(todo)} finished, {len(todo)} to run "
               f"-> {self.out}", file=sys.stderr, flush=True)
         failed, times = 0, []
@@ -226,28 +252,24 @@ class Runner:
             if deadline is not None and time.monotonic() > deadline:
                 print(f"time budget reached: {len(todo) - k} cells left for a later run", file=sys.stderr, flush=True)
                 break
-            schedule = self.schedule_name(cell["backbone"])
-            label = f"{cell['dataset']} {cell['ratio']:g}% {cell['backbone']} seed {cell['seed']} {cell['method']}"
             start = time.perf_counter()
-            # CPU results are bit-reproducible at the same thread count (summation order follows the threads)
-            record: Dict[str, Any] = {**cell, "schedule": schedule, "profile": self.profile.name, "commit": self.commit,
-                                      "threads": torch.get_num_threads()}
-            try:
-                record.update(self.run_cell(cell), status="ok")
-            except Exception as err:  # a failed cell is recorded, the grid goes on
-                failed += 1
-                record.update(status="failed", error=f"{type(err).__name__}: {err}",
-                              traceback=traceback.format_exc(limit=6))
+            record = self.execute(cell)
+            failed += record["status"] != "ok"
             took = time.perf_counter() - start
             times.append(took)
-            with open(self.results_path, "a") as f:
-                f.write(json.dumps(record, sort_keys=True) + "\n")
+            self.record(record)
             eta = sum(times) / len(times) * (len(todo) - k - 1)
-            test = record.get("test", {}).get("accuracy")
-            shown = f"test {100 * test:.1f}%" if test is not None else record.get("error", "")[:120]
-            print(f"[{k + 1}/{len(todo)}] {label}: {record['status']} {shown} ({took:.0f} s; ETA {_hms(eta)})",
-                  file=sys.stderr, flush=True)
+            print(f"[{k + 1}/{len(todo)}] {cell_label(record)} ({took:.0f} s; ETA {_hms(eta)})", file=sys.stderr,
+                  flush=True)
         return failed
+
+
+def cell_label(record: Dict[str, Any]) -> str:
+    """``cmnist 1% mlp seed 0 erm: ok test 41.2%`` (or the error of a failed cell)."""
+    test = (record.get("test") or {}).get("accuracy")
+    shown = f"test {100 * test:.1f}%" if test is not None else record.get("error", "")[:120]
+    return (f"{record['dataset']} {record['ratio']:g}% {record['backbone']} seed {record['seed']} {record['method']}: "
+            f"{record['status']} {shown}")
 
 
 def _groups(metrics: Dict[str, Any]) -> Dict[str, Any]:
@@ -274,6 +296,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--backbones", nargs="+")
     parser.add_argument("--device", help="override the profile's device (cpu, cuda)")
     parser.add_argument("--budget-s", type=float, default=0, help="stop starting new cells after this many seconds")
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="local: one cell after another in this process; ray: one Ray task per cell (pip install "
+                        "-e '.[bench]')")
+    parser.add_argument("--address", help="--executor ray: the Ray cluster to join (default: start Ray on this machine)")
+    parser.add_argument("--threads", type=int, help="torch threads per cell (default: torch's own locally, 1 on Ray; a "
+                        "cell's numbers are bit-reproducible at one thread count); Ray reserves this many CPUs per "
+                        "CPU cell, and one GPU per cell on GPU profiles")
     parser.add_argument("--render", action="store_true", help="only rebuild table.md and the plots")
     parser.add_argument("--readme", action="store_true", help="also copy table.md into the README's results block")
     args = parser.parse_args(argv)
@@ -283,6 +312,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         problem = _check_selection(profile, args)
         if problem:
             parser.error(problem)  # exit 2 before any cell is run or recorded
+        if args.threads is not None and args.threads < 1:
+            parser.error(f"--threads must be >= 1, got {args.threads}")
+        if args.address and args.executor != "ray":
+            parser.error("--address names a Ray cluster: pass it with --executor ray")
+        if args.executor == "ray":
+            try:
+                import ray  # noqa: F401
+            except ImportError:
+                parser.error("--executor ray needs Ray: pip install -e '.[bench]' (or pip install 'ray>=2.9')")
     from benchmarks.table import render
 
     if not args.render:
@@ -290,7 +328,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         cells, skipped = _available(cells, args)
         for note in skipped:
             print(note, file=sys.stderr)
-        Runner(profile, out, args).run(cells, deadline=time.monotonic() + args.budget_s if args.budget_s else None)
+        deadline = time.monotonic() + args.budget_s if args.budget_s else None
+        if args.executor == "ray":
+            from benchmarks.ray_executor import run_on_ray
+
+            run_on_ray(profile, out, args, cells, deadline=deadline)
+        else:
+            if args.threads:
+                import torch
+
+                torch.set_num_threads(args.threads)
+            Runner(profile, out, args).run(cells, deadline=deadline)
     text = render(out, profile)
     print(f"table: {os.path.join(out, 'table.md')}", file=sys.stderr)
     if args.readme:
