@@ -15,6 +15,8 @@ Every method runs on the same data, models, schedules and evaluation as DCWP:
 - ``lff``: Learning from Failure (Nam et al. 2020) on :class:`~dcwp_prune.training.engine.Engine`.
 - ``jtt``: Just Train Twice (Liu et al. 2021): an ERM identification model for f_B's schedule, its
   errors (``mine_conflicting("wrong")``) upweighted by lambda_up, a fresh model trained for f_D's.
+- ``lc``: Logit Correction (Liu et al. 2023), a peer, as its official code runs it on Colored MNIST
+  (``benchmarks/lc.py``; what differs and why is said there).
 - ``sweep-*``: the mask on trial. The group's f_D pruned with DCWP's learned scores, by weight magnitude
   or at random to fixed total sparsities (``sweep-scores-90``) or MACs reductions with channels ranked
   within each layer (``sweep-structured-random-4x``), then exactly DCWP's stage 4: only the choice of
@@ -377,6 +379,18 @@ def jtt(cell: Cell) -> Dict[str, Any]:
                                                                  "recall": errors.recall}})
 
 
+# ------------------------------------------------------------------------------ LC (a peer)
+def lc(cell: Cell) -> Dict[str, Any]:
+    """Logit Correction (``benchmarks/lc.py``): f_D and a GCE f_B trained jointly for f_D's schedule."""
+    from benchmarks.lc import train_lc
+
+    seed_everything(cell.config.seed * 1000)
+    model_d, model_b = cell.new_model(), cell.new_model()
+    train_lc(model_d, model_b, cell.train_batches(1), cell.data.num_classes, cell.config.biased.iterations, cell.rt,
+             seed=cell.config.seed * 1000 + 5)
+    return cell.finish("lc", model_d, {"sparsity": 0.0})
+
+
 BASELINES: Dict[str, Callable[[Cell], Dict[str, Any]]] = {
     "erm": erm,
     "magnitude": lambda cell: pruned_baseline(cell, "magnitude"),
@@ -386,6 +400,7 @@ BASELINES: Dict[str, Callable[[Cell], Dict[str, Any]]] = {
     "structured-random-local": lambda cell: structured_baseline(cell, "random", "dcwp-structured-local"),
     "lff": lff,
     "jtt": jtt,
+    "lc": lc,
     **SWEEP,
 }
 

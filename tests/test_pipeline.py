@@ -14,7 +14,14 @@ from dcwp_prune.data import create_dataset, dataset_spec, register_dataset
 from dcwp_prune.models import register_model
 from dcwp_prune.run.config import RunConfig
 from dcwp_prune.run.export import load_pruned_model
-from dcwp_prune.run.pipeline import resolve_variant, run_dcwp
+from dcwp_prune.run.pipeline import resolve_variant
+from dcwp_prune.run.pipeline import run_dcwp as _run_dcwp
+
+
+def run_dcwp(config, **kwargs):
+    """``run_dcwp`` without the report (its latency timing and plots): these tests check the run itself;
+    ``tests/test_reliability.py`` checks that the API writes the report by default."""
+    return _run_dcwp(config, **{"report": False, **kwargs})
 from dcwp_prune.run.presets import build_config
 from tests._models import UserNet
 
