@@ -17,6 +17,8 @@ Every method runs on the same data, models, schedules and evaluation as DCWP:
   errors (``mine_conflicting("wrong")``) upweighted by lambda_up, a fresh model trained for f_D's.
 - ``lc``: Logit Correction (Liu et al. 2023), a peer, as its official code runs it on Colored MNIST
   (``benchmarks/lc.py``; what differs and why is said there).
+- ``denetdm``: DeNetDM (Sreelatha et al. 2024), a peer, as its official code runs it on Colored MNIST
+  (``benchmarks/denetdm.py``: how its deep and shallow branches map onto the backbones, what differs, why).
 - ``sweep-*``: the mask on trial. The group's f_D pruned with DCWP's learned scores, by weight magnitude
   or at random to fixed total sparsities (``sweep-scores-90``) or MACs reductions with channels ranked
   within each layer (``sweep-structured-random-4x``), then exactly DCWP's stage 4: only the choice of
@@ -391,6 +393,21 @@ def lc(cell: Cell) -> Dict[str, Any]:
     return cell.finish("lc", model_d, {"sparsity": 0.0})
 
 
+# ------------------------------------------------------------------------------ DeNetDM (a peer)
+def denetdm(cell: Cell) -> Dict[str, Any]:
+    """DeNetDM (``benchmarks/denetdm.py``): the deep / shallow experts for f_D's schedule, then the target for as long."""
+    from benchmarks.denetdm import train_experts, train_target
+
+    seed_everything(cell.config.seed * 1000)
+    iters = cell.config.biased.iterations
+    experts = train_experts(cell.new_model, cell.config.model, cell.train_batches(1), iters, cell.rt)
+    seed_everything(cell.config.seed * 1000 + 3)
+    target = train_target(experts, cell.new_model, cell.train_batches(4), iters, cell.rt)
+    bias_expert = cell.loaders.evaluate(nn.Sequential(experts.deep, experts.head).eval())
+    return cell.finish("denetdm", target, {"sparsity": 0.0, "bias_expert": {s: {k: bias_expert[s][k] for k in (
+        "accuracy", "aligned", "conflicting")} for s in ("valid", "test")}})
+
+
 BASELINES: Dict[str, Callable[[Cell], Dict[str, Any]]] = {
     "erm": erm,
     "magnitude": lambda cell: pruned_baseline(cell, "magnitude"),
@@ -401,6 +418,7 @@ BASELINES: Dict[str, Callable[[Cell], Dict[str, Any]]] = {
     "lff": lff,
     "jtt": jtt,
     "lc": lc,
+    "denetdm": denetdm,
     **SWEEP,
 }
 

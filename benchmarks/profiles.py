@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Tuple, Union
 
 __all__ = ["MAIN_METHODS", "ABLATIONS", "CLEAN_STUDY", "PROFILES", "SWEEP_METHODS", "Profile"]
 
-MAIN_METHODS = ("dcwp-official", "erm", "dcwp-clean", "dcwp-structured", "mrm", "magnitude", "random", "lff", "jtt", "lc",
+MAIN_METHODS = ("dcwp-official", "erm", "dcwp-clean", "dcwp-structured", "mrm", "magnitude", "random", "lff", "jtt", "lc", "denetdm",
                 "structured-magnitude", "structured-random", "dcwp-structured-local", "structured-random-local",
                 "dcwp-structured-meannorm")
 ABLATIONS = ("abl-mining-oracle", "abl-mining-ensemble", "abl-no-contrastive", "abl-no-upweight", "abl-no-sparsity")

@@ -21,7 +21,7 @@ __all__ = ["readme_block", "render", "rewrite_readme", "summarise"]
 #: Colored MNIST / CIFAR10-C, the mean of the bias-conflicting groups for BFFHQ (DCWP protocol).
 HEADLINE = {"cmnist": "accuracy", "cifar10c": "accuracy", "bffhq": "conflicting"}
 BACKBONE_NAMES = {"mlp": "LfF's 3 x 100 MLP", "cnn": "DCWP's CNN", "resnet18": "ResNet-18 (random init)"}
-ORDER = ("erm", "lff", "jtt", "lc", "mrm", "magnitude", "random", "dcwp-official", "dcwp-clean", "structured-magnitude",
+ORDER = ("erm", "lff", "jtt", "lc", "denetdm", "mrm", "magnitude", "random", "dcwp-official", "dcwp-clean", "structured-magnitude",
          "structured-random", "dcwp-structured", "dcwp-structured-meannorm", "structured-random-local",
          "dcwp-structured-local")
 

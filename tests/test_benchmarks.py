@@ -11,7 +11,7 @@ from benchmarks.table import render
 
 pytestmark = pytest.mark.slow
 
-METHODS = ("dcwp-official", "erm", "magnitude", "random", "lff", "jtt", "lc", "dcwp-clean", "dcwp-structured",
+METHODS = ("dcwp-official", "erm", "magnitude", "random", "lff", "jtt", "lc", "denetdm", "dcwp-clean", "dcwp-structured",
            "structured-magnitude", "structured-random", "sweep-scores-90", "sweep-magnitude-90", "sweep-random-90",
            "sweep-scores-98", "sweep-structured-scores-2x", "sweep-structured-random-4x")
 
