@@ -43,28 +43,37 @@ class CorrectionMatrix:
 
     def __init__(self, num_classes: int, alpha: float = LC_DEFAULTS["ema"]) -> None:
         self.alpha = alpha
-        self.value = torch.zeros(num_classes, num_classes)
-        self.visited = torch.zeros(num_classes, num_classes, dtype=torch.bool)
+        self._value = [[0.0] * num_classes for _ in range(num_classes)]  # plain floats: a per-sample loop
+        self._visited = [[False] * num_classes for _ in range(num_classes)]
 
     def update(self, y: Tensor, b: Tensor, p_true: Tensor) -> None:
         """Sample by sample, in batch order (the official ``mv`` rule): a first visit stores ``p``, later ones
         move the cell by ``(1 - alpha)``."""
+        a, value, visited = self.alpha, self._value, self._visited
         for yi, bi, pi in zip(y.tolist(), b.tolist(), p_true.tolist()):
-            if self.visited[yi, bi]:
-                self.value[yi, bi] = self.alpha * self.value[yi, bi] + (1 - self.alpha) * pi
+            if visited[yi][bi]:
+                value[yi][bi] = a * value[yi][bi] + (1 - a) * pi
             else:
-                self.value[yi, bi] = pi
-                self.visited[yi, bi] = True
+                value[yi][bi] = pi
+                visited[yi][bi] = True
+
+    @property
+    def value(self) -> Tensor:
+        return torch.tensor(self._value, dtype=torch.float32)
+
+    @property
+    def visited(self) -> Tensor:
+        return torch.tensor(self._visited, dtype=torch.bool)
 
     def prior(self, b: Tensor) -> Tensor:
         """The per-sample prior vector over classes, ``M[:, b_i]`` (not normalised: the Colored MNIST branch)."""
         return self.value[:, b].T
 
     def state_dict(self) -> Dict[str, Tensor]:
-        return {"value": self.value, "visited": self.visited}
+        return {"value": torch.tensor(self._value, dtype=torch.float64), "visited": self.visited}
 
     def load_state_dict(self, state: Dict[str, Tensor]) -> None:
-        self.value, self.visited = state["value"].clone(), state["visited"].clone()
+        self._value, self._visited = state["value"].double().tolist(), state["visited"].tolist()
 
 
 def corrected_logits(logits: Tensor, prior: Tensor, eta: float = LC_DEFAULTS["eta"],
