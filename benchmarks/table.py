@@ -167,6 +167,24 @@ def _sweep_tables(summary: Dict[tuple, Any], dataset: str, backbone: str, schedu
                 if layer != "total":
                     kept[float(r["ratio"])][layer].append(float(v))
                     order += [] if layer in order else [layer]
+    by_level: Dict[float, Dict[str, List[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in _latest(records):  # where DCWP's scores put the pruning at each sweep level (random: uniform)
+        if (r.get("status") == "ok" and r["method"].startswith("sweep-scores-") and r.get("kept")
+                and (r["dataset"], r["backbone"], r["schedule"]) == (dataset, backbone, schedule)):
+            for layer, v in r["kept"].items():
+                by_level[float(r["sweep"]["level"])][layer].append(float(v))
+                order += [] if layer in order else [layer]
+    order = _network_order(backbone, order)
+    if by_level:
+        levels = sorted(by_level)
+        out += ["", "Where DCWP's learned scores prune at each sweep level: kept fraction of each scored layer (%), mean "
+                "over ratios and seeds (random pruning keeps the same fraction of every layer, magnitude ranks "
+                "all layers together):", "",
+                "| layer | " + " | ".join(f"{100 * v:g} % sparse" for v in levels) + " |", "|" + "---|" * (len(levels) + 1)]
+        for layer in order:
+            out.append(f"| {layer.removesuffix('.weight')} | " + " | ".join(
+                f"{100 * statistics.fmean(by_level[v][layer]):.1f}" if by_level[v].get(layer) else "-" for v in levels)
+                + " |")
     if kept:
         out += ["", "Where DCWP (official) prunes: kept fraction of each scored layer (%), mean over seeds:", "",
                 "| layer | " + " | ".join(f"{r:g} %" for r in ratios) + " |", "|" + "---|" * (len(ratios) + 1)]
@@ -174,6 +192,18 @@ def _sweep_tables(summary: Dict[tuple, Any], dataset: str, backbone: str, schedu
             out.append(f"| {layer.removesuffix('.weight')} | " + " | ".join(
                 f"{100 * statistics.fmean(kept[r][layer]):.1f}" if kept[r].get(layer) else "-" for r in ratios) + " |")
     return out
+
+
+def _network_order(backbone: str, layers: List[str]) -> List[str]:
+    """``layers`` from input to output (records store them sorted by name), as the backbone defines them."""
+    try:
+        from dcwp_prune.models import create_model
+        from dcwp_prune.scores import MaskScores
+
+        keys = MaskScores.from_model(create_model(backbone, 10)).keys()
+    except (KeyError, ValueError):  # a backbone this checkout does not know: keep the records' order
+        return layers
+    return sorted(layers, key=lambda k: keys.index(k) if k in keys else len(keys))
 
 
 def _sweep_methods() -> List[str]:
