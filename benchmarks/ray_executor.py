@@ -56,7 +56,7 @@ def run_on_ray(profile: Any, out: str, args: argparse.Namespace, cells: List[Dic
     """Run the unfinished ``cells`` as Ray tasks; the number of cells that failed twice."""
     import ray
 
-    from benchmarks.reproduce import Runner, _hms, cell_label
+    from benchmarks.reproduce import OWN_TRAINING, Runner, _hms, cell_label
 
     runner = Runner(profile, out, args)
     os.makedirs(out, exist_ok=True)
@@ -78,6 +78,8 @@ def run_on_ray(profile: Any, out: str, args: argparse.Namespace, cells: List[Dic
     official = {runner.group_dir(c) for c in first}
     rebuild = {}
     for c in rest:  # a base recorded as finished whose folder is missing (a fresh clone): rebuilt once per group
+        if c["method"] in OWN_TRAINING:
+            continue
         group = runner.group_dir(c)
         if group not in official and not os.path.isfile(os.path.join(group, "dcwp-official", "results.json")):
             rebuild.setdefault(group, c)

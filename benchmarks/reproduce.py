@@ -54,6 +54,9 @@ def read_results(path: str) -> List[Dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+#: Methods that train from scratch and use nothing of the group's dcwp-official run.
+OWN_TRAINING = ("lff", "jtt", "lc", "denetdm")
+
 #: The stages a profile can scale: f_D's schedule (also LfF's and JTT's final model), f_B's (also JTT's
 #: identification model), mask learning, fine-tuning.
 STAGES = ("f_d", "f_b", "mask", "finetune")
@@ -161,7 +164,7 @@ class Runner:
         run_dir = os.path.join(group, cell["method"])
         base = os.path.join(group, "dcwp-official")
         start = time.perf_counter()
-        if cell["method"] != "dcwp-official":
+        if cell["method"] != "dcwp-official" and cell["method"] not in OWN_TRAINING:
             self.ensure_base(cell)
         if cell["method"] in DCWP_CONFIGS:
             overrides = dict(DCWP_CONFIGS[cell["method"]])
