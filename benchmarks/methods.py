@@ -206,6 +206,21 @@ def pruned_baseline(cell: Cell, kind: str) -> Dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ structured magnitude / random
+def keep_scores(cell: Cell, model: nn.Module, kind: str) -> Any:
+    """Keep scores of ``model``'s scored weights: DCWP's learned logits (from the group's dcwp-official run, the
+    network they were learned on), ``|w| / max |w|`` per layer, or uniform noise (the cell's seed)."""
+    if kind == "scores":
+        return MaskScores.load(os.path.join(cell.base, "scores.safetensors"), model=model)  # type: ignore[arg-type]
+    scored = MaskScores.from_model(model, include=cell.config.mask.include or None,
+                                   exclude=cell.config.mask.exclude or None)
+    gen = torch.Generator().manual_seed(cell.config.seed * 1000 + 3)
+    keep = {}
+    for fqn, (module, name) in scored.resolve(model).items():
+        w = getattr(module, name).detach().abs().float().cpu()
+        keep[fqn] = w / w.max().clamp_min(1e-12) if kind == "magnitude" else torch.rand(w.shape, generator=gen)
+    return keep
+
+
 def structured_baseline(cell: Cell, kind: str, like: str = "dcwp-structured") -> Dict[str, Any]:
     """f_D's channels ranked by weight magnitude or at random instead of DCWP's scores, pruned through the
     same ``prune_channels`` call as the DCWP method ``like`` (``dcwp-structured``: global ranking;
@@ -219,13 +234,7 @@ def structured_baseline(cell: Cell, kind: str, like: str = "dcwp-structured") ->
 
     p = cell.config.prune.replace(**DCWP_CONFIGS[like]["prune"])
     model = cell.base_stage1()
-    scored = MaskScores.from_model(model, include=cell.config.mask.include or None,
-                                   exclude=cell.config.mask.exclude or None)
-    gen = torch.Generator().manual_seed(cell.config.seed * 1000 + 3)
-    keep = {}
-    for fqn, (module, name) in scored.resolve(model).items():
-        w = getattr(module, name).detach().abs().float().cpu()
-        keep[fqn] = w / w.max().clamp_min(1e-12) if kind == "magnitude" else torch.rand(w.shape, generator=gen)
+    keep = keep_scores(cell, model, kind)
     example = cell.data.valid[0].image.unsqueeze(0).to(cell.rt.device)
     result = prune_channels(model, keep, example, **p.channel_options())
     dcwp_finetune(cell, model)
@@ -247,28 +256,13 @@ def sweep_name(kind: str, level: float, structured: bool) -> str:
     return f"sweep-structured-{kind}-{level:g}x" if structured else f"sweep-{kind}-{round(100 * level)}"
 
 
-def _sweep_keep(cell: Cell, model: nn.Module, kind: str) -> Any:
-    """Keep scores of ``model``'s scored weights: DCWP's learned logits (from the group's dcwp-official run, the
-    network they were learned on), ``|w| / max |w|`` per layer, or uniform noise (the cell's seed)."""
-    if kind == "scores":
-        return MaskScores.load(os.path.join(cell.base, "scores.safetensors"), model=model)  # type: ignore[arg-type]
-    scored = MaskScores.from_model(model, include=cell.config.mask.include or None,
-                                   exclude=cell.config.mask.exclude or None)
-    gen = torch.Generator().manual_seed(cell.config.seed * 1000 + 3)
-    keep = {}
-    for fqn, (module, name) in scored.resolve(model).items():
-        w = getattr(module, name).detach().abs().float().cpu()
-        keep[fqn] = w / w.max().clamp_min(1e-12) if kind == "magnitude" else torch.rand(w.shape, generator=gen)
-    return keep
-
-
 def sweep_unstructured(cell: Cell, kind: str, sparsity: float) -> Dict[str, Any]:
     """f_D (the group's stage 1) pruned to exactly ``sparsity`` of its scored weights, ranked by ``kind``
     (one global ranking, ``DCWPMethod``'s ``amount``), then exactly DCWP's stage 4."""
     from dcwp_prune.adapters.torch_prune import dcwp_global_unstructured
 
     model = cell.base_stage1()
-    keep = _sweep_keep(cell, model, kind)
+    keep = keep_scores(cell, model, kind)
     probs = keep.probs() if isinstance(keep, MaskScores) else keep
     dcwp_global_unstructured(model, probs, amount=sparsity)
     reached = float(pruned_sparsity(model))
@@ -286,7 +280,7 @@ def sweep_structured(cell: Cell, kind: str, macs: float) -> Dict[str, Any]:
     from dcwp_prune.adapters.structured import prune_channels
 
     model = cell.base_stage1()
-    keep = _sweep_keep(cell, model, kind)
+    keep = keep_scores(cell, model, kind)
     example = cell.data.valid[0].image.unsqueeze(0).to(cell.rt.device)
     result = prune_channels(model, keep, example, pruning_ratio=0.95, target_macs_ratio=macs, global_pruning=False)
     dcwp_finetune(cell, model)

@@ -512,6 +512,7 @@ def test_run_dcwp_expands_home_and_writes_what_the_cli_writes(tmp_path, monkeypa
 
 
 def test_the_dense_f_d_of_a_run_feeds_the_prune_command(finished_run, tmp_path):
+    import torch
     from safetensors.torch import load_file
 
     run = finished_run / "run"
@@ -520,13 +521,7 @@ def test_the_dense_f_d_of_a_run_feeds_the_prune_command(finished_run, tmp_path):
     assert r.exit_code == 0, r.output
     pruned, trained = load_file(str(tmp_path / "p" / "model.safetensors")), load_file(str(run / "model.safetensors"))
     for key in ("features.1.weight", "features.3.weight", "features.5.weight", "fc.weight"):
-        assert torch_equal(pruned[key] == 0, trained[key] == 0), key  # the run's mask, re-applied to its dense f_D
-
-
-def torch_equal(a, b):
-    import torch
-
-    return torch.equal(a, b)
+        assert torch.equal(pruned[key] == 0, trained[key] == 0), key  # the run's mask, re-applied to its dense f_D
 
 
 def test_line_progress_prints_a_first_line_after_a_few_iterations():

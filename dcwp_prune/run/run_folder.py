@@ -129,7 +129,6 @@ class RunFolder:
         self.committed = False
         self._created = False
         self._opened = False
-        self.notes: List[str] = []  # what check() repaired (an interrupted --overwrite), for the caller to show
         # a symlinked --out: the folder it points to is the run folder (moved aside, cleared, restored)
         self.real = os.path.realpath(out)
         self.aside = os.path.join(os.path.dirname(self.real), f".{os.path.basename(self.real)}.dcwp-replaced")
@@ -164,7 +163,7 @@ class RunFolder:
         return self.mode
 
     def _note(self, text: str) -> None:
-        self.notes.append(text)
+        """What check() repaired (an interrupted --overwrite): a warning, which the CLI prints as it comes."""
         warnings.warn(text, RuntimeWarning, stacklevel=3)
 
     def _recover_aside(self) -> None:
