@@ -25,7 +25,7 @@ official code keeps the epoch best on the test split in both stages).
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -105,15 +105,21 @@ def train_experts(make_model: Any, arch: str, batches: Any, iterations: int, run
     return experts
 
 
-def train_target(experts: Experts, make_model: Any, batches: Any, iterations: int, runtime: Runtime) -> nn.Module:
+def train_target(experts: Experts, make_model: Any, batches: Any, iterations: int, runtime: Runtime, *,
+                 selector: Optional[Callable[[nn.Module], Callable[[int], Any]]] = None,
+                 eval_every: int = 0) -> nn.Module:
     """Stage 2: a fresh ``make_model()`` body beside the frozen deep branch, through a copy of the stage-1 head that
-    trains, plus distillation from ``experts.teacher``. Returns the target with that head as its ``fc``."""
+    trains, plus distillation from ``experts.teacher``. Returns the target with that head as its ``fc``.
+
+    ``selector(model)``: an evaluation callback made for the predicting model (the body, then the head), called
+    every ``eval_every`` steps (a :class:`~dcwp_prune.training.selection.BestOnValid`)."""
     d, dev = DENETDM_DEFAULTS, runtime.device
     target, _ = body_of(make_model())
     target, head = target.to(dev), copy.deepcopy(experts.head).requires_grad_(True)
-    engine = Engine("denetdm-2", runtime, iterations)
+    engine = Engine("denetdm-2", runtime, iterations, eval_every=eval_every)
     engine.track("target", target)
     engine.track("head", head)
+    on_eval = selector(nn.Sequential(target, head)) if selector is not None else None
     engine.optimizer("", list(target.parameters()) + list(head.parameters()), "adam", d["lr"], d["weight_decay_2"])
     target.train()
 
@@ -129,6 +135,6 @@ def train_target(experts: Experts, make_model: Any, batches: Any, iterations: in
         dist = distillation_loss(head(features), teacher, d["temperature"])
         return {"loss": engine.update(d["w_poe"] * poe + d["w_dist"] * dist), "poe": poe.detach(), "dist": dist.detach()}
 
-    engine.run(step)
+    engine.run(step, on_eval)
     target.fc = head  # the kept model: the target with the head alone, the backbone's own architecture
     return target

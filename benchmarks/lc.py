@@ -22,7 +22,7 @@ the same on Colored MNIST), the seed is the cell's (not 222), and the kept model
 
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -98,10 +98,12 @@ def group_mixup(x: Tensor, y: Tensor, b: Tensor, prior: Tensor, lam: float, gen:
 
 
 def train_lc(model_d: nn.Module, model_b: nn.Module, batches: Any, num_classes: int, iterations: int,
-             runtime: Runtime, seed: int, lr: float = LC_DEFAULTS["lr"]) -> CorrectionMatrix:
-    """Train f_D (``model_d``) with LC and f_B (``model_b``) with GCE, jointly, for ``iterations`` steps."""
+             runtime: Runtime, seed: int, lr: float = LC_DEFAULTS["lr"], *,
+             on_eval: Optional[Callable[[int], Any]] = None, eval_every: int = 0) -> CorrectionMatrix:
+    """Train f_D (``model_d``) with LC and f_B (``model_b``) with GCE, jointly, for ``iterations`` steps;
+    ``on_eval(iteration)`` every ``eval_every`` steps (a :class:`~dcwp_prune.training.selection.BestOnValid`)."""
     d = LC_DEFAULTS
-    engine = Engine("lc", runtime, iterations)
+    engine = Engine("lc", runtime, iterations, eval_every=eval_every)
     matrix = CorrectionMatrix(num_classes, d["ema"])
     gen = torch.Generator().manual_seed(seed)
     forwards = {}
@@ -131,5 +133,5 @@ def train_lc(model_d: nn.Module, model_b: nn.Module, batches: Any, num_classes: 
         return {"loss_d": engine.update(loss_d, "d"),
                 "loss_b": engine.update(d["lambda_b"] * gce_loss(logits_b, y, d["q"]), "b")}
 
-    engine.run(step)
+    engine.run(step, on_eval)
     return matrix

@@ -44,7 +44,8 @@ from torch.nn.utils import prune
 from dcwp_prune.adapters.torch_prune import pruned_sparsity
 from dcwp_prune.models import create_model
 from dcwp_prune.run.config import RunConfig
-from dcwp_prune.run.pipeline import RunLoaders, load_run_data, resolve_data, seed_everything
+from dcwp_prune.data import dataset_spec
+from dcwp_prune.run.pipeline import RunLoaders, load_run_data, resolve_data, seed_everything, stage_seed
 from dcwp_prune.run.presets import quick_schedule
 from dcwp_prune.run.records import RunRecorder
 from dcwp_prune.scores import MaskScores
@@ -54,6 +55,7 @@ from dcwp_prune.training.finetune import finetune
 from dcwp_prune.training.mining import MinedSet, mine_conflicting
 from dcwp_prune.training.objectives import gce_loss
 from dcwp_prune.training.sampling import upweight
+from dcwp_prune.training.selection import BestOnValid
 
 __all__ = ["BASELINES", "DCWP_CONFIGS", "SCHEDULE_OVERRIDES", "SWEEP", "SWEEP_KINDS", "SWEEP_MACS", "SWEEP_SPARSITIES", "Cell",
            "lff_weights", "run_baseline", "sweep_name", "train_lff"]
@@ -104,6 +106,19 @@ DCWP_CONFIGS: Dict[str, Dict[str, Any]] = {
     # valid accuracy peaks before the first evaluation of the schedule (one epoch in); evaluating four
     # times as often lets the best-on-valid selection see the peak
     "clean-fix-early-select": {"variant": "clean"},
+    # the DCWP+ candidates (issue 21), each alone on top of official with the best-on-valid selection
+    # (official-select-best-valid is their reference), then combined; chosen on valid, reported on test
+    "plus-rewind-init": {"variant": "official", "finetune": {"select": "best_valid", "rewind": "stage1",
+                                                             "rewind_point": 0.0}},
+    "plus-rewind-early": {"variant": "official", "finetune": {"select": "best_valid", "rewind": "stage1",
+                                                              "rewind_point": 0.1}},
+    "plus-rewind-fresh": {"variant": "official", "finetune": {"select": "best_valid", "rewind": "fresh"}},
+    # the random-mask control of the rewind: the same per-layer sparsity, kept weights drawn at random
+    "plus-rewind-init-shuffle": {"variant": "official", "prune": {"shuffle": True},
+                                 "finetune": {"select": "best_valid", "rewind": "stage1", "rewind_point": 0.0}},
+    "plus-con-0.2": {"variant": "official", "mask": {"lambda_con": 0.2},
+                     "finetune": {"select": "best_valid", "lambda_con": 0.2}},
+    "plus-mask-drift": {"variant": "official", "mask": {"lr": 5e-2}, "finetune": {"select": "best_valid"}},
 }
 
 #: Schedule fields a method sets after the schedule is derived (``--quick`` derives the evaluation cadence).
@@ -134,6 +149,14 @@ class Cell:
         os.makedirs(os.path.join(self.tmp, "checkpoints"))
         self.recorder = RunRecorder(self.tmp)
         self.rt.log_fn = self.recorder.log
+        self.select_metric = dataset_spec(self.config.data.name).select_metric
+        self.eval_every = self.config.finetune.eval_every  # every method is evaluated at DCWP's stage-4 cadence
+
+    def tracker(self, model: nn.Module) -> BestOnValid:
+        """An evaluation of ``model`` on valid (and test, recorded) at stage 4's cadence; keeps the best iterate's
+        metrics (chosen on valid only)."""
+        return BestOnValid(model, self.loaders.evaluate, self.select_metric, keep_state=False, log=self.rt.log,
+                           stage="baseline")
 
     def new_model(self) -> nn.Module:
         return create_model(self.config.model, self.data.num_classes, weights=self.config.weights).to(self.rt.device)
@@ -150,12 +173,16 @@ class Cell:
     def base_mined(self) -> MinedSet:
         return MinedSet.load(os.path.join(self.base, "mined.json"))  # type: ignore[arg-type]
 
-    def finish(self, method: str, model: nn.Module, extra: Dict[str, Any]) -> Dict[str, Any]:
-        """Evaluate the last iterate, write the run folder's files, rename it into place."""
+    def finish(self, method: str, model: nn.Module, extra: Dict[str, Any],
+               best: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """Evaluate the last iterate, write the run folder's files, rename it into place. ``best``: the metrics
+        of the method's best-on-valid iterate (``{"valid", "test", "iteration"}``), when it was evaluated."""
         from dcwp_prune._atomic import write_json
         from dcwp_prune.run.export import save_pruned_model
 
         metrics = {"last": self.loaders.evaluate(model.eval())}
+        if best is not None:
+            metrics["best_valid"] = best
         shape = list(self.data.valid[0].image.shape)
         write_json(os.path.join(self.tmp, "config.json"), dict(self.config.to_dict(), method=method))
         history = extra.pop("history", None)  # structured: what rebuilds the smaller model
@@ -174,18 +201,26 @@ class Cell:
 
 # ------------------------------------------------------------------------------ ERM
 def erm(cell: Cell) -> Dict[str, Any]:
-    """The group's stage-1 f_D as it is (plain CE training, the schedule every method shares)."""
-    return cell.finish("erm", cell.base_stage1(), {"sparsity": 0.0})
+    """The group's stage-1 f_D as it is (plain CE training, the schedule every method shares); its best-on-valid
+    iterate is the one stage 1 found evaluating f_D at stage 4's cadence (metrics only: the saved model is the last)."""
+    from dcwp_prune.run.report import load_results
+
+    best = (load_results(cell.base)["metrics"] or {}).get("vanilla_best_valid")  # type: ignore[arg-type]
+    return cell.finish("erm", cell.base_stage1(), {"sparsity": 0.0}, best=best)
 
 
 # ------------------------------------------------------------------------------ magnitude / random
-def dcwp_finetune(cell: Cell, model: nn.Module) -> None:
-    """DCWP's stage 4 on ``model``: the group's mined set upweighted, the contrastive term, its schedule and seed."""
+def dcwp_finetune(cell: Cell, model: nn.Module) -> Optional[Dict[str, Any]]:
+    """DCWP's stage 4 on ``model``: the group's mined set upweighted, the contrastive term, its schedule and seed;
+    evaluated on valid at its cadence. The best-on-valid iterate's metrics (the model stays the last iterate)."""
     mined = cell.base_mined()
     weights = upweight(mined.flags_for(cell.data.train.ids), cell.config.finetune.upweight)
-    seed_everything(cell.config.seed * 1000 + 3)  # DCWP's fine-tuning seed
+    seed_everything(stage_seed(cell.config.seed, 3))  # DCWP's fine-tuning seed
     cfg = cell.config.finetune.replace(positives=cell.config.finetune.positives or "official")
-    finetune(model, cell.train_batches(4, weights), mined.flags_for, cfg, cell.rt)
+    out = finetune(model, cell.train_batches(4, weights), mined.flags_for, cfg, cell.rt,
+                   evaluate_fn=cell.loaders.evaluate, select_metric=cell.select_metric)
+    best = out.get("best")
+    return None if best is None else {k: best[k] for k in ("valid", "test", "iteration")}
 
 
 def pruned_baseline(cell: Cell, kind: str) -> Dict[str, Any]:
@@ -198,11 +233,11 @@ def pruned_baseline(cell: Cell, kind: str) -> Dict[str, Any]:
     scored = MaskScores.from_model(model, include=cell.config.mask.include or None,
                                    exclude=cell.config.mask.exclude or None)
     params = list(scored.resolve(model).values())
-    seed_everything(cell.config.seed * 1000 + 3)
+    seed_everything(stage_seed(cell.config.seed, 3))
     method = prune.L1Unstructured if kind == "magnitude" else prune.RandomUnstructured
     prune.global_unstructured(params, pruning_method=method, amount=sparsity)
-    dcwp_finetune(cell, model)
-    return cell.finish(kind, model, {"sparsity": float(pruned_sparsity(model)), "target_sparsity": sparsity})
+    best = dcwp_finetune(cell, model)
+    return cell.finish(kind, model, {"sparsity": float(pruned_sparsity(model)), "target_sparsity": sparsity}, best=best)
 
 
 # ------------------------------------------------------------------------------ structured magnitude / random
@@ -213,7 +248,7 @@ def keep_scores(cell: Cell, model: nn.Module, kind: str) -> Any:
         return MaskScores.load(os.path.join(cell.base, "scores.safetensors"), model=model)  # type: ignore[arg-type]
     scored = MaskScores.from_model(model, include=cell.config.mask.include or None,
                                    exclude=cell.config.mask.exclude or None)
-    gen = torch.Generator().manual_seed(cell.config.seed * 1000 + 3)
+    gen = torch.Generator().manual_seed(stage_seed(cell.config.seed, 3))
     keep = {}
     for fqn, (module, name) in scored.resolve(model).items():
         w = getattr(module, name).detach().abs().float().cpu()
@@ -237,10 +272,10 @@ def structured_baseline(cell: Cell, kind: str, like: str = "dcwp-structured") ->
     keep = keep_scores(cell, model, kind)
     example = cell.data.valid[0].image.unsqueeze(0).to(cell.rt.device)
     result = prune_channels(model, keep, example, **p.channel_options())
-    dcwp_finetune(cell, model)
+    best = dcwp_finetune(cell, model)
     return cell.finish(f"structured-{kind}" + ("-local" if not p.global_pruning else ""), model, {
         "sparsity": 0.0, "history": result.history,
-        "structured": {"macs_ratio": result.macs_ratio, "pruning_ratio": result.pruning_ratio}})
+        "structured": {"macs_ratio": result.macs_ratio, "pruning_ratio": result.pruning_ratio}}, best=best)
 
 
 # ------------------------------------------------------------------------------ the mask on trial: a sparsity sweep
@@ -268,10 +303,10 @@ def sweep_unstructured(cell: Cell, kind: str, sparsity: float) -> Dict[str, Any]
     reached = float(pruned_sparsity(model))
     kept = {f"{name}.weight": float(m.weight_mask.float().mean()) for name, m in model.named_modules()
             if hasattr(m, "weight_mask")}
-    dcwp_finetune(cell, model)
+    best = dcwp_finetune(cell, model)
     return cell.finish(sweep_name(kind, sparsity, False), model, {
         "sparsity": reached, "kept": kept,
-        "sweep": {"kind": kind, "structured": False, "level": sparsity}})
+        "sweep": {"kind": kind, "structured": False, "level": sparsity}}, best=best)
 
 
 def sweep_structured(cell: Cell, kind: str, macs: float) -> Dict[str, Any]:
@@ -283,11 +318,11 @@ def sweep_structured(cell: Cell, kind: str, macs: float) -> Dict[str, Any]:
     keep = keep_scores(cell, model, kind)
     example = cell.data.valid[0].image.unsqueeze(0).to(cell.rt.device)
     result = prune_channels(model, keep, example, pruning_ratio=0.95, target_macs_ratio=macs, global_pruning=False)
-    dcwp_finetune(cell, model)
+    best = dcwp_finetune(cell, model)
     return cell.finish(sweep_name(kind, macs, True), model, {
         "sparsity": 0.0, "history": result.history,
         "structured": {"macs_ratio": result.macs_ratio, "pruning_ratio": result.pruning_ratio},
-        "sweep": {"kind": kind, "structured": True, "level": macs}})
+        "sweep": {"kind": kind, "structured": True, "level": macs}}, best=best)
 
 
 SWEEP: Dict[str, Callable[[Cell], Dict[str, Any]]] = {
@@ -310,15 +345,16 @@ def lff_weights(ema_b: Tensor, ema_d: Tensor, labels: Tensor, idx: Tensor, num_c
 
 
 def train_lff(model_d: nn.Module, model_b: nn.Module, batches: Any, index_of: Callable[[Any], Tensor],
-              labels: Tensor, cfg: BiasedTrainConfig, runtime: Runtime, ema_alpha: float = 0.7) -> None:
+              labels: Tensor, cfg: BiasedTrainConfig, runtime: Runtime, ema_alpha: float = 0.7, *,
+              on_eval: Optional[Callable[[int], Any]] = None, eval_every: int = 0) -> None:
     """Learning from Failure: f_B with GCE, f_D with CE weighted by the relative difficulty score.
 
     ``w(x) = L_B(x) / (L_B(x) + L_D(x))`` from per-sample EMAs (``ema_alpha``) of both models' CE
     losses, each normalised by its class maximum, as in LfF's official code. Both models follow
-    f_D's schedule of ``cfg``.
+    f_D's schedule of ``cfg``. ``on_eval(iteration)`` every ``eval_every`` steps (f_D's selection).
     """
     iters, optimizer, lr, weight_decay, decay_step, gamma = cfg.schedule("d")
-    engine = Engine("lff", runtime, iters)
+    engine = Engine("lff", runtime, iters, eval_every=eval_every)
     n, c = len(labels), int(labels.max()) + 1
     ema = {"d": torch.zeros(n), "b": torch.zeros(n)}
     forwards = {}
@@ -343,36 +379,39 @@ def train_lff(model_d: nn.Module, model_b: nn.Module, batches: Any, index_of: Ca
         return {"loss_d": engine.update((ce["d"] * w).mean(), "d"),
                 "loss_b": engine.update(gce_loss(logits["b"], y, cfg.q), "b")}
 
-    engine.run(step)
+    engine.run(step, on_eval)
 
 
 def lff(cell: Cell) -> Dict[str, Any]:
-    seed_everything(cell.config.seed * 1000)
+    seed_everything(stage_seed(cell.config.seed, 0))
     model_d, model_b = cell.new_model(), cell.new_model()
     index = {i: k for k, i in enumerate(cell.data.train.ids)}
+    tracker = cell.tracker(model_d)
     train_lff(model_d, model_b, cell.train_batches(1), lambda ids: torch.tensor([index[i] for i in ids]),
-              cell.data.train.label_tensor, cell.config.biased, cell.rt)
-    return cell.finish("lff", model_d, {"sparsity": 0.0})
+              cell.data.train.label_tensor, cell.config.biased, cell.rt, on_eval=tracker, eval_every=cell.eval_every)
+    return cell.finish("lff", model_d, {"sparsity": 0.0}, best=tracker.summary())
 
 
 # ------------------------------------------------------------------------------ JTT
 def jtt(cell: Cell) -> Dict[str, Any]:
     """ERM for f_B's schedule identifies the errors; a fresh model trains with them upweighted (lambda_up)."""
     c = cell.config
-    seed_everything(c.seed * 1000)
+    seed_everything(stage_seed(c.seed, 0))
     ident, final = cell.new_model(), cell.new_model()
     b_iters, b_opt, b_lr, b_wd, b_step, b_gamma = c.biased.schedule("b")
     ident_cfg = c.biased.replace(iterations=b_iters, optimizer=b_opt, lr=b_lr, weight_decay=b_wd,
                                  lr_decay_step=b_step, lr_gamma=b_gamma)
-    train_biased_model(None, cell.train_batches(1), ident_cfg, cell.rt, model_d=ident)
+    train_biased_model(None, cell.train_batches(1), ident_cfg.replace(snapshots=()), cell.rt, model_d=ident)
     errors = mine_conflicting("wrong", cell.data.train.ids, labels_loader=cell.loaders.eval(cell.data.train_scoring),
                               model_b=ident, truth=cell.data.train.conflicting, runtime=cell.rt)
     cell.rt.log({"stage": "mining", "count": errors.count, "precision": errors.precision, "recall": errors.recall})
-    seed_everything(c.seed * 1000 + 3)
+    seed_everything(stage_seed(c.seed, 3))
     weights = upweight(errors.flags_for(cell.data.train.ids), c.finetune.upweight)
-    train_biased_model(None, cell.train_batches(4, weights), c.biased, cell.rt, model_d=final)
+    out = train_biased_model(None, cell.train_batches(4, weights), c.biased.replace(snapshots=()), cell.rt,
+                             model_d=final, evaluate_fn=cell.loaders.evaluate, eval_every=cell.eval_every,
+                             select_metric=cell.select_metric)
     return cell.finish("jtt", final, {"sparsity": 0.0, "mined": {"count": errors.count, "precision": errors.precision,
-                                                                 "recall": errors.recall}})
+                                                                 "recall": errors.recall}}, best=out["best_d"])
 
 
 # ------------------------------------------------------------------------------ LC (a peer)
@@ -380,11 +419,12 @@ def lc(cell: Cell) -> Dict[str, Any]:
     """Logit Correction (``benchmarks/lc.py``): f_D and a GCE f_B trained jointly for f_D's schedule."""
     from benchmarks.lc import train_lc
 
-    seed_everything(cell.config.seed * 1000)
+    seed_everything(stage_seed(cell.config.seed, 0))
     model_d, model_b = cell.new_model(), cell.new_model()
+    tracker = cell.tracker(model_d)
     train_lc(model_d, model_b, cell.train_batches(1), cell.data.num_classes, cell.config.biased.iterations, cell.rt,
-             seed=cell.config.seed * 1000 + 5)
-    return cell.finish("lc", model_d, {"sparsity": 0.0})
+             seed=stage_seed(cell.config.seed, 5), on_eval=tracker, eval_every=cell.eval_every)
+    return cell.finish("lc", model_d, {"sparsity": 0.0}, best=tracker.summary())
 
 
 # ------------------------------------------------------------------------------ DeNetDM (a peer)
@@ -392,14 +432,17 @@ def denetdm(cell: Cell) -> Dict[str, Any]:
     """DeNetDM (``benchmarks/denetdm.py``): the deep / shallow experts for f_D's schedule, then the target for as long."""
     from benchmarks.denetdm import train_experts, train_target
 
-    seed_everything(cell.config.seed * 1000)
+    seed_everything(stage_seed(cell.config.seed, 0))
     iters = cell.config.biased.iterations
     experts = train_experts(cell.new_model, cell.config.model, cell.train_batches(1), iters, cell.rt)
-    seed_everything(cell.config.seed * 1000 + 3)
-    target = train_target(experts, cell.new_model, cell.train_batches(4), iters, cell.rt)
+    seed_everything(stage_seed(cell.config.seed, 3))
+    trackers = []
+    target = train_target(experts, cell.new_model, cell.train_batches(4), iters, cell.rt,
+                          selector=lambda view: trackers.append(cell.tracker(view)) or trackers[-1],
+                          eval_every=cell.eval_every)
     bias_expert = cell.loaders.evaluate(nn.Sequential(experts.deep, experts.head).eval())
     return cell.finish("denetdm", target, {"sparsity": 0.0, "bias_expert": {s: {k: bias_expert[s][k] for k in (
-        "accuracy", "aligned", "conflicting")} for s in ("valid", "test")}})
+        "accuracy", "aligned", "conflicting")} for s in ("valid", "test")}}, best=trackers[0].summary())
 
 
 BASELINES: Dict[str, Callable[[Cell], Dict[str, Any]]] = {

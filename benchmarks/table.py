@@ -12,7 +12,7 @@ import statistics
 from collections import defaultdict
 from typing import Any, Dict, Iterable, List
 
-from benchmarks.profiles import CLEAN_STUDY
+from benchmarks.profiles import CLEAN_STUDY, PLUS_STUDY
 from benchmarks.published import PUBLISHED
 
 __all__ = ["readme_block", "render", "rewrite_readme", "summarise"]
@@ -62,6 +62,11 @@ def summarise(records: List[Dict[str, Any]]) -> Dict[tuple, Dict[str, Any]]:
         cell["macs"].append(float(r.get("macs") or 0))
         cell["wall_s"].append(float(r.get("wall_s") or 0))
         cell["selection"].append(r.get("selection"))  # type: ignore[arg-type]
+        if r.get("last"):
+            cell["last"].append(r["last"]["test"][metric])
+        if r.get("best_valid"):
+            cell["best_valid"].append(r["best_valid"]["test"][metric])
+            cell["best_iteration"].append(float(r["best_valid"].get("iteration") or 0))
         mined = r.get("mined") or {}
         for k in ("count", "precision", "recall"):
             if mined.get(k) is not None:
@@ -94,6 +99,7 @@ def render(out: str, profile: Any) -> str:
                   "(every test digit in all ten colours, 10x the images) in the second table.", ""]
         lines += _table(summary, dataset, backbone, schedule, methods, ratios, "test", n_seeds)
         lines += _published(dataset, backbone, ratios)
+        lines += _selection_table(summary, dataset, backbone, schedule, methods, ratios, n_seeds)
         if any(summary[(dataset, backbone, schedule, m, r)].get("all_colors") for m in methods for r in ratios
                if (dataset, backbone, schedule, m, r) in summary):
             lines += ["", "Balanced all-colours test view:", ""]
@@ -118,6 +124,17 @@ def render(out: str, profile: Any) -> str:
                       "every stage, stage 1 included):", ""]
             lines += _table(summary, dataset, backbone, schedule, ["dcwp-official", "dcwp-clean"] + study, ratios, "test",
                             n_seeds)
+        plus = [m for m in PLUS_STUDY if any((dataset, backbone, schedule, m, r) in summary for r in ratios)]
+        plus = ["dcwp-official"] + plus + [m for m in ("dcwp-plus",) if any(
+            (dataset, backbone, schedule, m, r) in summary for r in ratios)]
+        if len(plus) > 1:
+            lines += ["", "DCWP+ candidates (issue 21): each setting alone on top of official with the best-on-valid "
+                      "selection (`official-select-best-valid`), same seeds and stage 1; `plus-rewind-init-shuffle` is "
+                      "the random-mask control of `plus-rewind-init` (each layer's kept weights drawn at random, its "
+                      "sparsity kept). Settings are chosen on **valid** (second table), never on test:", ""]
+            lines += _table(summary, dataset, backbone, schedule, plus, ratios, "test", n_seeds)
+            lines += ["", "The same cells on valid (the split the candidates are chosen on):", ""]
+            lines += _table(summary, dataset, backbone, schedule, plus, ratios, "valid", n_seeds)
         lines.append("")
     failed = [r for r in _latest(records) if r.get("status") != "ok"]
     if failed:
@@ -232,6 +249,28 @@ def _table(summary: Dict[tuple, Any], dataset: str, backbone: str, schedule: str
             mc += f" ({statistics.fmean(dense) / statistics.fmean(macs):.2f}x fewer)"
         rows.append(f"| {m} | {selection} | " + " | ".join(cells) + f" | {sp} | {mc} |")
     return rows
+
+
+def _selection_table(summary: Dict[tuple, Any], dataset: str, backbone: str, schedule: str, methods: List[str],
+                     ratios: List[float], expected: int) -> List[str]:
+    """Every method's last iterate and its best-on-valid iterate (each evaluated on valid at DCWP's stage-4
+    cadence), so no method is compared under a selection the others were not allowed."""
+    rows = []
+    for m in methods:
+        cells = [summary.get((dataset, backbone, schedule, m, r)) or {} for r in ratios]
+        if not any(c.get("best_valid") for c in cells):
+            continue
+        for field, label in (("last", "last"), ("best_valid", "best on valid")):
+            values = [_fmt(c[field], expected=expected) if c.get(field) else "-" for c in cells]
+            its = [v for c in cells for v in c.get("best_iteration", [])] if field == "best_valid" else []
+            where = f" (median it {statistics.median(its):.0f})" if its else ""
+            rows.append(f"| {m} | {label}{where} | " + " | ".join(values) + " |")
+    if not rows:
+        return []
+    return ["", "Both iterates of every method (each evaluated on valid, and test beside it, at DCWP's stage-4 cadence; "
+            "*best on valid* chosen on valid only; methods recorded before this was measured are left out):", "",
+            "| method | iterate | " + " | ".join(f"{r:g} %" for r in ratios) + " |",
+            "|" + "---|" * (len(ratios) + 2)] + rows
 
 
 def _published(dataset: str, backbone: str, ratios: List[float]) -> List[str]:

@@ -13,7 +13,8 @@ pytestmark = pytest.mark.slow
 
 METHODS = ("dcwp-official", "erm", "magnitude", "random", "lff", "jtt", "lc", "denetdm", "dcwp-clean", "dcwp-structured",
            "structured-magnitude", "structured-random", "sweep-scores-90", "sweep-magnitude-90", "sweep-random-90",
-           "sweep-scores-98", "sweep-structured-scores-2x", "sweep-structured-random-4x")
+           "sweep-scores-98", "sweep-structured-scores-2x", "sweep-structured-random-4x", "plus-rewind-init",
+           "plus-rewind-init-shuffle")
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,17 @@ def test_every_cell_finishes_and_is_recorded(harness):
     assert abs(acc * 5000 - round(acc * 5000)) < 1e-6
     for r in records.values():
         assert (out / r["run_dir"] / "model.safetensors").is_file() and (out / r["run_dir"] / "results.json").is_file()
+    # every method reports its last iterate and its best-on-valid one (evaluated at stage 4's cadence)
+    for method, r in records.items():
+        assert r["best_valid"]["iteration"] >= 1 and r["last"]["test"]["accuracy"] is not None, method
+        own = r["best_valid"] if r["selection"] == "best_valid" else r["last"]
+        assert r["test"] == own["test"], method
+    vanilla_best = json.loads((out / official["run_dir"] / "results.json").read_text())["metrics"]["vanilla_best_valid"]
+    assert records["erm"]["best_valid"]["iteration"] == vanilla_best["iteration"]
+    assert records["erm"]["best_valid"]["test"]["accuracy"] == vanilla_best["test"]["accuracy"]
+    # the rewound candidate and its random-mask control share the per-layer sparsity
+    assert records["plus-rewind-init"]["kept"] == records["plus-rewind-init-shuffle"]["kept"]
+    assert records["plus-rewind-init"]["sparsity"] == pytest.approx(records["plus-rewind-init-shuffle"]["sparsity"])
 
 
 def test_table_and_plots(harness):
@@ -64,6 +76,8 @@ def test_table_and_plots(harness):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     assert "The mask on trial (sweep)" in text and "| 90 % sparse | scores | " in text and "| 4x fewer MACs | random |" in text
     assert "Where DCWP (official) prunes: kept fraction of each scored layer" in text and "| features.1 | " in text
+    assert "Both iterates of every method" in text and "| lc | best on valid (median it " in text
+    assert "DCWP+ candidates" in text and "| plus-rewind-init-shuffle | best_valid | " in text
 
 
 def test_the_sweep_prunes_to_exactly_the_requested_level(harness):

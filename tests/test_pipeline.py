@@ -40,7 +40,7 @@ def tiny(out, **over):
 
 def test_end_to_end_unstructured(tmp_path):
     result = run_dcwp(tiny(tmp_path / "run"))
-    assert set(result.metrics) == {"vanilla", "dcwp_last", "dcwp_best_valid"}
+    assert set(result.metrics) == {"vanilla", "vanilla_best_valid", "dcwp_last", "dcwp_best_valid"}
     for name in ("vanilla", "dcwp_last"):
         for split in ("valid", "test"):
             assert len(result.metrics[name][split]["group_accuracy"]) == 10
@@ -71,9 +71,9 @@ def test_official_and_clean_differ_exactly_where_specified():
     off = resolve_variant(build_config("cmnist", {"data": {"ratio": 2.0}}))
     clean = resolve_variant(build_config("cmnist", {"data": {"ratio": 2.0}, "variant": "clean"}))
     assert off == {"mask_upweight": 80.0, "positives": "official", "gumbel": "official", "selected": "last",
-                   "score_transform": "train"}
+                   "score_transform": "train", "rewind": "none"}
     assert clean == {"mask_upweight": 30.0, "positives": "symmetric", "gumbel": "clean", "selected": "best_valid",
-                     "score_transform": "eval"}
+                     "score_transform": "eval", "rewind": "none"}
     explicit = resolve_variant(build_config("cmnist", {"variant": "clean", "mask": {"positives": "official"}}))
     assert explicit["positives"] == "official"
 

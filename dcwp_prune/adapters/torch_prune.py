@@ -21,7 +21,7 @@ from ..errors import InputError, InputTypeError, UnknownNameError
 from .._validation import check_amount, check_fraction, check_scores_tensor, n_to_prune, one_of
 from ..scores import MaskScores, resolve_tensor
 
-__all__ = ["DCWPMethod", "dcwp_global_unstructured", "dcwp_unstructured", "pruned_sparsity"]
+__all__ = ["DCWPMethod", "dcwp_global_unstructured", "dcwp_unstructured", "pruned_sparsity", "shuffle_masks"]
 
 ParamList = List[Tuple[nn.Module, str]]
 ScoresLike = Union[MaskScores, Mapping[str, Tensor], Mapping[Tuple[nn.Module, str], Tensor]]
@@ -233,3 +233,26 @@ def pruned_sparsity(model: nn.Module, per_layer: bool = False) -> Union[float, D
         return {k: z / n for k, (z, n) in layers.items()}
     total = sum(n for _, n in layers.values())
     return sum(z for z, _ in layers.values()) / total if total else 0.0
+
+
+def shuffle_masks(model: nn.Module, generator: Optional[torch.Generator] = None) -> Dict[str, float]:
+    """The random-mask control: every ``torch.nn.utils.prune`` mask of ``model`` re-drawn at random positions,
+    keeping its number of kept entries (so each tensor's sparsity, and the total, are unchanged).
+
+    What a learned mask adds over chance is then the difference between the two runs. Returns the
+    kept fraction of each shuffled tensor (``{fqn: fraction}``), which equals the one before.
+    """
+    kept: Dict[str, float] = {}
+    for mname, module in model.named_modules():
+        for bname, buf in list(module.named_buffers(recurse=False)):
+            if not bname.endswith("_mask"):
+                continue
+            order = torch.randperm(buf.numel(), generator=generator).to(buf.device)
+            buf.copy_(buf.reshape(-1)[order].reshape(buf.shape))
+            name = bname[:-5]
+            if hasattr(module, name + "_orig"):  # the masked tensor, as torch's forward pre-hook recomputes it
+                setattr(module, name, getattr(module, name + "_orig") * buf)
+            kept[f"{mname}.{bname[:-5]}" if mname else bname[:-5]] = float(buf.float().mean())
+    if not kept:
+        raise InputError("shuffle_masks: the model has no torch.nn.utils.prune masks; prune it first")
+    return kept

@@ -21,6 +21,7 @@ from ..errors import DCWPError, InputError, UnknownNameError
 from ..data.cmnist import DIGIT_SOURCES
 from ..data.folders import TEST_PROTOCOLS
 from ..training.finetune import SELECTIONS
+from ..training.rewind import REWINDS
 from ..training.mining import MINING_METHODS
 from ..version import __version__
 from .config import VARIANTS
@@ -135,7 +136,8 @@ _RUN_MAP = {
     "data": ("data", "name"), "data_root": ("data", "root"), "ratio": ("data", "ratio"), "source": ("data", "source"),
     "mnist_root": ("data", "mnist_root"), "image_size": ("data", "image_size"), "batch_size": ("data", "batch_size"),
     "num_workers": ("data", "num_workers"), "test_protocol": ("data", "test_protocol"),
-    "mining": ("mining", "method"), "select": ("finetune", "select"),
+    "mining": ("mining", "method"), "select": ("finetune", "select"), "rewind": ("finetune", "rewind"),
+    "rewind_point": ("finetune", "rewind_point"), "shuffle_mask": ("prune", "shuffle"),
     "structured": ("prune", "structured"), "pruning_ratio": ("prune", "pruning_ratio"),
     "iterative_steps": ("prune", "iterative_steps"), "target_macs": ("prune", "target_macs"),
     "global_pruning": ("prune", "global_pruning"),
@@ -227,6 +229,13 @@ def _default_out(model: str, overrides: Dict[str, Any]) -> str:
 @click.option("--mining", type=click.Choice(MINING_METHODS), help="Bias-conflicting mining method.")
 @click.option("--select", type=click.Choice(SELECTIONS), help="The fine-tuning iterate the run keeps: the last one, or "
               "the best on the valid split (default: the variant's, official last, clean best_valid).")
+@click.option("--rewind", type=click.Choice(REWINDS), help="Before fine-tuning, reset the surviving weights (the mask "
+              "stays): none (the variant's default), stage1 (f_D's stage-1 snapshot at --rewind-point), fresh (a new "
+              "initialisation).")
+@click.option("--rewind-point", type=float, help="--rewind stage1: the fraction of f_D's schedule to rewind to "
+              "(0: its initialisation; one of [biased] snapshots, default 0, 0.05, 0.1, 0.25).")
+@click.option("--shuffle-mask", is_flag=True, help="Control: re-draw each tensor's kept weights at random (its "
+              "sparsity kept), to measure what the learned mask adds over chance.")
 @click.option("--structured", is_flag=True, help="Prune channels with Torch-Pruning instead of weights.")
 @click.option("--pruning-ratio", type=float, default=0.5, show_default=True,
               help="Channel ratio for --structured (with --target-macs: the largest ratio tried).")

@@ -71,6 +71,7 @@ class PruneConfig(Options):
     iterative_steps: int = 1  # structured: reach pruning_ratio in this many steps
     target_macs: Optional[float] = None  # structured: the smallest ratio <= pruning_ratio with this MACs reduction
     normalizer: Optional[Normalizer] = None  # structured: per-layer normalisation before a global ranking
+    shuffle: bool = False  # control: each tensor's kept weights re-drawn at random (its sparsity kept); unstructured
 
     def rule(self) -> Dict[str, float]:
         """The unstructured rule as ``dcwp_global_unstructured`` keywords: the one of :data:`PRUNE_RULES`
@@ -217,5 +218,25 @@ def validate(config: RunConfig) -> None:
     if p.normalizer is not None and not p.global_pruning:
         raise InputError(f"prune.normalizer = {p.normalizer!r} applies to the global channel ranking; set "
                          "prune.global_pruning = true (--global-ranking), or unset normalizer")
+    if p.shuffle and p.structured:
+        raise InputError("prune.shuffle (--shuffle-mask) re-draws unstructured masks at random and this run is "
+                         "structured (--structured): drop one of them")
+    f = config.finetune
+    if not 0.0 <= f.rewind_point <= 1.0:
+        raise InputError(f"finetune.rewind_point is a fraction of f_D's schedule in [0, 1], got {f.rewind_point:g}")
+    if f.rewind not in (None, "none") and p.structured:
+        raise InputError(f"finetune.rewind = {f.rewind!r} (--rewind) resets the weights of the dense architecture and "
+                         "this run is structured (--structured), whose model is physically smaller: drop one of them")
+    if f.rewind == "stage1" and config.model_file:
+        raise InputError("finetune.rewind = 'stage1' (--rewind stage1) rewinds to f_D's stage-1 snapshots, and with "
+                         "model_file (--model-file) f_D is not trained here: use --rewind fresh, or drop --model-file")
+    if f.rewind == "stage1":
+        from ..training.biased import snapshot_key
+
+        kept = [snapshot_key(x) for x in config.biased.snapshots]
+        if snapshot_key(f.rewind_point) not in kept:
+            raise InputError(f"finetune.rewind_point {f.rewind_point:g} (--rewind-point) is not one of the stage-1 "
+                             f"snapshots biased.snapshots = ({', '.join(kept) or 'none'}): add it there (before stage 1 "
+                             "runs) or pick one of them")
     if config.data.ratio is not None and not 0.0 <= config.data.ratio <= 100.0:
         raise InputError(f"data.ratio is a percentage in [0, 100], got {config.data.ratio}")

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..errors import InputError
 from .._atomic import write_bytes, write_json
-from ..adapters.torch_prune import dcwp_global_unstructured, pruned_sparsity
+from ..adapters.torch_prune import dcwp_global_unstructured, pruned_sparsity, shuffle_masks
 from ..data import BiasDataset, create_dataset, dataset_spec, default_transform
 from ..data.folders import check_same_size
 from ..data.transforms import fixes_size
@@ -34,7 +34,7 @@ from ..training.finetune import finetune
 from ..training.mask import kept_fraction, learn_mask_scores
 from ..training.mining import MinedSet, mine_conflicting
 from ..training.sampling import InfiniteBatchSampler, ShardSampler, upweight
-from .checkpoint import load_checkpoint, set_rng_state
+from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .config import RunConfig, expand_paths, validate
 from .presets import quick_schedule
 from .records import RunRecorder
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from .run_folder import RunFolder
 
 __all__ = ["STAGE1_KEYS", "DCWPResult", "RunData", "RunLoaders", "check_stage1_source", "load_run_data",
-           "resolve_data", "resolve_variant", "run_dcwp", "seed_everything"]
+           "resolve_data", "resolve_variant", "run_dcwp", "seed_everything", "stage_seed"]
 
 _STAGES = ("biased", "mining", "mask", "finetune", "final")
 #: Above this mined fraction the biased model has not learned the bias (it diverged or trained too
@@ -53,7 +53,7 @@ IMPLAUSIBLE_MINED_FRACTION = 0.5
 #: With a known conflict ratio r (%), the bound is min(0.5, max(0.1, 5 r / 100)): a mined set more than
 #: five times the true conflicting set (and above a tenth of the data) has a precision of at most 20 %.
 MINED_OVER_RATIO, MINED_FLOOR = 5.0, 0.1
-_LOG_STAGE = {"biased": 0, "vanilla": 0, "mining": 1, "mask": 2, "mask_eval": 2, "prune": 2, "finetune": 3,
+_LOG_STAGE = {"biased": 0, "biased_d_eval": 0, "vanilla": 0, "mining": 1, "mask": 2, "mask_eval": 2, "prune": 2, "finetune": 3, "rewind": 3,
               "finetune_eval": 3, "final": 4}
 
 
@@ -98,6 +98,7 @@ def resolve_variant(config: RunConfig) -> Dict[str, Any]:
         "positives": config.mask.positives or ("official" if official else "symmetric"),
         "gumbel": config.mask.gumbel or ("official" if official else "clean"),
         "selected": config.finetune.select or ("last" if official else "best_valid"),
+        "rewind": config.finetune.rewind or "none",
         "score_transform": "train" if official else "eval",
     }
 
@@ -166,6 +167,12 @@ def _finished_stage_keys(out: str) -> Tuple[str, ...]:
     if os.path.isfile(os.path.join(out, "mined.json")):
         keys += ("mining",)
     return keys
+
+
+def stage_seed(seed: int, index: int) -> int:
+    """The seed stage ``index`` (0: f_D and f_B, 1: mining, 2: mask, 3: fine-tuning, 4: evaluation) starts from,
+    for a run of seed ``seed``; the harness's baselines take the same one for the stage they stand in for."""
+    return seed * 1000 + index
 
 
 def seed_everything(seed: int) -> None:
@@ -354,7 +361,7 @@ class _Run:
         """Reseed for the stage, run ``setup`` (e.g. model creation, so it never depends on earlier
         stages' RNG use), and return the progress checkpoint when resuming mid-stage (its RNG state
         restored after ``setup``)."""
-        seed_everything(self.config.seed * 1000 + index)
+        seed_everything(stage_seed(self.config.seed, index))
         if setup is not None:
             setup()
         if self.progress is not None and self.progress.get("stage") == name:
@@ -406,22 +413,33 @@ class _Run:
         out = train_biased_model(
             train_b, self.loaders.train(1, int(resume["iteration"]) if resume else 0), c.biased, self.rt,
             model_d=train_d, score_loader=self.loaders.eval(self.data.train_scoring), num_samples=n,
-            pseudo_every=max(1, n // c.data.batch_size), resume=resume)
+            pseudo_every=max(1, n // c.data.batch_size), resume=resume,
+            evaluate_fn=self.loaders.evaluate, eval_every=c.finetune.eval_every, select_metric=self.select_metric)
         vanilla = self.loaders.evaluate(model_d)
         self.rt.log({"stage": "vanilla", **vanilla})
         state = {"model_d": model_d.state_dict(), "model_b": model_b.state_dict(), "vanilla": vanilla,
-                 "pseudo_scores": out["pseudo_scores"] if out["pseudo_scores"] is not None else torch.zeros(0)}
+                 "pseudo_scores": out["pseudo_scores"] if out["pseudo_scores"] is not None else torch.zeros(0),
+                 "vanilla_best_valid": out["best_d"]}
+        self.save_snapshots(out["snapshots"])  # before stage 1 counts as done, so a finished stage 1 has them
         self.finish("stage1_biased", state)
         self.save_dense(state["model_d"])
         return {**state, "model_d": model_d, "model_b": model_b}
+
+    def save_snapshots(self, snapshots: Dict[str, Dict[str, torch.Tensor]]) -> None:
+        """f_D's stage-1 snapshots (``biased.snapshots``), what ``finetune.rewind = "stage1"`` rewinds to."""
+        if self.writes:
+            save_checkpoint(self.recorder.checkpoint("stage1_snapshots"), {"snapshots": snapshots})
 
     def reuse_stage1(self, source: str) -> Dict[str, Any]:
         """Stage 1 of another run (checked to match by ``check_stage1_source``), saved as this run's own."""
         self.begin(0, "biased")
         state = RunRecorder(source).load("stage1_biased")
         assert state is not None  # checked before the run folder was created
-        state = {k: state[k] for k in ("model_d", "model_b", "vanilla", "pseudo_scores")}
+        state = {k: state.get(k) for k in ("model_d", "model_b", "vanilla", "pseudo_scores", "vanilla_best_valid")}
         self.rt.log({"stage": "vanilla", "stage1_from": os.path.abspath(source), **state["vanilla"]})
+        snapshots = RunRecorder(source).load("stage1_snapshots")
+        if snapshots is not None:
+            self.save_snapshots(snapshots["snapshots"])
         self.finish("stage1_biased", state)
         self.save_dense(state["model_d"])
         return self.with_models(state)
@@ -495,6 +513,8 @@ class _Run:
         else:
             dcwp_global_unstructured(model, scores.probs(), **p.rule())
             info = None
+            if p.shuffle:  # the random-mask control: the same count per tensor at random positions
+                shuffle_masks(model, torch.Generator().manual_seed(stage_seed(self.config.seed, 2)))
         self.rt.log({"stage": "prune", "structured": p.structured, "sparsity": self.sparsity(model, scores),
                      **({k: v for k, v in info.items() if k != "history"} if info else {})})
         return info
@@ -512,6 +532,9 @@ class _Run:
             model.load_state_dict(done["model"])
             return done
         resume = self.begin(3, "finetune")
+        rewind = self.variant["rewind"]
+        if rewind != "none" and resume is None:
+            self.rewind(model, rewind)
         weights = upweight(self.data_flags(mined), c.finetune.upweight)
         out = finetune(model, self.loaders.train(4, int(resume["iteration"]) if resume else 0, weights), mined.flags_for,
                        c.finetune.replace(positives=c.finetune.positives or self.variant["positives"]), self.rt,
@@ -520,10 +543,35 @@ class _Run:
         self.finish("stage4_finetune", state)
         return state
 
+    def rewind(self, model: nn.Module, how: str) -> None:
+        """Reset the surviving weights of the pruned ``model`` (its masks stay) before stage 4."""
+        from ..training.biased import snapshot_key
+        from ..training.rewind import rewind_weights
+
+        c = self.config
+        if how == "fresh":  # a new initialisation, drawn without touching the stage's RNG
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(stage_seed(c.seed, 3) + 500)
+                state = self.new_model().state_dict()
+        else:
+            key = snapshot_key(c.finetune.rewind_point)
+            snapshots = (self.recorder.load("stage1_snapshots") or {}).get("snapshots", {})
+            if key not in snapshots:
+                raise InputError(f"finetune.rewind = 'stage1' needs f_D's stage-1 snapshot at {key} of its schedule, and "
+                                 f"this run's stage 1 kept {sorted(snapshots) or 'none'} (checkpoints/stage1_snapshots.pt; "
+                                 "a stage 1 of an earlier release keeps none): run stage 1 again (a new --out without "
+                                 "--stage1-from), or --rewind fresh")
+            state = snapshots[key]
+        info = rewind_weights(model, state)
+        self.rt.log({"stage": "rewind", "to": how, "point": c.finetune.rewind_point if how == "stage1" else None, **info})
+
     # stage 5 ---------------------------------------------------------------------------------
-    def final(self, model: nn.Module, tuned: Dict[str, Any], vanilla: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    def final(self, model: nn.Module, tuned: Dict[str, Any], vanilla: Dict[str, Any],
+              vanilla_best: Optional[Dict[str, Any]] = None) -> Dict[str, Dict[str, Any]]:
         self.begin(4, "final")
         metrics = {"vanilla": vanilla, "dcwp_last": self.loaders.evaluate(model)}
+        if vanilla_best is not None:  # f_D's (ERM's) best-on-valid iterate in stage 1, metrics only
+            metrics["vanilla_best_valid"] = vanilla_best
         best = tuned.get("best")
         if best is not None:
             metrics["dcwp_best_valid"] = {"valid": best["valid"], "test": best["test"], "iteration": best["iteration"]}
@@ -645,7 +693,7 @@ def _stages(config: RunConfig, rt: Runtime, data: RunData, variant: Dict[str, An
     scores = run.mask(model, mined)
     structured = run.prune(model, scores)
     tuned = run.finetune(model, mined)
-    metrics = run.final(model, tuned, stage1["vanilla"])
+    metrics = run.final(model, tuned, stage1["vanilla"], stage1.get("vanilla_best_valid"))
     selected = variant["selected"] if tuned.get("best_state") is not None else "last"
     if selected == "best_valid":
         model.load_state_dict(tuned["best_state"])

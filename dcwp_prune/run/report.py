@@ -26,7 +26,8 @@ __all__ = ["build_report", "groups_line", "load_results", "ratio_label", "render
            "summary_columns", "summary_rows"]
 
 METRIC_KEYS = ("accuracy", "unbiased", "aligned", "conflicting", "conflicting_pooled", "worst_group")
-_LABELS = {"vanilla": "vanilla f_D (ERM)", "dcwp_last": "DCWP, last iterate", "dcwp_best_valid": "DCWP, best on valid"}
+_LABELS = {"vanilla": "vanilla f_D (ERM)", "vanilla_best_valid": "vanilla f_D (ERM), best on valid",
+           "dcwp_last": "DCWP, last iterate", "dcwp_best_valid": "DCWP, best on valid"}
 
 
 def ratio_label(ratio: Optional[float]) -> str:
@@ -149,7 +150,7 @@ def build_report(run_dir: str, latency_reps: int = 10) -> Dict[str, Any]:
         "metrics": {name: {split: {k: vals[split][k] for k in METRIC_KEYS} | {"worst": _worst(vals[split])}
                            for split in ("valid", "test")}
                     | ({"iteration": vals["iteration"]} if "iteration" in vals else {})
-                    for name, vals in sorted(results["metrics"].items(), key=lambda kv: list(_LABELS).index(kv[0]))},
+                    for name, vals in sorted(results["metrics"].items(), key=lambda kv: list(_LABELS).index(kv[0]) if kv[0] in _LABELS else len(_LABELS))},
         "groups": {split: _group_sizes(results["metrics"]["vanilla"][split]) for split in ("valid", "test")},
         "efficiency": _efficiency(run_dir, config, num_classes, shape, latency_reps),
         "files": sorted(os.listdir(run_dir)),

@@ -15,8 +15,9 @@ from ..options import Options, choices
 from .engine import Engine, OptimizerName, Runtime, unpack
 from .objectives import gce_loss
 from .passes import per_sample
+from .selection import BestOnValid, EvaluateFn
 
-__all__ = ["BIASED_LOSSES", "BiasedLoss", "BiasedTrainConfig", "biased_loss", "probability_of_label",
+__all__ = ["BIASED_LOSSES", "BiasedLoss", "BiasedTrainConfig", "biased_loss", "probability_of_label", "snapshot_key",
            "train_biased_model"]
 
 #: f_B's loss: ``gce`` (LfF / DCWP), ``ce``, or ``confident_ce`` (CE on samples with p(y|x) > eta,
@@ -48,6 +49,12 @@ class BiasedTrainConfig(Options):
     biased_weight_decay: Optional[float] = None
     biased_lr_decay_step: Optional[int] = None
     biased_lr_gamma: Optional[float] = None
+    # f_D's weights kept at these fractions of its schedule (0: its initialisation), for rewinding before stage 4
+    snapshots: Tuple[float, ...] = (0.0, 0.05, 0.1, 0.25)
+
+    def snapshot_iterations(self) -> Dict[str, int]:
+        """``{"0.1": iteration}`` of :attr:`snapshots` on f_D's schedule (the state after that many updates)."""
+        return {snapshot_key(f): int(round(f * self.iterations)) for f in self.snapshots}
 
     def schedule(self, net: str) -> Tuple[int, str, float, float, int, float]:
         """``(iterations, optimizer, lr, weight_decay, lr_decay_step, lr_gamma)`` of ``net`` (``d`` or ``b``)."""
@@ -56,6 +63,11 @@ class BiasedTrainConfig(Options):
             return own if own is not None else getattr(self, f)
 
         return tuple(pick(f) for f in ("iterations", "optimizer", "lr", "weight_decay", "lr_decay_step", "lr_gamma"))  # type: ignore[return-value]
+
+
+def snapshot_key(fraction: float) -> str:
+    """The name of f_D's stage-1 snapshot at ``fraction`` of its schedule (``0.1`` -> ``"0.1"``)."""
+    return f"{float(fraction):g}"
 
 
 def biased_loss(logits: Tensor, y: Tensor, cfg: BiasedTrainConfig) -> Tensor:
@@ -82,6 +94,7 @@ def train_biased_model(
     model_b: Optional[nn.Module], batches: Iterator[Any], cfg: BiasedTrainConfig, runtime: Optional[Runtime] = None,
     *, model_d: Optional[nn.Module] = None, score_loader: Optional[DataLoader] = None, num_samples: int = 0,
     pseudo_every: int = 1, resume: Optional[Dict[str, Any]] = None,
+    evaluate_fn: Optional[EvaluateFn] = None, eval_every: int = 0, select_metric: str = "accuracy",
 ) -> Dict[str, Any]:
     """Train the biased model f_B (GCE by default) and, if given, f_D (CE) on the same batches.
 
@@ -95,9 +108,13 @@ def train_biased_model(
             ``pseudo_every`` iterations (one epoch) and the average ``1 - p(y|x)`` over these passes
             is returned as ``pseudo_scores`` (one pass at the end if f_B trained less than an epoch).
         resume: a progress checkpoint of this stage.
+        evaluate_fn, eval_every, select_metric: f_D evaluated every ``eval_every`` iterations of its schedule
+            (:class:`~dcwp_prune.training.selection.BestOnValid`, metrics only): its best-on-valid iterate, the
+            ERM baseline's selection. Evaluation does not change training.
 
     Returns:
-        ``{"pseudo_scores": Tensor | None}``.
+        ``{"pseudo_scores": Tensor | None, "best_d": {"valid", "test", "iteration"} | None,
+        "snapshots": {snapshot_key(fraction): f_D state_dict}}`` (``cfg.snapshots`` of f_D, on CPU).
     """
     runtime = runtime or Runtime()
     nets: Dict[str, Tuple[nn.Module, nn.Module, int]] = {}  # key -> (model, its training forward, iterations)
@@ -119,8 +136,22 @@ def train_biased_model(
     if pseudo is not None:
         engine.track("pseudo_scores", get=lambda: pseudo, set=pseudo.copy_)
         engine.track("pseudo_passes", get=lambda: passes, set=passes.copy_)
+    iters_d = nets["d"][2] if "d" in nets else 0
+    tracker = None
+    if evaluate_fn is not None and eval_every > 0 and "d" in nets:
+        tracker = BestOnValid(nets["d"][0], evaluate_fn, select_metric, keep_state=False, log=runtime.log,
+                              stage="biased_d")
+        engine.track("eval_d", get=tracker.state, set=tracker.load, optional=True)
+    at = {it: f for f, it in cfg.snapshot_iterations().items()} if "d" in nets else {}
+    snapshots: Dict[str, Dict[str, Tensor]] = {}
+    engine.track("snapshots_d", get=lambda: snapshots, set=snapshots.update, optional=True)
     engine.resume(resume)
     every = max(1, pseudo_every)
+
+    def snapshot(it: int) -> None:
+        if it in at and at[it] not in snapshots:
+            snapshots[at[it]] = {k: v.detach().clone().cpu() for k, v in nets["d"][0].state_dict().items()}
+
     dev = runtime.device
 
     def score_pass() -> None:
@@ -131,6 +162,7 @@ def train_biased_model(
     def step(it: int) -> Dict[str, Tensor]:
         x, y, _, _ = unpack(next(batches))
         x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        snapshot(it)
         logs = {}
         for key, (_, forward, iters) in nets.items():
             if it >= iters:
@@ -139,13 +171,23 @@ def train_biased_model(
                 logits = forward(x).float()
             loss = F.cross_entropy(logits, y) if key == "d" else biased_loss(logits, y, cfg)
             logs[f"loss_{key}"] = engine.update(loss, key)
+        if tracker is not None and it + 1 == iters_d < engine.iterations and iters_d % eval_every:
+            tracker(iters_d)  # f_D's last iterate, where f_B trains on after it
         if pseudo is not None and it < iters_b and (it + 1) % every == 0:
             score_pass()
         return logs
 
-    engine.run(step)
-    if pseudo is None:
-        return {"pseudo_scores": None}
-    if int(passes) == 0:  # f_B trained for less than an epoch: score once at the end
-        score_pass()
-    return {"pseudo_scores": pseudo / int(passes)}
+    def on_eval(done: int) -> None:  # every eval_every iterations of the stage and at its end
+        if tracker is not None and done <= iters_d and not (tracker.history and tracker.history[-1]["iteration"] == done):
+            tracker(done)
+
+    engine.eval_every = eval_every if tracker is not None else 0
+    engine.run(step, on_eval)
+    snapshot(iters_d)  # a fraction of 1.0 (or a rounding onto the last step): the trained f_D
+    out: Dict[str, Any] = {"pseudo_scores": None, "best_d": tracker.summary() if tracker else None,
+                           "snapshots": snapshots}
+    if pseudo is not None:
+        if int(passes) == 0:  # f_B trained for less than an epoch: score once at the end
+            score_pass()
+        out["pseudo_scores"] = pseudo / int(passes)
+    return out

@@ -165,11 +165,14 @@ class Engine:
         self.start = 0
         self._state: Dict[str, Tuple[Callable[[], Any], Callable[[Any], None]]] = {}
         self._optimizers: Dict[str, Tuple[torch.optim.Optimizer, Optional[Any]]] = {}
+        self._optional: set = set()
 
     # ------------------------------------------------------------------------------ state
     def track(self, key: str, obj: Any = None, *, get: Optional[Callable[[], Any]] = None,
-              set: Optional[Callable[[Any], None]] = None) -> None:
-        """Save ``obj.state_dict()`` (or ``get()``) under ``key`` in checkpoints; restore it on resume."""
+              set: Optional[Callable[[Any], None]] = None, optional: bool = False) -> None:
+        """Save ``obj.state_dict()`` (or ``get()``) under ``key`` in checkpoints; restore it on resume.
+
+        ``optional``: a checkpoint without ``key`` (written by an earlier release) resumes with its current value."""
         if key in self._state:
             raise InputError(f"{self.name}: state {key!r} is tracked twice")
         if obj is not None:
@@ -177,6 +180,8 @@ class Engine:
         if get is None or set is None:
             raise InputError(f"{self.name}: track {key!r} needs an object with state_dict() or get= and set=")
         self._state[key] = (get, set)
+        if optional:
+            self._optional.add(key)
 
     def state_dict(self) -> Dict[str, Any]:
         return {key: get() for key, (get, _) in self._state.items()}
@@ -185,12 +190,13 @@ class Engine:
         """Restore every tracked object from a progress checkpoint of this stage; the iteration to start at."""
         if checkpoint is None:
             return self.start
-        missing = [k for k in self._state if k not in checkpoint]
+        missing = [k for k in self._state if k not in checkpoint and k not in self._optional]
         if missing:
             raise InputError(f"the {self.name} progress checkpoint lacks {missing}; it was written by another "
                              "configuration: resume with the options of the run that wrote it")
         for key, (_, load) in self._state.items():
-            load(checkpoint[key])
+            if key in checkpoint:
+                load(checkpoint[key])
         self.start = int(checkpoint["iteration"])
         return self.start
 

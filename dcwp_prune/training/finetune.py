@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, Literal, Optional, Sequence
 
@@ -13,6 +11,8 @@ from ..models import FeatureTap
 from ..options import Options, choices
 from .engine import Engine, OptimizerName, Runtime
 from .objectives import Positives, task_loss
+from .rewind import Rewind
+from .selection import BestOnValid
 
 __all__ = ["SELECTIONS", "FinetuneConfig", "Selection", "finetune"]
 
@@ -37,6 +37,8 @@ class FinetuneConfig(Options):
     positives: Optional[Positives] = None  # None: decided by the variant (as mask.positives)
     eval_every: int = 100
     select: Optional[Selection] = None  # None: decided by the variant (official: last, clean: best_valid)
+    rewind: Optional[Rewind] = None  # None: decided by the variant (official / clean: none); see training.rewind
+    rewind_point: float = 0.0  # rewind = "stage1": the fraction of f_D's schedule (one of biased.snapshots)
 
 
 def finetune(
@@ -64,11 +66,12 @@ def finetune(
     engine.track("model", model)
     engine.optimizer("", model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay, decay_step=cfg.lr_decay_step,
                      gamma=cfg.lr_gamma)
-    state: Dict[str, Any] = {"history": [], "best": None, "best_state": None}
-    for key in state:
-        engine.track(key, get=lambda key=key: state[key], set=lambda v, key=key: state.__setitem__(key, v))
+    tracker = BestOnValid(model, evaluate_fn, select_metric, log=runtime.log, stage="finetune") if evaluate_fn else None
+    if tracker is not None:
+        for key in ("history", "best", "best_state"):  # the checkpoint keys of earlier releases
+            engine.track(key, get=lambda key=key: tracker.state()[key],  # type: ignore[union-attr]
+                         set=lambda v, key=key: tracker.load({**tracker.state(), key: v}))  # type: ignore[union-attr]
     engine.resume(resume)
-    state["history"] = list(state["history"])
     forward = engine.prepare(model)
     tap = FeatureTap(model)
     positives = cfg.positives or "official"
@@ -78,23 +81,8 @@ def finetune(
         logs["loss"] = engine.update(loss)
         return logs
 
-    def on_eval(it: int) -> None:
-        if evaluate_fn is None:
-            return
-        result = evaluate_fn(model)
-        record = {"iteration": it, **result}
-        state["history"].append(record)
-        runtime.log({"stage": "finetune_eval", **record})
-        score = (result.get("valid") or {}).get(select_metric)
-        best = state["best"]
-        if score is not None and (best is None or score > best["valid"][select_metric]):
-            state["best"] = record
-            state["best_state"] = copy.deepcopy(model.state_dict())
-
-    engine.run(step, on_eval)
-    scores = [(r.get("valid") or {}).get(select_metric) for r in state["history"]]
-    if len(scores) > 1 and None not in scores and len(set(scores)) == 1:
-        warnings.warn(f"the selection metric {select_metric!r} on valid was {scores[0]:.4g} at every one of "
-                      f"{len(scores)} evaluations, so the best-on-valid iterate is simply the first; select on another "
-                      "metric (register_dataset(..., select_metric='unbiased'))", RuntimeWarning, stacklevel=2)
-    return state
+    engine.run(step, tracker)
+    if tracker is None:
+        return {"history": [], "best": None, "best_state": None}
+    tracker.warn_if_constant()
+    return tracker.state()

@@ -1,0 +1,172 @@
+"""Rewinding before stage 4, the random-mask control, f_D's stage-1 selection and snapshots."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from dcwp_prune.adapters.torch_prune import shuffle_masks
+from dcwp_prune.errors import InputError
+from dcwp_prune.run.checkpoint import load_checkpoint
+from dcwp_prune.run.pipeline import run_dcwp
+from dcwp_prune.training.biased import BiasedTrainConfig, train_biased_model
+from dcwp_prune.training.rewind import rewind_weights
+from dcwp_prune.training.selection import BestOnValid
+
+from .test_pipeline import tiny
+
+
+def _net():
+    return nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+
+
+def _pruned(seed=0):
+    torch.manual_seed(seed)
+    model = _net()
+    for m in (model[0], model[2]):
+        prune.random_unstructured(m, "weight", amount=0.6)
+    return model
+
+
+def test_rewind_copies_the_state_into_the_surviving_weights_and_keeps_the_masks():
+    model = _pruned()
+    masks = [model[0].weight_mask.clone(), model[2].weight_mask.clone()]
+    torch.manual_seed(7)
+    state = _net().state_dict()
+    info = rewind_weights(model, state)
+    assert info == {"copied": 4, "pruned": 2}
+    assert torch.equal(model[0].weight_orig, state["0.weight"]) and torch.equal(model[2].bias, state["2.bias"])
+    assert torch.equal(model[0].weight_mask, masks[0]) and torch.equal(model[2].weight_mask, masks[1])
+    # the forward is the dense state's network with the masks applied
+    dense = _net()
+    dense.load_state_dict({k: (v * masks[0] if k == "0.weight" else v * masks[1] if k == "2.weight" else v)
+                           for k, v in state.items()})
+    x = torch.randn(4, 6)
+    assert torch.equal(model(x), dense(x))
+
+
+def test_rewind_refuses_another_architecture_or_a_smaller_model():
+    model = _pruned()
+    with pytest.raises(InputError, match="the state has no '0.bias'"):
+        rewind_weights(model, {"weight": torch.zeros(1)})
+    small = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3)).state_dict()
+    with pytest.raises(InputError, match=r"'0.bias' is \(4,\) in the state and \(5,\) in the model.*structurally"):
+        rewind_weights(model, small)
+
+
+def test_shuffle_masks_keeps_each_tensors_count_and_moves_the_positions():
+    model = _pruned()
+    before = {n: b.clone() for n, b in model.named_buffers() if n.endswith("_mask")}
+    kept = shuffle_masks(model, torch.Generator().manual_seed(0))
+    after = dict(model.named_buffers())
+    assert set(kept) == {"0.weight", "2.weight"}
+    for name, mask in before.items():
+        assert after[name].sum() == mask.sum() and not torch.equal(after[name], mask)
+        assert kept[name[:-5]] == pytest.approx(float(mask.float().mean()))
+    # the forward uses the shuffled mask
+    assert torch.equal(model[0].weight, model[0].weight_orig * after["0.weight_mask"])
+    with pytest.raises(InputError, match="no torch.nn.utils.prune masks"):
+        shuffle_masks(_net())
+
+
+def test_stage1_evaluation_and_snapshots_do_not_change_training():
+    def batches():
+        g = torch.Generator().manual_seed(1)
+        while True:
+            yield torch.randn(16, 6, generator=g), torch.randint(0, 3, (16,), generator=g)
+
+    def evaluate(model):
+        with torch.no_grad():
+            acc = float((model(torch.ones(8, 6)).argmax(1) == 0).float().mean())
+        return {"valid": {"accuracy": acc}, "test": {"accuracy": acc}}
+
+    cfg = BiasedTrainConfig(iterations=23, lr=1e-2, snapshots=(0.0, 0.5))
+    runs = []
+    for evaluate_fn in (None, evaluate):
+        torch.manual_seed(0)
+        model, init = _net(), None
+        init = {k: v.clone() for k, v in model.state_dict().items()}
+        out = train_biased_model(None, batches(), cfg, model_d=model, evaluate_fn=evaluate_fn, eval_every=5)
+        runs.append((model.state_dict(), out, init))
+    (plain, out_plain, init), (evaluated, out_eval, _) = runs
+    assert all(torch.equal(plain[k], evaluated[k]) for k in plain)
+    assert out_plain["best_d"] is None
+    its = [5, 10, 15, 20, 23]
+    assert out_eval["best_d"]["iteration"] in its
+    assert set(out_eval["snapshots"]) == {"0", "0.5"}
+    assert all(torch.equal(out_eval["snapshots"]["0"][k], init[k]) for k in init)  # 0: the initialisation
+    assert not torch.equal(out_eval["snapshots"]["0.5"]["0.weight"], init["0.weight"])
+
+
+def test_best_on_valid_keeps_the_first_of_equal_scores_and_never_reads_test():
+    model = _net()
+    scores = iter([0.2, 0.5, 0.5, 0.1])
+    tests = iter([0.9, 0.1, 0.99, 1.0])
+    tracker = BestOnValid(model, lambda m: {"valid": {"accuracy": next(scores)}, "test": {"accuracy": next(tests)}},
+                          keep_state=False)
+    for it in (1, 2, 3, 4):
+        tracker(it)
+    assert tracker.summary() == {"valid": {"accuracy": 0.5}, "test": {"accuracy": 0.1}, "iteration": 2}
+    assert tracker.best_state is None and len(tracker.history) == 4
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rewind") / "base"
+    return run_dcwp(tiny(out), report=False)
+
+
+def test_a_run_keeps_erm_best_on_valid_and_the_stage1_snapshots(base):
+    metrics = base.metrics
+    assert {"vanilla", "vanilla_best_valid", "dcwp_last", "dcwp_best_valid"} == set(metrics)
+    assert metrics["vanilla_best_valid"]["iteration"] in (10, 20, 30, 40)
+    snaps = load_checkpoint(f"{base.run_dir}/checkpoints/stage1_snapshots.pt")["snapshots"]
+    assert sorted(snaps) == ["0", "0.05", "0.1", "0.25"]
+
+
+@pytest.mark.parametrize("how, point", [("stage1", 0.0), ("stage1", 0.25), ("fresh", 0.0)])
+def test_rewind_runs_from_the_chosen_state(base, tmp_path, how, point):
+    result = run_dcwp(tiny(tmp_path / how, stage1_from=base.run_dir, finetune={"rewind": how, "rewind_point": point,
+                                                                              "iterations": 0}), report=False)
+    # with no fine-tuning step the saved model is the rewound state under the mask
+    snaps = load_checkpoint(f"{base.run_dir}/checkpoints/stage1_snapshots.pt")["snapshots"]
+    state = result.model.state_dict()
+    records = [json.loads(line) for line in open(tmp_path / how / "metrics.jsonl")]
+    rewind = [r for r in records if r["stage"] == "rewind"]
+    assert len(rewind) == 1 and rewind[0]["to"] == how and rewind[0]["pruned"] == 4  # the MLP's four nn.Linear
+    target = snaps["0" if point == 0 else "0.25"]
+    same = [torch.equal(v, target[k[:-5]]) for k, v in state.items() if k.endswith("weight_orig")]
+    assert len(same) == 4 and (all(same) if how == "stage1" else not any(same))
+    assert all(torch.equal(state[k], target[k]) for k in target if k.endswith("bias")) == (how == "stage1")
+
+
+def test_shuffle_mask_keeps_each_layers_sparsity(base, tmp_path):
+    result = run_dcwp(tiny(tmp_path / "shuffled", stage1_from=base.run_dir, prune={"shuffle": True}), report=False)
+    assert result.kept == base.kept and result.sparsity == pytest.approx(base.sparsity)
+    ours = {k: v for k, v in result.model.state_dict().items() if k.endswith("_mask")}
+    theirs = {k: v for k, v in base.model.state_dict().items() if k.endswith("_mask")}
+    assert all(ours[k].sum() == theirs[k].sum() for k in ours) and any(not torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+@pytest.mark.parametrize("over, message", [
+    ({"finetune": {"rewind": "stage1", "rewind_point": 0.3}}, r"rewind_point 0.3 \(--rewind-point\) is not one of"),
+    ({"finetune": {"rewind_point": 1.5}}, r"rewind_point is a fraction .* got 1.5"),
+    ({"finetune": {"rewind": "fresh"}, "prune": {"structured": True}}, "physically smaller"),
+    ({"prune": {"structured": True, "shuffle": True}}, "re-draws unstructured masks"),
+])
+def test_bad_rewind_and_shuffle_options_are_refused_before_anything_runs(tmp_path, over, message):
+    with pytest.raises(InputError, match=message):
+        run_dcwp(tiny(tmp_path / "bad", **over), report=False)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_rewinding_a_stage1_without_snapshots_names_the_fix(base, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(base.run_dir, old)
+    (old / "checkpoints" / "stage1_snapshots.pt").unlink()  # a stage 1 of an earlier release
+    with pytest.raises(InputError, match="kept none.*--rewind fresh"):
+        run_dcwp(tiny(tmp_path / "r", stage1_from=str(old), finetune={"rewind": "stage1"}), report=False)
