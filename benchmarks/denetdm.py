@@ -33,11 +33,25 @@ from torch import Tensor, nn
 
 from dcwp_prune.training.engine import Engine, Runtime, unpack
 
-__all__ = ["DENETDM_DEFAULTS", "Experts", "body_of", "distillation_loss", "shallow_branch", "train_experts", "train_target"]
+__all__ = [
+    "DENETDM_DEFAULTS",
+    "Experts",
+    "body_of",
+    "distillation_loss",
+    "shallow_branch",
+    "train_experts",
+    "train_target",
+]
 
 #: The official Colored MNIST settings (config.py): learning rates, weight decays, temperature, loss weights.
-DENETDM_DEFAULTS = {"lr": 1e-3, "weight_decay_1": 1e-3, "weight_decay_2": 0.0, "temperature": 2.0, "w_poe": 1.0,
-                    "w_dist": 1.0}
+DENETDM_DEFAULTS = {
+    "lr": 1e-3,
+    "weight_decay_1": 1e-3,
+    "weight_decay_2": 0.0,
+    "temperature": 2.0,
+    "w_poe": 1.0,
+    "w_dist": 1.0,
+}
 
 
 def body_of(model: nn.Module) -> Tuple[nn.Module, nn.Linear]:
@@ -54,8 +68,13 @@ def shallow_branch(arch: str, features: int) -> nn.Module:
     if arch == "mlp":
         return nn.Sequential(nn.Flatten(), nn.Linear(3 * 28 * 28, features), nn.ReLU(inplace=True))
     if arch == "cnn":
-        return nn.Sequential(nn.Conv2d(3, features, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(features),
-                             nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        return nn.Sequential(
+            nn.Conv2d(3, features, 4, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(features),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
     raise ValueError(f"DeNetDM's shallow branch is defined for the Colored MNIST backbones mlp and cnn, got {arch!r}")
 
 
@@ -105,9 +124,16 @@ def train_experts(make_model: Any, arch: str, batches: Any, iterations: int, run
     return experts
 
 
-def train_target(experts: Experts, make_model: Any, batches: Any, iterations: int, runtime: Runtime, *,
-                 selector: Optional[Callable[[nn.Module], Callable[[int], Any]]] = None,
-                 eval_every: int = 0) -> nn.Module:
+def train_target(
+    experts: Experts,
+    make_model: Any,
+    batches: Any,
+    iterations: int,
+    runtime: Runtime,
+    *,
+    selector: Optional[Callable[[nn.Module], Callable[[int], Any]]] = None,
+    eval_every: int = 0,
+) -> nn.Module:
     """Stage 2: a fresh ``make_model()`` body beside the frozen deep branch, through a copy of the stage-1 head that
     trains, plus distillation from ``experts.teacher``. Returns the target with that head as its ``fc``.
 
@@ -133,7 +159,11 @@ def train_target(experts: Experts, make_model: Any, batches: Any, iterations: in
             features = target(x).float()
         poe = F.cross_entropy(head(features + bias_features), y)
         dist = distillation_loss(head(features), teacher, d["temperature"])
-        return {"loss": engine.update(d["w_poe"] * poe + d["w_dist"] * dist), "poe": poe.detach(), "dist": dist.detach()}
+        return {
+            "loss": engine.update(d["w_poe"] * poe + d["w_dist"] * dist),
+            "poe": poe.detach(),
+            "dist": dist.detach(),
+        }
 
     engine.run(step, on_eval)
     target.fc = head  # the kept model: the target with the head alone, the backbone's own architecture

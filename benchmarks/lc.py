@@ -34,8 +34,17 @@ from dcwp_prune.training.objectives import gce_loss
 __all__ = ["LC_DEFAULTS", "CorrectionMatrix", "corrected_logits", "group_mixup", "train_lc"]
 
 #: The official code's Colored MNIST defaults (train.py): GCE q, f_B's lr factor, EMA of M, prior offset, eta.
-LC_DEFAULTS = {"q": 0.7, "lambda_b": 1.0, "lr_b_factor": 0.1, "ema": 0.995, "offset": 1e-4, "eta": 1.0, "tau": 1.0,
-               "lr": 1e-3, "weight_decay": 0.0}
+LC_DEFAULTS = {
+    "q": 0.7,
+    "lambda_b": 1.0,
+    "lr_b_factor": 0.1,
+    "ema": 0.995,
+    "offset": 1e-4,
+    "eta": 1.0,
+    "tau": 1.0,
+    "lr": 1e-3,
+    "weight_decay": 0.0,
+}
 
 
 class CorrectionMatrix:
@@ -76,13 +85,16 @@ class CorrectionMatrix:
         self._value, self._visited = state["value"].double().tolist(), state["visited"].tolist()
 
 
-def corrected_logits(logits: Tensor, prior: Tensor, eta: float = LC_DEFAULTS["eta"],
-                     offset: float = LC_DEFAULTS["offset"]) -> Tensor:
+def corrected_logits(
+    logits: Tensor, prior: Tensor, eta: float = LC_DEFAULTS["eta"], offset: float = LC_DEFAULTS["offset"]
+) -> Tensor:
     """LC's training logits: ``z + log(prior ** eta + offset)`` (the model predicts with ``z`` alone)."""
     return logits + torch.log(prior.clamp_min(0) ** eta + offset)
 
 
-def group_mixup(x: Tensor, y: Tensor, b: Tensor, prior: Tensor, lam: float, gen: torch.Generator) -> Tuple[Tensor, Tensor]:
+def group_mixup(
+    x: Tensor, y: Tensor, b: Tensor, prior: Tensor, lam: float, gen: torch.Generator
+) -> Tuple[Tensor, Tensor]:
     """Each sample mixed with a random same-class sample that f_B misclassifies (``b != y``; drawn with
     replacement), or with a random same-class sample when the batch has none of that class:
     ``lam * own + (1 - lam) * partner`` for the images and the priors. Returns ``(x_mix, prior_mix)``."""
@@ -97,9 +109,19 @@ def group_mixup(x: Tensor, y: Tensor, b: Tensor, prior: Tensor, lam: float, gen:
     return x_mix, prior_mix
 
 
-def train_lc(model_d: nn.Module, model_b: nn.Module, batches: Any, num_classes: int, iterations: int,
-             runtime: Runtime, seed: int, lr: float = LC_DEFAULTS["lr"], *,
-             on_eval: Optional[Callable[[int], Any]] = None, eval_every: int = 0) -> CorrectionMatrix:
+def train_lc(
+    model_d: nn.Module,
+    model_b: nn.Module,
+    batches: Any,
+    num_classes: int,
+    iterations: int,
+    runtime: Runtime,
+    seed: int,
+    lr: float = LC_DEFAULTS["lr"],
+    *,
+    on_eval: Optional[Callable[[int], Any]] = None,
+    eval_every: int = 0,
+) -> CorrectionMatrix:
     """Train f_D (``model_d``) with LC and f_B (``model_b``) with GCE, jointly, for ``iterations`` steps;
     ``on_eval(iteration)`` every ``eval_every`` steps (a :class:`~dcwp_prune.training.selection.BestOnValid`)."""
     d = LC_DEFAULTS
@@ -130,8 +152,10 @@ def train_lc(model_d: nn.Module, model_b: nn.Module, batches: Any, num_classes: 
         with runtime.autocast():
             logits_d = forwards["d"](x_mix).float()
         loss_d = F.cross_entropy(corrected_logits(logits_d, prior_mix.to(dev)), y)
-        return {"loss_d": engine.update(loss_d, "d"),
-                "loss_b": engine.update(d["lambda_b"] * gce_loss(logits_b, y, d["q"]), "b")}
+        return {
+            "loss_d": engine.update(loss_d, "d"),
+            "loss_b": engine.update(d["lambda_b"] * gce_loss(logits_b, y, d["q"]), "b"),
+        }
 
     engine.run(step, on_eval)
     return matrix

@@ -42,9 +42,9 @@ from torch import Tensor, nn
 from torch.nn.utils import prune
 
 from dcwp_prune.adapters.torch_prune import pruned_sparsity
+from dcwp_prune.data import dataset_spec
 from dcwp_prune.models import create_model
 from dcwp_prune.run.config import RunConfig
-from dcwp_prune.data import dataset_spec
 from dcwp_prune.run.pipeline import RunLoaders, load_run_data, resolve_data, seed_everything, stage_seed
 from dcwp_prune.run.presets import quick_schedule
 from dcwp_prune.run.records import RunRecorder
@@ -57,8 +57,20 @@ from dcwp_prune.training.objectives import gce_loss
 from dcwp_prune.training.sampling import upweight
 from dcwp_prune.training.selection import BestOnValid
 
-__all__ = ["BASELINES", "DCWP_CONFIGS", "SCHEDULE_OVERRIDES", "SWEEP", "SWEEP_KINDS", "SWEEP_MACS", "SWEEP_SPARSITIES", "Cell",
-           "lff_weights", "run_baseline", "sweep_name", "train_lff"]
+__all__ = [
+    "BASELINES",
+    "DCWP_CONFIGS",
+    "SCHEDULE_OVERRIDES",
+    "SWEEP",
+    "SWEEP_KINDS",
+    "SWEEP_MACS",
+    "SWEEP_SPARSITIES",
+    "Cell",
+    "lff_weights",
+    "run_baseline",
+    "sweep_name",
+    "train_lff",
+]
 
 #: Methods (and ablations) that are ``run_dcwp`` configs: the overrides applied to the cell's config.
 DCWP_CONFIGS: Dict[str, Dict[str, Any]] = {
@@ -66,19 +78,33 @@ DCWP_CONFIGS: Dict[str, Dict[str, Any]] = {
     "dcwp-clean": {"variant": "clean"},
     # channels removed until the MACs are halved (the smallest Torch-Pruning ratio up to 0.6 that does it)
     # (one global ranking across layers: the library's default until the per-layer ranking won on this table)
-    "dcwp-structured": {"variant": "official", "prune": {"structured": True, "pruning_ratio": 0.6, "target_macs": 2.0,
-                                                         "global_pruning": True}},
+    "dcwp-structured": {
+        "variant": "official",
+        "prune": {"structured": True, "pruning_ratio": 0.6, "target_macs": 2.0, "global_pruning": True},
+    },
     # the same target, one global ranking after dividing each layer's channel importances by their mean (it no
     # longer singles out the MLP's first layer, where its MACs are: halving them there takes ratios up to ~0.6)
-    "dcwp-structured-meannorm": {"variant": "official", "prune": {"structured": True, "pruning_ratio": 0.9,
-                                                                  "target_macs": 2.0, "normalizer": "mean",
-                                                                  "global_pruning": True}},
+    "dcwp-structured-meannorm": {
+        "variant": "official",
+        "prune": {
+            "structured": True,
+            "pruning_ratio": 0.9,
+            "target_macs": 2.0,
+            "normalizer": "mean",
+            "global_pruning": True,
+        },
+    },
     # the same target with channels ranked within each layer (every layer loses the same fraction; the default)
-    "dcwp-structured-local": {"variant": "official", "prune": {"structured": True, "pruning_ratio": 0.6, "target_macs": 2.0,
-                                                               "global_pruning": False}},
+    "dcwp-structured-local": {
+        "variant": "official",
+        "prune": {"structured": True, "pruning_ratio": 0.6, "target_macs": 2.0, "global_pruning": False},
+    },
     # MRM: the mask learned with plain CE on uniform batches, fine-tuned with plain CE
-    "mrm": {"variant": "official", "mask": {"upweight": 1.0, "lambda_con": 0.0},
-            "finetune": {"upweight": 1.0, "lambda_con": 0.0}},
+    "mrm": {
+        "variant": "official",
+        "mask": {"upweight": 1.0, "lambda_con": 0.0},
+        "finetune": {"upweight": 1.0, "lambda_con": 0.0},
+    },
     # ablations of DCWP (official)
     "abl-mining-oracle": {"mining": {"method": "oracle"}},
     "abl-mining-ensemble": {"mining": {"method": "ensemble"}, "biased": {"loss": "confident_ce"}},
@@ -91,12 +117,15 @@ DCWP_CONFIGS: Dict[str, Dict[str, Any]] = {
     "official-select-best-valid": {"variant": "official", "finetune": {"select": "best_valid"}},
     # the clean variant, one of its settings put back to official at a time (which one costs what)
     "clean-gumbel-official": {"variant": "clean", "mask": {"gumbel": "official"}},
-    "clean-positives-official": {"variant": "clean", "mask": {"positives": "official"},
-                                 "finetune": {"positives": "official"}},
+    "clean-positives-official": {
+        "variant": "clean",
+        "mask": {"positives": "official"},
+        "finetune": {"positives": "official"},
+    },
     "clean-mask-upweight-80": {"variant": "clean", "mask": {"upweight": 80.0}},
     # a clean fix: Adam moves a logit that gets no task gradient by about lr * lambda / (lambda + eps) a step
-    # (../shared/DCWP.md, section 2), so the whole stage's drift grows with its length: 2000 official steps at
-    # lr 1e-2 move it ~10 on Colored MNIST, the 400 quick steps ~2. lr x5 restores the official drift.
+    # (docs/design.md, "the mask logits' drift"), so the whole stage's drift grows with its length: 2000 official
+    # steps at lr 1e-2 move it ~10 on Colored MNIST, the 400 quick steps ~2. lr x5 restores the official drift.
     "clean-fix-mask-drift": {"variant": "clean", "mask": {"lr": 5e-2}},
     # a clean fix: the official form samples m ~ Bernoulli(sigmoid(sigmoid(pi))), so every weight starts kept with
     # probability 0.69 (pi = 1.5) and never above 0.73; the textbook form starts at sigmoid(1.5) = 0.82. Starting
@@ -108,16 +137,26 @@ DCWP_CONFIGS: Dict[str, Dict[str, Any]] = {
     "clean-fix-early-select": {"variant": "clean"},
     # the DCWP+ candidates (issue 21), each alone on top of official with the best-on-valid selection
     # (official-select-best-valid is their reference), then combined; chosen on valid, reported on test
-    "plus-rewind-init": {"variant": "official", "finetune": {"select": "best_valid", "rewind": "stage1",
-                                                             "rewind_point": 0.0}},
-    "plus-rewind-early": {"variant": "official", "finetune": {"select": "best_valid", "rewind": "stage1",
-                                                              "rewind_point": 0.1}},
+    "plus-rewind-init": {
+        "variant": "official",
+        "finetune": {"select": "best_valid", "rewind": "stage1", "rewind_point": 0.0},
+    },
+    "plus-rewind-early": {
+        "variant": "official",
+        "finetune": {"select": "best_valid", "rewind": "stage1", "rewind_point": 0.1},
+    },
     "plus-rewind-fresh": {"variant": "official", "finetune": {"select": "best_valid", "rewind": "fresh"}},
     # the random-mask control of the rewind: the same per-layer sparsity, kept weights drawn at random
-    "plus-rewind-init-shuffle": {"variant": "official", "prune": {"shuffle": True},
-                                 "finetune": {"select": "best_valid", "rewind": "stage1", "rewind_point": 0.0}},
-    "plus-con-0.2": {"variant": "official", "mask": {"lambda_con": 0.2},
-                     "finetune": {"select": "best_valid", "lambda_con": 0.2}},
+    "plus-rewind-init-shuffle": {
+        "variant": "official",
+        "prune": {"shuffle": True},
+        "finetune": {"select": "best_valid", "rewind": "stage1", "rewind_point": 0.0},
+    },
+    "plus-con-0.2": {
+        "variant": "official",
+        "mask": {"lambda_con": 0.2},
+        "finetune": {"select": "best_valid", "lambda_con": 0.2},
+    },
     "plus-mask-drift": {"variant": "official", "mask": {"lr": 5e-2}, "finetune": {"select": "best_valid"}},
 }
 
@@ -155,8 +194,9 @@ class Cell:
     def tracker(self, model: nn.Module) -> BestOnValid:
         """An evaluation of ``model`` on valid (and test, recorded) at stage 4's cadence; keeps the best iterate's
         metrics (chosen on valid only)."""
-        return BestOnValid(model, self.loaders.evaluate, self.select_metric, keep_state=False, log=self.rt.log,
-                           stage="baseline")
+        return BestOnValid(
+            model, self.loaders.evaluate, self.select_metric, keep_state=False, log=self.rt.log, stage="baseline"
+        )
 
     def new_model(self) -> nn.Module:
         return create_model(self.config.model, self.data.num_classes, weights=self.config.weights).to(self.rt.device)
@@ -173,8 +213,9 @@ class Cell:
     def base_mined(self) -> MinedSet:
         return MinedSet.load(os.path.join(self.base, "mined.json"))  # type: ignore[arg-type]
 
-    def finish(self, method: str, model: nn.Module, extra: Dict[str, Any],
-               best: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    def finish(
+        self, method: str, model: nn.Module, extra: Dict[str, Any], best: Optional[Dict[str, Any]] = None
+    ) -> Dict[str, Any]:
         """Evaluate the last iterate, write the run folder's files, rename it into place. ``best``: the metrics
         of the method's best-on-valid iterate (``{"valid", "test", "iteration"}``), when it was evaluated."""
         from dcwp_prune._atomic import write_json
@@ -186,8 +227,15 @@ class Cell:
         shape = list(self.data.valid[0].image.shape)
         write_json(os.path.join(self.tmp, "config.json"), dict(self.config.to_dict(), method=method))
         history = extra.pop("history", None)  # structured: what rebuilds the smaller model
-        save_pruned_model(self.tmp, model, arch=self.config.model, num_classes=self.data.num_classes, input_shape=shape,
-                          history=history, extra={"selected": "last", "method": method})
+        save_pruned_model(
+            self.tmp,
+            model,
+            arch=self.config.model,
+            num_classes=self.data.num_classes,
+            input_shape=shape,
+            history=history,
+            extra={"selected": "last", "method": method},
+        )
         result = {"method": method, "metrics": metrics, "selected": "last", **extra}
         write_json(os.path.join(self.tmp, "results.json"), result)
         if os.path.isdir(self.out):
@@ -217,8 +265,15 @@ def dcwp_finetune(cell: Cell, model: nn.Module) -> Optional[Dict[str, Any]]:
     weights = upweight(mined.flags_for(cell.data.train.ids), cell.config.finetune.upweight)
     seed_everything(stage_seed(cell.config.seed, 3))  # DCWP's fine-tuning seed
     cfg = cell.config.finetune.replace(positives=cell.config.finetune.positives or "official")
-    out = finetune(model, cell.train_batches(4, weights), mined.flags_for, cfg, cell.rt,
-                   evaluate_fn=cell.loaders.evaluate, select_metric=cell.select_metric)
+    out = finetune(
+        model,
+        cell.train_batches(4, weights),
+        mined.flags_for,
+        cfg,
+        cell.rt,
+        evaluate_fn=cell.loaders.evaluate,
+        select_metric=cell.select_metric,
+    )
     best = out.get("best")
     return None if best is None else {k: best[k] for k in ("valid", "test", "iteration")}
 
@@ -230,8 +285,9 @@ def pruned_baseline(cell: Cell, kind: str) -> Dict[str, Any]:
     base = load_results(cell.base)  # type: ignore[arg-type]
     sparsity = float(base["sparsity"])
     model = cell.base_stage1()
-    scored = MaskScores.from_model(model, include=cell.config.mask.include or None,
-                                   exclude=cell.config.mask.exclude or None)
+    scored = MaskScores.from_model(
+        model, include=cell.config.mask.include or None, exclude=cell.config.mask.exclude or None
+    )
     params = list(scored.resolve(model).values())
     seed_everything(stage_seed(cell.config.seed, 3))
     method = prune.L1Unstructured if kind == "magnitude" else prune.RandomUnstructured
@@ -246,8 +302,9 @@ def keep_scores(cell: Cell, model: nn.Module, kind: str) -> Any:
     network they were learned on), ``|w| / max |w|`` per layer, or uniform noise (the cell's seed)."""
     if kind == "scores":
         return MaskScores.load(os.path.join(cell.base, "scores.safetensors"), model=model)  # type: ignore[arg-type]
-    scored = MaskScores.from_model(model, include=cell.config.mask.include or None,
-                                   exclude=cell.config.mask.exclude or None)
+    scored = MaskScores.from_model(
+        model, include=cell.config.mask.include or None, exclude=cell.config.mask.exclude or None
+    )
     gen = torch.Generator().manual_seed(stage_seed(cell.config.seed, 3))
     keep = {}
     for fqn, (module, name) in scored.resolve(model).items():
@@ -273,9 +330,16 @@ def structured_baseline(cell: Cell, kind: str, like: str = "dcwp-structured") ->
     example = cell.data.valid[0].image.unsqueeze(0).to(cell.rt.device)
     result = prune_channels(model, keep, example, **p.channel_options())
     best = dcwp_finetune(cell, model)
-    return cell.finish(f"structured-{kind}" + ("-local" if not p.global_pruning else ""), model, {
-        "sparsity": 0.0, "history": result.history,
-        "structured": {"macs_ratio": result.macs_ratio, "pruning_ratio": result.pruning_ratio}}, best=best)
+    return cell.finish(
+        f"structured-{kind}" + ("-local" if not p.global_pruning else ""),
+        model,
+        {
+            "sparsity": 0.0,
+            "history": result.history,
+            "structured": {"macs_ratio": result.macs_ratio, "pruning_ratio": result.pruning_ratio},
+        },
+        best=best,
+    )
 
 
 # ------------------------------------------------------------------------------ the mask on trial: a sparsity sweep
@@ -301,12 +365,18 @@ def sweep_unstructured(cell: Cell, kind: str, sparsity: float) -> Dict[str, Any]
     probs = keep.probs() if isinstance(keep, MaskScores) else keep
     dcwp_global_unstructured(model, probs, amount=sparsity)
     reached = float(pruned_sparsity(model))
-    kept = {f"{name}.weight": float(m.weight_mask.float().mean()) for name, m in model.named_modules()
-            if hasattr(m, "weight_mask")}
+    kept = {
+        f"{name}.weight": float(m.weight_mask.float().mean())
+        for name, m in model.named_modules()
+        if hasattr(m, "weight_mask")
+    }
     best = dcwp_finetune(cell, model)
-    return cell.finish(sweep_name(kind, sparsity, False), model, {
-        "sparsity": reached, "kept": kept,
-        "sweep": {"kind": kind, "structured": False, "level": sparsity}}, best=best)
+    return cell.finish(
+        sweep_name(kind, sparsity, False),
+        model,
+        {"sparsity": reached, "kept": kept, "sweep": {"kind": kind, "structured": False, "level": sparsity}},
+        best=best,
+    )
 
 
 def sweep_structured(cell: Cell, kind: str, macs: float) -> Dict[str, Any]:
@@ -319,17 +389,30 @@ def sweep_structured(cell: Cell, kind: str, macs: float) -> Dict[str, Any]:
     example = cell.data.valid[0].image.unsqueeze(0).to(cell.rt.device)
     result = prune_channels(model, keep, example, pruning_ratio=0.95, target_macs_ratio=macs, global_pruning=False)
     best = dcwp_finetune(cell, model)
-    return cell.finish(sweep_name(kind, macs, True), model, {
-        "sparsity": 0.0, "history": result.history,
-        "structured": {"macs_ratio": result.macs_ratio, "pruning_ratio": result.pruning_ratio},
-        "sweep": {"kind": kind, "structured": True, "level": macs}}, best=best)
+    return cell.finish(
+        sweep_name(kind, macs, True),
+        model,
+        {
+            "sparsity": 0.0,
+            "history": result.history,
+            "structured": {"macs_ratio": result.macs_ratio, "pruning_ratio": result.pruning_ratio},
+            "sweep": {"kind": kind, "structured": True, "level": macs},
+        },
+        best=best,
+    )
 
 
 SWEEP: Dict[str, Callable[[Cell], Dict[str, Any]]] = {
-    **{sweep_name(k, s, False): (lambda cell, k=k, s=s: sweep_unstructured(cell, k, s))
-       for k in SWEEP_KINDS for s in SWEEP_SPARSITIES},
-    **{sweep_name(k, m, True): (lambda cell, k=k, m=m: sweep_structured(cell, k, m))
-       for k in SWEEP_KINDS for m in SWEEP_MACS},
+    **{
+        sweep_name(k, s, False): (lambda cell, k=k, s=s: sweep_unstructured(cell, k, s))
+        for k in SWEEP_KINDS
+        for s in SWEEP_SPARSITIES
+    },
+    **{
+        sweep_name(k, m, True): (lambda cell, k=k, m=m: sweep_structured(cell, k, m))
+        for k in SWEEP_KINDS
+        for m in SWEEP_MACS
+    },
 }
 
 
@@ -344,9 +427,19 @@ def lff_weights(ema_b: Tensor, ema_d: Tensor, labels: Tensor, idx: Tensor, num_c
     return norm[0] / (norm[0] + norm[1] + 1e-8)
 
 
-def train_lff(model_d: nn.Module, model_b: nn.Module, batches: Any, index_of: Callable[[Any], Tensor],
-              labels: Tensor, cfg: BiasedTrainConfig, runtime: Runtime, ema_alpha: float = 0.7, *,
-              on_eval: Optional[Callable[[int], Any]] = None, eval_every: int = 0) -> None:
+def train_lff(
+    model_d: nn.Module,
+    model_b: nn.Module,
+    batches: Any,
+    index_of: Callable[[Any], Tensor],
+    labels: Tensor,
+    cfg: BiasedTrainConfig,
+    runtime: Runtime,
+    ema_alpha: float = 0.7,
+    *,
+    on_eval: Optional[Callable[[int], Any]] = None,
+    eval_every: int = 0,
+) -> None:
     """Learning from Failure: f_B with GCE, f_D with CE weighted by the relative difficulty score.
 
     ``w(x) = L_B(x) / (L_B(x) + L_D(x))`` from per-sample EMAs (``ema_alpha``) of both models' CE
@@ -376,8 +469,10 @@ def train_lff(model_d: nn.Module, model_b: nn.Module, batches: Any, index_of: Ca
         for k in ("d", "b"):
             ema[k][idx] = ema_alpha * ema[k][idx] + (1 - ema_alpha) * ce[k].detach().float().cpu()
         w = lff_weights(ema["b"], ema["d"], labels, idx, c).to(dev)
-        return {"loss_d": engine.update((ce["d"] * w).mean(), "d"),
-                "loss_b": engine.update(gce_loss(logits["b"], y, cfg.q), "b")}
+        return {
+            "loss_d": engine.update((ce["d"] * w).mean(), "d"),
+            "loss_b": engine.update(gce_loss(logits["b"], y, cfg.q), "b"),
+        }
 
     engine.run(step, on_eval)
 
@@ -387,8 +482,17 @@ def lff(cell: Cell) -> Dict[str, Any]:
     model_d, model_b = cell.new_model(), cell.new_model()
     index = {i: k for k, i in enumerate(cell.data.train.ids)}
     tracker = cell.tracker(model_d)
-    train_lff(model_d, model_b, cell.train_batches(1), lambda ids: torch.tensor([index[i] for i in ids]),
-              cell.data.train.label_tensor, cell.config.biased, cell.rt, on_eval=tracker, eval_every=cell.eval_every)
+    train_lff(
+        model_d,
+        model_b,
+        cell.train_batches(1),
+        lambda ids: torch.tensor([index[i] for i in ids]),
+        cell.data.train.label_tensor,
+        cell.config.biased,
+        cell.rt,
+        on_eval=tracker,
+        eval_every=cell.eval_every,
+    )
     return cell.finish("lff", model_d, {"sparsity": 0.0}, best=tracker.summary())
 
 
@@ -399,19 +503,37 @@ def jtt(cell: Cell) -> Dict[str, Any]:
     seed_everything(stage_seed(c.seed, 0))
     ident, final = cell.new_model(), cell.new_model()
     b_iters, b_opt, b_lr, b_wd, b_step, b_gamma = c.biased.schedule("b")
-    ident_cfg = c.biased.replace(iterations=b_iters, optimizer=b_opt, lr=b_lr, weight_decay=b_wd,
-                                 lr_decay_step=b_step, lr_gamma=b_gamma)
+    ident_cfg = c.biased.replace(
+        iterations=b_iters, optimizer=b_opt, lr=b_lr, weight_decay=b_wd, lr_decay_step=b_step, lr_gamma=b_gamma
+    )
     train_biased_model(None, cell.train_batches(1), ident_cfg.replace(snapshots=()), cell.rt, model_d=ident)
-    errors = mine_conflicting("wrong", cell.data.train.ids, labels_loader=cell.loaders.eval(cell.data.train_scoring),
-                              model_b=ident, truth=cell.data.train.conflicting, runtime=cell.rt)
+    errors = mine_conflicting(
+        "wrong",
+        cell.data.train.ids,
+        labels_loader=cell.loaders.eval(cell.data.train_scoring),
+        model_b=ident,
+        truth=cell.data.train.conflicting,
+        runtime=cell.rt,
+    )
     cell.rt.log({"stage": "mining", "count": errors.count, "precision": errors.precision, "recall": errors.recall})
     seed_everything(stage_seed(c.seed, 3))
     weights = upweight(errors.flags_for(cell.data.train.ids), c.finetune.upweight)
-    out = train_biased_model(None, cell.train_batches(4, weights), c.biased.replace(snapshots=()), cell.rt,
-                             model_d=final, evaluate_fn=cell.loaders.evaluate, eval_every=cell.eval_every,
-                             select_metric=cell.select_metric)
-    return cell.finish("jtt", final, {"sparsity": 0.0, "mined": {"count": errors.count, "precision": errors.precision,
-                                                                 "recall": errors.recall}}, best=out["best_d"])
+    out = train_biased_model(
+        None,
+        cell.train_batches(4, weights),
+        c.biased.replace(snapshots=()),
+        cell.rt,
+        model_d=final,
+        evaluate_fn=cell.loaders.evaluate,
+        eval_every=cell.eval_every,
+        select_metric=cell.select_metric,
+    )
+    return cell.finish(
+        "jtt",
+        final,
+        {"sparsity": 0.0, "mined": {"count": errors.count, "precision": errors.precision, "recall": errors.recall}},
+        best=out["best_d"],
+    )
 
 
 # ------------------------------------------------------------------------------ LC (a peer)
@@ -422,14 +544,24 @@ def lc(cell: Cell) -> Dict[str, Any]:
     seed_everything(stage_seed(cell.config.seed, 0))
     model_d, model_b = cell.new_model(), cell.new_model()
     tracker = cell.tracker(model_d)
-    train_lc(model_d, model_b, cell.train_batches(1), cell.data.num_classes, cell.config.biased.iterations, cell.rt,
-             seed=stage_seed(cell.config.seed, 5), on_eval=tracker, eval_every=cell.eval_every)
+    train_lc(
+        model_d,
+        model_b,
+        cell.train_batches(1),
+        cell.data.num_classes,
+        cell.config.biased.iterations,
+        cell.rt,
+        seed=stage_seed(cell.config.seed, 5),
+        on_eval=tracker,
+        eval_every=cell.eval_every,
+    )
     return cell.finish("lc", model_d, {"sparsity": 0.0}, best=tracker.summary())
 
 
 # ------------------------------------------------------------------------------ DeNetDM (a peer)
 def denetdm(cell: Cell) -> Dict[str, Any]:
-    """DeNetDM (``benchmarks/denetdm.py``): the deep / shallow experts for f_D's schedule, then the target for as long."""
+    """DeNetDM (``benchmarks/denetdm.py``): the deep / shallow experts for f_D's schedule, then the target for
+    as long."""
     from benchmarks.denetdm import train_experts, train_target
 
     seed_everything(stage_seed(cell.config.seed, 0))
@@ -437,12 +569,27 @@ def denetdm(cell: Cell) -> Dict[str, Any]:
     experts = train_experts(cell.new_model, cell.config.model, cell.train_batches(1), iters, cell.rt)
     seed_everything(stage_seed(cell.config.seed, 3))
     trackers = []
-    target = train_target(experts, cell.new_model, cell.train_batches(4), iters, cell.rt,
-                          selector=lambda view: trackers.append(cell.tracker(view)) or trackers[-1],
-                          eval_every=cell.eval_every)
+    target = train_target(
+        experts,
+        cell.new_model,
+        cell.train_batches(4),
+        iters,
+        cell.rt,
+        selector=lambda view: trackers.append(cell.tracker(view)) or trackers[-1],
+        eval_every=cell.eval_every,
+    )
     bias_expert = cell.loaders.evaluate(nn.Sequential(experts.deep, experts.head).eval())
-    return cell.finish("denetdm", target, {"sparsity": 0.0, "bias_expert": {s: {k: bias_expert[s][k] for k in (
-        "accuracy", "aligned", "conflicting")} for s in ("valid", "test")}}, best=trackers[0].summary())
+    return cell.finish(
+        "denetdm",
+        target,
+        {
+            "sparsity": 0.0,
+            "bias_expert": {
+                s: {k: bias_expert[s][k] for k in ("accuracy", "aligned", "conflicting")} for s in ("valid", "test")
+            },
+        },
+        best=trackers[0].summary(),
+    )
 
 
 BASELINES: Dict[str, Callable[[Cell], Dict[str, Any]]] = {

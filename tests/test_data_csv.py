@@ -27,8 +27,17 @@ def test_generic_csv_with_custom_columns(tmp_path):
     write_image(str(tmp_path / "imgs" / "a.png"))
     write_image(str(tmp_path / "imgs" / "b.png"))
     (tmp_path / "meta.csv").write_text("file,target,place,fold\na.png,0,1,tr\nb.png,1,1,tr\n")
-    ds = create_dataset("csv", root=str(tmp_path), csv="meta.csv", image_dir="imgs", path_col="file",
-                        label_col="target", bias_col="place", split_col="fold", split_values={"train": "tr"})
+    ds = create_dataset(
+        "csv",
+        root=str(tmp_path),
+        csv="meta.csv",
+        image_dir="imgs",
+        path_col="file",
+        label_col="target",
+        bias_col="place",
+        split_col="fold",
+        split_values={"train": "tr"},
+    )
     assert ds.labels == [0, 1] and ds.biases == [1, 1] and ds.num_classes == 2
 
 
@@ -38,22 +47,40 @@ def test_csv_errors(tmp_path):
     (tmp_path / "imgs").mkdir()
     (tmp_path / "meta.csv").write_text("file,target\na.png,0\n")
     with pytest.raises(DatasetError, match=r"missing column\(s\) \['place', 'split'\]"):
-        create_dataset("csv", root=str(tmp_path), csv="meta.csv", image_dir="imgs", path_col="file",
-                       label_col="target", bias_col="place")
+        create_dataset(
+            "csv",
+            root=str(tmp_path),
+            csv="meta.csv",
+            image_dir="imgs",
+            path_col="file",
+            label_col="target",
+            bias_col="place",
+        )
     with pytest.raises(DatasetError, match="needs label_col .*--data-option label_col=COLUMN"):
         create_dataset("csv", root=str(tmp_path), path_col="file")
     (tmp_path / "meta.csv").write_text("file,target,place,split\na.png,yes,0,0\n")
     with pytest.raises(DatasetError, match="column 'target' holds 'yes', not an integer label"):
-        create_dataset("csv", root=str(tmp_path), csv="meta.csv", image_dir="imgs", path_col="file",
-                       label_col="target", bias_col="place")
+        create_dataset(
+            "csv",
+            root=str(tmp_path),
+            csv="meta.csv",
+            image_dir="imgs",
+            path_col="file",
+            label_col="target",
+            bias_col="place",
+        )
 
 
 def test_csv_without_valid_rows_carves_valid_from_train_never_from_test(tmp_path):
     kw = make_csv_dataset(tmp_path, ["tr"] * 32 + ["te"] * 8)
     kw["split_values"] = {"train": "tr", "test": "te"}
-    train, valid, test = (create_dataset("csv", split=s, valid_fraction=0.25, seed=1, **kw) for s in ("train", "valid", "test"))
+    train, valid, test = (
+        create_dataset("csv", split=s, valid_fraction=0.25, seed=1, **kw) for s in ("train", "valid", "test")
+    )
     assert (len(train), len(valid), len(test)) == (24, 8, 8)
-    assert set(train.ids).isdisjoint(valid.ids) and set(train.ids) | set(valid.ids) == {f"{i:03d}.png" for i in range(32)}
+    assert set(train.ids).isdisjoint(valid.ids) and set(train.ids) | set(valid.ids) == {
+        f"{i:03d}.png" for i in range(32)
+    }
     assert valid.group_counts().tolist() == [[2, 2], [2, 2]]  # stratified by class x bias: 8 per group, a quarter each
     assert "carved from train (25%" in valid.info["valid"] and "carved" in train.info["valid"]
     again = create_dataset("csv", split="valid", valid_fraction=0.25, seed=1, **kw)

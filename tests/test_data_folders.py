@@ -107,8 +107,12 @@ def test_corrupt_images_error_or_skip(tmp_path):
     assert len(skipping) == len(train) - 1 and skipping.info["skipped_corrupt"] == 1
 
 
-@given(st.text(alphabet=st.characters(blacklist_characters="/\\\x00", blacklist_categories=("Cs",)), max_size=12),
-       st.integers(0, 10**6), st.integers(0, 10**6), st.sampled_from([".png", ".jpg", ".JPEG"]))
+@given(
+    st.text(alphabet=st.characters(blacklist_characters="/\\\x00", blacklist_categories=("Cs",)), max_size=12),
+    st.integers(0, 10**6),
+    st.integers(0, 10**6),
+    st.sampled_from([".png", ".jpg", ".JPEG"]),
+)
 def test_parser_property(prefix, y, b, ext):
     name = f"{prefix}_{y}_{b}{ext}"
     if os.path.basename(name) != name or name.startswith("."):

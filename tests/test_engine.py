@@ -177,8 +177,11 @@ def test_ddp_ranks_agree_on_the_step_they_stop_after():
 
 def test_cpu_amp_autocasts_to_bf16_on_cpu_only_when_asked():
     conv, x = nn.Conv2d(3, 4, 3), torch.randn(1, 3, 8, 8)
-    for runtime, dtype in ((Runtime(), torch.float32), (Runtime(amp=True), torch.float32),  # amp: CUDA only
-                           (Runtime(cpu_amp=True), torch.bfloat16)):
+    for runtime, dtype in (
+        (Runtime(), torch.float32),
+        (Runtime(amp=True), torch.float32),  # amp: CUDA only
+        (Runtime(cpu_amp=True), torch.bfloat16),
+    ):
         with runtime.autocast():
             assert conv(x).dtype == dtype
 

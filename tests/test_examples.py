@@ -63,13 +63,24 @@ def test_examples_are_short(path):
         assert len(f.readlines()) <= 100
 
 
-@pytest.mark.parametrize("script,args,expect", [
-    ("examples/unstructured_prune.py", [], "sparsity over scored weights: "),
-    ("examples/structured_prune.py", ["--pruning-ratio", "0.5"], "output shape: (1, 10)"),
-    ("examples/ao_sparsify.py", ["--sparsity-level", "0.5"], "output change from squashing: 0.00e+00"),
-])
+@pytest.mark.parametrize(
+    "script,args,expect",
+    [
+        ("examples/unstructured_prune.py", [], "sparsity over scored weights: "),
+        ("examples/structured_prune.py", ["--pruning-ratio", "0.5"], "output shape: (1, 10)"),
+        ("examples/ao_sparsify.py", ["--sparsity-level", "0.5"], "output change from squashing: 0.00e+00"),
+    ],
+)
 def test_examples_take_a_runs_mlp_with_its_dense_f_d_and_scores(finished_run, script, args, expect):
     run = finished_run / "run"
-    out = run_example(script, "--model", "mlp", "--model-file", str(run / "f_d.safetensors"), "--scores",
-                      str(run / "scores.safetensors"), *args)
+    out = run_example(
+        script,
+        "--model",
+        "mlp",
+        "--model-file",
+        str(run / "f_d.safetensors"),
+        "--scores",
+        str(run / "scores.safetensors"),
+        *args,
+    )
     assert expect in out

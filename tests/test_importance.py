@@ -32,7 +32,11 @@ def test_importance_is_kept_fraction_of_coupled_weights():
 @pytest.mark.parametrize("normalizer", ["mean", "max"])
 def test_normalizer_divides_each_group_by_its_mean_or_max(normalizer):
     net = TinyCNN()
-    probs = {"conv1.weight": torch.rand(8, 3, 3, 3), "conv2.weight": torch.rand(6, 8, 3, 3), "fc.weight": torch.rand(3, 6)}
+    probs = {
+        "conv1.weight": torch.rand(8, 3, 3, 3),
+        "conv2.weight": torch.rand(6, 8, 3, 3),
+        "fc.weight": torch.rand(3, 6),
+    }
     group = _group(net, torch.randn(1, 3, 8, 8), net.conv1)
     plain = DCWPImportance(probs, model=net, min_keep=0)(group).float()
     got = DCWPImportance(probs, model=net, min_keep=0, normalizer=normalizer)(group).float()
@@ -56,8 +60,9 @@ def test_mean_normalizer_ranks_channels_against_their_own_layer():
         scores["conv2.weight"].uniform_(-1.0, 1.0)  # conv2 about half
     x = torch.randn(1, 3, 8, 8)
     plain = prune_channels(copy.deepcopy(net), scores, x, 0.4, ignored_layers=[net.fc], global_pruning=True).channels
-    normed = prune_channels(copy.deepcopy(net), scores, x, 0.4, ignored_layers=[net.fc], global_pruning=True,
-                            normalizer="mean").channels
+    normed = prune_channels(
+        copy.deepcopy(net), scores, x, 0.4, ignored_layers=[net.fc], global_pruning=True, normalizer="mean"
+    ).channels
     lost = {name: {k: v[0] - v[1] for k, v in ch.items()} for name, ch in (("plain", plain), ("normed", normed))}
     # unnormalised, the global cut takes mostly conv2 (its weights are kept less); normalised, each channel is
     # ranked against its own layer and conv1 gives up more of its relatively weak channels
@@ -91,8 +96,14 @@ def test_prunes_exactly_the_lowest_channels(global_pruning):
         scores["conv2.weight"][:] = 3.0
         scores["conv2.weight"][[0, 3, 5]] = -3.0
     keep_weights = net.conv1.weight.detach()[[0, 2, 3, 5]].clone()
-    pruner = tp.pruner.BasePruner(net, torch.randn(1, 3, 8, 8), importance=DCWPImportance(scores),
-                                  pruning_ratio=0.5, global_pruning=global_pruning, ignored_layers=[net.fc])
+    pruner = tp.pruner.BasePruner(
+        net,
+        torch.randn(1, 3, 8, 8),
+        importance=DCWPImportance(scores),
+        pruning_ratio=0.5,
+        global_pruning=global_pruning,
+        ignored_layers=[net.fc],
+    )
     pruner.step()
     assert net.conv1.out_channels == 4
     assert torch.equal(net.conv1.weight.detach(), keep_weights)
@@ -102,8 +113,14 @@ def test_prunes_exactly_the_lowest_channels(global_pruning):
 
 def test_exact_ties_do_not_over_prune_globally():
     net = TinyCNN()  # every logit at its 1.5 init: all 14 channels tie
-    pruner = tp.pruner.BasePruner(net, torch.randn(1, 3, 8, 8), importance=DCWPImportance(MaskScores.from_model(net)),
-                                  pruning_ratio=0.5, global_pruning=True, ignored_layers=[net.fc])
+    pruner = tp.pruner.BasePruner(
+        net,
+        torch.randn(1, 3, 8, 8),
+        importance=DCWPImportance(MaskScores.from_model(net)),
+        pruning_ratio=0.5,
+        global_pruning=True,
+        ignored_layers=[net.fc],
+    )
     pruner.step()
     assert net.conv1.out_channels + net.conv2.out_channels == 7
 
@@ -115,8 +132,7 @@ def test_grouped_depthwise_transposed_run_and_shapes():
         for p in scores.parameters():
             p.normal_()
     x = torch.randn(1, 3, 8, 8)
-    pruner = tp.pruner.BasePruner(net, x, importance=DCWPImportance(scores), pruning_ratio=0.5,
-                                  ignored_layers=[net.fc])
+    pruner = tp.pruner.BasePruner(net, x, importance=DCWPImportance(scores), pruning_ratio=0.5, ignored_layers=[net.fc])
     pruner.step()
     assert net(x).shape == (1, 2)
     assert net.c1.out_channels < 8 and net.grouped.groups == 2 and net.c1.out_channels % 2 == 0
@@ -166,15 +182,20 @@ def test_plain_dict_without_model_works_inside_a_pruner():
     torch.manual_seed(0)
     net, ref = TinyCNN(), TinyCNN()
     ref.load_state_dict(net.state_dict())
-    probs = {"conv1.weight": torch.rand(8, 3, 3, 3), "conv2.weight": torch.rand(6, 8, 3, 3), "fc.weight": torch.rand(3, 6)}
+    probs = {
+        "conv1.weight": torch.rand(8, 3, 3, 3),
+        "conv2.weight": torch.rand(6, 8, 3, 3),
+        "fc.weight": torch.rand(3, 6),
+    }
     x = torch.randn(1, 3, 8, 8)
     for model, imp in ((net, DCWPImportance(probs)), (ref, DCWPImportance(probs, model=ref))):
         tp.pruner.BasePruner(model, x, importance=imp, pruning_ratio=0.5, ignored_layers=[model.fc]).step()
     assert net.conv1.out_channels == ref.conv1.out_channels == 4
     assert torch.equal(net.conv1.weight, ref.conv1.weight) and torch.equal(net.conv2.weight, ref.conv2.weight)
     with pytest.raises(KeyError, match="no submodule 'nope'"):
-        tp.pruner.BasePruner(TinyCNN(), x, importance=DCWPImportance({"nope.weight": torch.rand(2)}),
-                             pruning_ratio=0.5).step()
+        tp.pruner.BasePruner(
+            TinyCNN(), x, importance=DCWPImportance({"nope.weight": torch.rand(2)}), pruning_ratio=0.5
+        ).step()
 
 
 def test_iterative_steps_follow_the_removed_channels():
@@ -188,15 +209,16 @@ def test_iterative_steps_follow_the_removed_channels():
         net[0].weight.copy_(torch.arange(20.0).view(20, 1, 1, 1).expand_as(net[0].weight) + 1)
     keep = torch.rand(20, 3, 3, 3)
     imp = DCWPImportance({"0.weight": keep}, model=net, min_keep=0)
-    pruner = tp.pruner.BasePruner(net, x, importance=imp, pruning_ratio=0.5, iterative_steps=5,
-                                  ignored_layers=[net[2], net[4]])
+    pruner = tp.pruner.BasePruner(
+        net, x, importance=imp, pruning_ratio=0.5, iterative_steps=5, ignored_layers=[net[2], net[4]]
+    )
     fraction = keep.flatten(1).mean(1)
     alive = list(range(20))
     for step in range(5):
         pruner.step()
         now = [int(v) - 1 for v in net[0].weight[:, 0, 0, 0].tolist()]  # original indices still there
         removed = sorted(set(alive) - set(now))
-        lowest = sorted(sorted(alive, key=lambda i: float(fraction[i]))[:len(removed)])
+        lowest = sorted(sorted(alive, key=lambda i: float(fraction[i]))[: len(removed)])
         assert removed == lowest, f"step {step + 1}"
         assert torch.equal(imp._keep[(net[0], "weight")], keep[now])
         alive = now
@@ -237,8 +259,9 @@ def test_scores_bound_to_another_instance_are_matched_by_name():
         scores["conv2.weight"][[0, 3, 5]] = -3.0
     twin = copy.deepcopy(net)
     keep_weights = twin.conv1.weight.detach()[[0, 2, 3, 5]].clone()
-    pruner = tp.pruner.BasePruner(twin, torch.randn(1, 3, 8, 8), importance=DCWPImportance(scores),
-                                  pruning_ratio=0.5, ignored_layers=[twin.fc])
+    pruner = tp.pruner.BasePruner(
+        twin, torch.randn(1, 3, 8, 8), importance=DCWPImportance(scores), pruning_ratio=0.5, ignored_layers=[twin.fc]
+    )
     pruner.step()
     assert twin.conv1.out_channels == 4 and torch.equal(twin.conv1.weight.detach(), keep_weights)
     assert twin.conv2.out_channels == 3 and net.conv1.out_channels == 8  # the scores' own model is untouched
@@ -247,7 +270,8 @@ def test_scores_bound_to_another_instance_are_matched_by_name():
 def test_scores_keyed_by_another_models_modules_are_refused():
     net, other = TinyCNN(), TinyCNN()
     imp = DCWPImportance({other.conv1: torch.rand(8, 3, 3, 3)})
-    pruner = tp.pruner.BasePruner(net, torch.randn(1, 3, 8, 8), importance=imp, pruning_ratio=0.5,
-                                  ignored_layers=[net.fc])
+    pruner = tp.pruner.BasePruner(
+        net, torch.randn(1, 3, 8, 8), importance=imp, pruning_ratio=0.5, ignored_layers=[net.fc]
+    )
     with pytest.raises(ValueError, match="belong to another model instance"):
         pruner.step()

@@ -109,12 +109,18 @@ def test_click_only_in_the_cli_and_torch_pruning_only_where_used():
 def test_the_checker_reports_each_kind_of_violation():
     """The rule is not vacuous: upward, sideways, root and private imports are all reported."""
     path = PACKAGE / "training" / "mask.py"
-    source = ("from ..run.checkpoint import save_checkpoint\n"  # training -> run: upward
-              "from .. import MaskScores\n"  # the package root
-              "from .engine import _finite\n")  # a private name
+    source = (
+        "from ..run.checkpoint import save_checkpoint\n"  # training -> run: upward
+        "from .. import MaskScores\n"  # the package root
+        "from .engine import _finite\n"
+    )  # a private name
     bad = violations(path, source, "dcwp_prune.training.mask")
     assert len(bad) == 3 and "run.checkpoint" in bad[0] and "package root" in bad[1] and "_finite" in bad[2]
-    sideways = violations(PACKAGE / "adapters" / "structured.py", "from ..models import create_model\n",
-                          "dcwp_prune.adapters.structured")
+    sideways = violations(
+        PACKAGE / "adapters" / "structured.py", "from ..models import create_model\n", "dcwp_prune.adapters.structured"
+    )
     assert sideways == ["line 1: adapters module imports dcwp_prune.models (models)"]
-    assert violations(path, "from ..scores import MaskScores\nfrom .engine import Engine\n", "dcwp_prune.training.mask") == []
+    assert (
+        violations(path, "from ..scores import MaskScores\nfrom .engine import Engine\n", "dcwp_prune.training.mask")
+        == []
+    )

@@ -13,8 +13,13 @@ def _mask(logit, mode="sample", variant="official"):
 
 @pytest.mark.parametrize(
     "logit,variant,expected",
-    [(1.5, "official", 0.6943), (0.0, "official", 0.6225), (-10.0, "official", 0.5000),
-     (1.5, "clean", 0.8176), (-2.0, "clean", 0.1192)],
+    [
+        (1.5, "official", 0.6943),
+        (0.0, "official", 0.6225),
+        (-10.0, "official", 0.5000),
+        (1.5, "clean", 0.8176),
+        (-2.0, "clean", 0.1192),
+    ],
 )
 def test_sample_keep_probability(logit, variant, expected):
     m = _mask(logit, variant=variant)

@@ -4,8 +4,18 @@ from torch import nn
 
 from dcwp_prune.models import FeatureTap, classifier_of, create_model, list_models
 
-FAMILIES = {"resnet18": 512, "mobilenet_v3_small": 1024, "efficientnet_b0": 1280, "vgg11": 4096, "densenet121": 1024,
-            "regnet_y_400mf": 440, "convnext_tiny": 768, "vit_b_16": 768, "cnn": 256, "mlp": 100}
+FAMILIES = {
+    "resnet18": 512,
+    "mobilenet_v3_small": 1024,
+    "efficientnet_b0": 1280,
+    "vgg11": 4096,
+    "densenet121": 1024,
+    "regnet_y_400mf": 440,
+    "convnext_tiny": 768,
+    "vit_b_16": 768,
+    "cnn": 256,
+    "mlp": 100,
+}
 
 
 @pytest.mark.parametrize("name,dim", sorted(FAMILIES.items()))
@@ -22,7 +32,10 @@ def test_builtin_cnn_is_the_official_architecture():
     cnn = create_model("cnn", 10)
     convs = [m for m in cnn.modules() if isinstance(m, nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride) for c in convs] == [
-        (3, 64, (4, 4), (2, 2)), (64, 128, (4, 4), (2, 2)), (128, 256, (4, 4), (2, 2))]
+        (3, 64, (4, 4), (2, 2)),
+        (64, 128, (4, 4), (2, 2)),
+        (128, 256, (4, 4), (2, 2)),
+    ]
     assert sum(m.weight.numel() for m in cnn.modules() if isinstance(m, (nn.Conv2d, nn.Linear))) == 660_992
 
 

@@ -12,12 +12,12 @@ def test_gce_value_and_gradient_against_formula():
     y = torch.randint(0, 4, (6,))
     q = 0.7
     p = torch.softmax(logits, 1).gather(1, y.view(-1, 1)).squeeze(1)
-    textbook = ((1 - p ** q) / q).mean()
+    textbook = ((1 - p**q) / q).mean()
     assert torch.allclose(gce_loss(logits, y, q, form="textbook"), textbook)
     official = (torch.nn.functional.cross_entropy(logits, y, reduction="none") * p.detach() ** q * q).mean()
     assert torch.allclose(GCELoss(q)(logits, y), official)
-    g_off, = torch.autograd.grad(gce_loss(logits, y, q), logits)
-    g_txt, = torch.autograd.grad(textbook, logits)
+    (g_off,) = torch.autograd.grad(gce_loss(logits, y, q), logits)
+    (g_txt,) = torch.autograd.grad(textbook, logits)
     assert torch.allclose(g_off, q * g_txt, atol=1e-6)  # the official form is q x the textbook gradient
     with pytest.raises(ValueError, match=r"GCE q must be in \(0, 1\], got 0"):
         gce_loss(logits, y, 0.0)

@@ -16,23 +16,30 @@ from dcwp_prune.run.config import RunConfig
 from dcwp_prune.run.export import load_pruned_model
 from dcwp_prune.run.pipeline import resolve_variant
 from dcwp_prune.run.pipeline import run_dcwp as _run_dcwp
+from dcwp_prune.run.presets import build_config
+from tests._models import UserNet
 
 
 def run_dcwp(config, **kwargs):
     """``run_dcwp`` without the report (its latency timing and plots): these tests check the run itself;
     ``tests/test_reliability.py`` checks that the API writes the report by default."""
     return _run_dcwp(config, **{"report": False, **kwargs})
-from dcwp_prune.run.presets import build_config
-from tests._models import UserNet
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny(out, **over):
-    base = {"model": "mlp", "out": str(out), "progress": False, "data": {"ratio": 2.0, "batch_size": 64},
-            "biased": {"iterations": 40, "biased_iterations": 30},
-            "mask": {"iterations": 30, "eval_every": 15, "lr": 0.1, "lambda_sparse": 1e-7},
-            "finetune": {"iterations": 20, "eval_every": 10}, "checkpoint_every": 10}
+    base = {
+        "model": "mlp",
+        "out": str(out),
+        "progress": False,
+        "data": {"ratio": 2.0, "batch_size": 64},
+        "biased": {"iterations": 40, "biased_iterations": 30},
+        "mask": {"iterations": 30, "eval_every": 15, "lr": 0.1, "lambda_sparse": 1e-7},
+        "finetune": {"iterations": 20, "eval_every": 10},
+        "checkpoint_every": 10,
+    }
     for k, v in over.items():
         base[k] = {**base[k], **v} if isinstance(v, dict) and isinstance(base.get(k), dict) else v
     return build_config("cmnist", base)
@@ -59,8 +66,15 @@ def test_end_to_end_unstructured(tmp_path):
     assert result.sparsity == pytest.approx(zeros, abs=1e-6) and 0.0 < result.sparsity < 1.0
     assert result.selected == "last" and result.mined["method"] == "wrong"
     files = set(os.listdir(tmp_path / "run"))
-    assert {"config.json", "metrics.jsonl", "mined.json", "scores.safetensors", "model.safetensors", "model.json",
-            "results.json"} <= files
+    assert {
+        "config.json",
+        "metrics.jsonl",
+        "mined.json",
+        "scores.safetensors",
+        "model.safetensors",
+        "model.json",
+        "results.json",
+    } <= files
     with torch.no_grad():
         assert torch.allclose(saved(images[:4]), result.model.eval()(images[:4]), atol=1e-5)
     with pytest.raises(FileExistsError, match="already exists; pass --resume to continue it or --overwrite"):
@@ -70,10 +84,22 @@ def test_end_to_end_unstructured(tmp_path):
 def test_official_and_clean_differ_exactly_where_specified():
     off = resolve_variant(build_config("cmnist", {"data": {"ratio": 2.0}}))
     clean = resolve_variant(build_config("cmnist", {"data": {"ratio": 2.0}, "variant": "clean"}))
-    assert off == {"mask_upweight": 80.0, "positives": "official", "gumbel": "official", "selected": "last",
-                   "score_transform": "train", "rewind": "none"}
-    assert clean == {"mask_upweight": 30.0, "positives": "symmetric", "gumbel": "clean", "selected": "best_valid",
-                     "score_transform": "eval", "rewind": "none"}
+    assert off == {
+        "mask_upweight": 80.0,
+        "positives": "official",
+        "gumbel": "official",
+        "selected": "last",
+        "score_transform": "train",
+        "rewind": "none",
+    }
+    assert clean == {
+        "mask_upweight": 30.0,
+        "positives": "symmetric",
+        "gumbel": "clean",
+        "selected": "best_valid",
+        "score_transform": "eval",
+        "rewind": "none",
+    }
     explicit = resolve_variant(build_config("cmnist", {"variant": "clean", "mask": {"positives": "official"}}))
     assert explicit["positives"] == "official"
 
@@ -82,7 +108,7 @@ def test_clean_variant_selects_on_valid(tmp_path):
     result = run_dcwp(tiny(tmp_path / "run", variant="clean"))
     best = result.metrics["dcwp_best_valid"]
     assert result.selected == "best_valid" and best["iteration"] in (10, 20)
-    history = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl") if '"finetune_eval"' in l]
+    history = [json.loads(r) for r in open(tmp_path / "run" / "metrics.jsonl") if '"finetune_eval"' in r]
     assert best["valid"]["accuracy"] == max(h["valid"]["accuracy"] for h in history)
 
 
@@ -105,9 +131,14 @@ def test_official_variant_can_select_on_valid_and_saves_that_iterate(tmp_path):
 
 
 def test_structured_mode_shrinks_macs_and_evaluates(tmp_path):
-    cfg = tiny(tmp_path / "run", model="cnn", prune={"structured": True, "pruning_ratio": 0.5, "iterative_steps": 2},
-               biased={"iterations": 6, "biased_iterations": 6}, mask={"iterations": 6, "eval_every": 6},
-               finetune={"iterations": 4, "eval_every": 4})
+    cfg = tiny(
+        tmp_path / "run",
+        model="cnn",
+        prune={"structured": True, "pruning_ratio": 0.5, "iterative_steps": 2},
+        biased={"iterations": 6, "biased_iterations": 6},
+        mask={"iterations": 6, "eval_every": 6},
+        finetune={"iterations": 4, "eval_every": 4},
+    )
     result = run_dcwp(cfg)
     assert result.structured["macs_ratio"] > 2.0
     assert result.metrics["dcwp_last"]["test"]["accuracy"] is not None
@@ -119,10 +150,14 @@ def test_structured_mode_shrinks_macs_and_evaluates(tmp_path):
 
 @pytest.mark.parametrize("ranking", [{}, {"global_pruning": True, "normalizer": "mean"}], ids=["local", "meannorm"])
 def test_structured_to_a_stated_macs_reduction(tmp_path, ranking):
-    cfg = tiny(tmp_path / "run", model="cnn", prune={"structured": True, "pruning_ratio": 0.8, "target_macs": 3.0,
-                                                     **ranking},
-               biased={"iterations": 6, "biased_iterations": 6}, mask={"iterations": 6, "eval_every": 6},
-               finetune={"iterations": 4, "eval_every": 4})
+    cfg = tiny(
+        tmp_path / "run",
+        model="cnn",
+        prune={"structured": True, "pruning_ratio": 0.8, "target_macs": 3.0, **ranking},
+        biased={"iterations": 6, "biased_iterations": 6},
+        mask={"iterations": 6, "eval_every": 6},
+        finetune={"iterations": 4, "eval_every": 4},
+    )
     result = run_dcwp(cfg)
     assert result.structured["macs_ratio"] >= 3.0 and 0 < result.structured["pruning_ratio"] < 0.8
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
@@ -138,27 +173,42 @@ def test_structured_to_a_stated_macs_reduction(tmp_path, ranking):
 
 def test_unreached_macs_target_keeps_the_learned_scores_and_resumes(tmp_path):
     """The target is checked once the scores exist: the error says how to go on without retraining."""
-    short = {"biased": {"iterations": 6, "biased_iterations": 6}, "mask": {"iterations": 6, "eval_every": 6},
-             "finetune": {"iterations": 4, "eval_every": 4}}
-    cfg = tiny(tmp_path / "run", model="cnn", prune={"structured": True, "pruning_ratio": 0.05, "target_macs": 3.0},
-               **short)
-    with pytest.raises(ValueError, match=r"not reached at pruning_ratio 0.05 .*\(stage 3 is done\): continue with "
-                                         r"--resume --out .* --force-config and a larger --pruning-ratio"):
+    short = {
+        "biased": {"iterations": 6, "biased_iterations": 6},
+        "mask": {"iterations": 6, "eval_every": 6},
+        "finetune": {"iterations": 4, "eval_every": 4},
+    }
+    cfg = tiny(
+        tmp_path / "run", model="cnn", prune={"structured": True, "pruning_ratio": 0.05, "target_macs": 3.0}, **short
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"not reached at pruning_ratio 0.05 .*\(stage 3 is done\): continue with "
+        r"--resume --out .* --force-config and a larger --pruning-ratio",
+    ):
         run_dcwp(cfg)
     scores_mtime = os.path.getmtime(tmp_path / "run" / "scores.safetensors")
-    again = tiny(tmp_path / "run", model="cnn", prune={"structured": True, "pruning_ratio": 0.8, "target_macs": 3.0},
-                 resume=True, **short)
+    again = tiny(
+        tmp_path / "run",
+        model="cnn",
+        prune={"structured": True, "pruning_ratio": 0.8, "target_macs": 3.0},
+        resume=True,
+        **short,
+    )
     result = run_dcwp(again, force_config=True)
     assert result.structured["macs_ratio"] >= 3.0
     assert os.path.getmtime(tmp_path / "run" / "scores.safetensors") == scores_mtime  # stage 3 was not run again
 
 
-@pytest.mark.parametrize("prune, message", [
-    ({"structured": True, "target_macs": 1.0}, "prune.target_macs is a MACs reduction factor > 1"),
-    ({"target_macs": 2.0}, "prune.target_macs applies to structured pruning; pass --structured"),
-    ({"normalizer": "mean"}, "prune.normalizer applies to structured pruning; pass --structured"),
-    ({"structured": True, "normalizer": "mean"}, "prune.normalizer = 'mean' applies to the global channel ranking"),
-])
+@pytest.mark.parametrize(
+    "prune, message",
+    [
+        ({"structured": True, "target_macs": 1.0}, "prune.target_macs is a MACs reduction factor > 1"),
+        ({"target_macs": 2.0}, "prune.target_macs applies to structured pruning; pass --structured"),
+        ({"normalizer": "mean"}, "prune.normalizer applies to structured pruning; pass --structured"),
+        ({"structured": True, "normalizer": "mean"}, "prune.normalizer = 'mean' applies to the global channel ranking"),
+    ],
+)
 def test_target_macs_config_errors(tmp_path, prune, message):
     from dcwp_prune.run.config import validate
 
@@ -173,13 +223,18 @@ def test_user_supplied_model_and_oracle_mining(tmp_path):
     torch.save(trained.state_dict(), tmp_path / "fd.pt")
     result = run_dcwp(tiny(tmp_path / "run", model_file=str(tmp_path / "fd.pt"), mining={"method": "oracle"}))
     assert result.mined["precision"] == 1.0 and result.mined["recall"] == 1.0
-    biased_logs = [l for l in open(tmp_path / "run" / "metrics.jsonl") if '"stage": "biased"' in l]
+    biased_logs = [r for r in open(tmp_path / "run" / "metrics.jsonl") if '"stage": "biased"' in r]
     assert not biased_logs  # neither f_D nor f_B was trained
 
 
 def test_ensemble_mining_path(tmp_path):
-    result = run_dcwp(tiny(tmp_path / "run", mining={"method": "ensemble", "tau": 0.5},
-                           biased={"loss": "confident_ce", "iterations": 40, "biased_iterations": 40}))
+    result = run_dcwp(
+        tiny(
+            tmp_path / "run",
+            mining={"method": "ensemble", "tau": 0.5},
+            biased={"loss": "confident_ce", "iterations": 40, "biased_iterations": 40},
+        )
+    )
     assert result.mined["method"] == "ensemble" and result.mined["count"] > 0
     assert result.mined["precision"] is not None
 
@@ -196,8 +251,11 @@ def test_model_that_cannot_take_the_images_is_refused_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"model 'mlp' cannot take cmnist images of shape \(3, 32, 32\).*--image-size"):
         run_dcwp(tiny(tmp_path / "run", data={"image_size": 32}))
     # a fixed-size model (torchvision's ViT asserts its input size): the size it needs is named
-    with pytest.raises(ValueError, match=r"model 'vit_b_32' cannot take cmnist images of shape \(3, 28, 28\) "
-                                         r"\(Wrong image height! Expected 224 but got 28!\); pass --image-size 224"):
+    with pytest.raises(
+        ValueError,
+        match=r"model 'vit_b_32' cannot take cmnist images of shape \(3, 28, 28\) "
+        r"\(Wrong image height! Expected 224 but got 28!\); pass --image-size 224",
+    ):
         run_dcwp(tiny(tmp_path / "vit", model="vit_b_32"))
     assert not (tmp_path / "vit").exists()
 
@@ -237,8 +295,14 @@ register_model("_test_trailing")(_TrailingLinearNet)
 register_model("_test_scaled_trailing")(_ScaledTrailingNet)
 
 
-@register_dataset("_test_cmnist_every", options=("ratio", "seed", "source"), ratios=(2.0,), default_ratio=2.0,
-                  transform=dataset_spec("cmnist").transform, extra_options=("every",))
+@register_dataset(
+    "_test_cmnist_every",
+    options=("ratio", "seed", "source"),
+    ratios=(2.0,),
+    default_ratio=2.0,
+    transform=dataset_spec("cmnist").transform,
+    extra_options=("every",),
+)
 def _cmnist_every(root=None, split="train", every=1, **options):
     ds = create_dataset("cmnist", root=root, split=split, **options)
     return ds.subset(range(0, len(ds), every)) if split == "train" else ds
@@ -258,15 +322,24 @@ def test_registered_model_and_dataset_with_its_own_option_run_end_to_end(tmp_pat
     assert not (tmp_path / "bad").exists()
 
 
-@pytest.mark.parametrize("model,message", [
-    ("_test_auxnet", r"model '_test_auxnet' returns a tuple in training mode; DCWP trains on one logits tensor"),
-    ("_test_trailing", r"the logits come from 'fc', but its last nn.Linear is 'projector' \(Linear\(in_features=10, "
-                       r"out_features=32.*define the classifier last"),
-    ("_test_headfirst", r"the logits come from 'head', but its last nn.Linear is 'body.1'"),
-    ("_test_scaled_trailing", r"its last nn.Linear, 'projector' \(Linear\(in_features=10, out_features=32.*does not "
-                              r"produce the 10 logits"),
-    ("squeezenet1_0", r"SqueezeNet has no nn.Linear classifier.*the contrastive term of stages 3 and 4"),
-])
+@pytest.mark.parametrize(
+    "model,message",
+    [
+        ("_test_auxnet", r"model '_test_auxnet' returns a tuple in training mode; DCWP trains on one logits tensor"),
+        (
+            "_test_trailing",
+            r"the logits come from 'fc', but its last nn.Linear is 'projector' \(Linear\(in_features=10, "
+            r"out_features=32.*define the classifier last",
+        ),
+        ("_test_headfirst", r"the logits come from 'head', but its last nn.Linear is 'body.1'"),
+        (
+            "_test_scaled_trailing",
+            r"its last nn.Linear, 'projector' \(Linear\(in_features=10, out_features=32.*does not "
+            r"produce the 10 logits",
+        ),
+        ("squeezenet1_0", r"SqueezeNet has no nn.Linear classifier.*the contrastive term of stages 3 and 4"),
+    ],
+)
 def test_models_the_stages_cannot_train_are_refused_before_training(tmp_path, model, message):
     with pytest.raises(ValueError, match=message):
         run_dcwp(tiny(tmp_path / "run", model=model, data={"image_size": 64} if model == "squeezenet1_0" else {}))
@@ -299,7 +372,10 @@ def test_cpu_amp_on_a_cuda_run_is_ignored_with_a_warning(tmp_path, monkeypatch):
 
 
 def test_nan_loss_is_reported(tmp_path):
-    with pytest.raises(FloatingPointError, match="biased: loss_d (became (nan|inf)|exploded to .*) at iteration .*lower the learning rate"):
+    with pytest.raises(
+        FloatingPointError,
+        match="biased: loss_d (became (nan|inf)|exploded to .*) at iteration .*lower the learning rate",
+    ):
         run_dcwp(tiny(tmp_path / "run", biased={"lr": 1e12, "iterations": 40}))
 
 
@@ -326,14 +402,18 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
     run_dcwp(tiny(tmp_path / "straight", **over))
     cfg = tiny(tmp_path / "killed", **over)
     (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "_run_pipeline.py"), str(tmp_path / "cfg.json")],
-                            cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "tests", "_run_pipeline.py"), str(tmp_path / "cfg.json")], cwd=ROOT
+    )
     ckpt = tmp_path / "killed" / "checkpoints"
     # event-driven: kill as soon as the mask stage wrote its first mid-stage checkpoint; the generous
     # deadline only guards against a hang, never decides the outcome on a slow machine
     deadline = time.time() + 1800
-    while time.time() < deadline and proc.poll() is None and not (
-            (ckpt / "stage1_biased.pt").exists() and (ckpt / "progress.pt").exists()):
+    while (
+        time.time() < deadline
+        and proc.poll() is None
+        and not ((ckpt / "stage1_biased.pt").exists() and (ckpt / "progress.pt").exists())
+    ):
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -345,15 +425,32 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_two_processes_match_one(tmp_path):
-    over = dict(mask={"iterations": 30, "eval_every": 15, "lr": 0.1, "lambda_sparse": 1e-7, "lambda_con": 0.0},
-                finetune={"iterations": 20, "eval_every": 10, "lambda_con": 0.0})
+    over = dict(
+        mask={"iterations": 30, "eval_every": 15, "lr": 0.1, "lambda_sparse": 1e-7, "lambda_con": 0.0},
+        finetune={"iterations": 20, "eval_every": 10, "lambda_con": 0.0},
+    )
     run_dcwp(tiny(tmp_path / "one", **over))
     cfg = tiny(tmp_path / "two", **over)
     (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           "29517", os.path.join(ROOT, "tests", "_run_pipeline.py"), str(tmp_path / "cfg.json")],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29517",
+            os.path.join(ROOT, "tests", "_run_pipeline.py"),
+            str(tmp_path / "cfg.json"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # rank 0 owns the run folder (and prints, warns and reports once); the other rank's result says so
     # (the two ranks' prints may share a line of the merged output)
@@ -373,14 +470,22 @@ def test_torchrun_two_processes_match_one(tmp_path):
 def test_compile_option_runs(tmp_path):
     result = run_dcwp(tiny(tmp_path / "run", compile=True))
     assert result.metrics["dcwp_last"]["test"]["accuracy"] is not None
-    cons = [json.loads(l)["con"] for l in open(tmp_path / "run" / "metrics.jsonl") if '"stage": "finetune"' in l]
+    cons = [json.loads(r)["con"] for r in open(tmp_path / "run" / "metrics.jsonl") if '"stage": "finetune"' in r]
     assert cons and all(c == c for c in cons)  # features reached the contrastive term through the compiled forward
 
 
 def test_torchvision_model_structured_end_to_end(tmp_path):
     short = {"iterations": 4, "eval_every": 4}
-    result = run_dcwp(tiny(tmp_path / "run", model="mobilenet_v3_small", biased={"iterations": 4, "biased_iterations": 4},
-                           mask=short, finetune=short, prune={"structured": True}))
+    result = run_dcwp(
+        tiny(
+            tmp_path / "run",
+            model="mobilenet_v3_small",
+            biased={"iterations": 4, "biased_iterations": 4},
+            mask=short,
+            finetune=short,
+            prune={"structured": True},
+        )
+    )
     assert result.structured["macs_ratio"] > 1.5
     assert load_pruned_model(str(tmp_path / "run")).eval()(torch.zeros(1, 3, 28, 28)).shape == (1, 10)
 

@@ -12,7 +12,7 @@ def _distinct_scores(net):
     perm = (torch.randperm(n).float() + 1) / (n + 1)  # distinct values in (0, 1)
     out, i = {}, 0
     for m in (net.conv1, net.conv2, net.fc):
-        out[(m, "weight")] = perm[i:i + m.weight.numel()].view_as(m.weight)
+        out[(m, "weight")] = perm[i : i + m.weight.numel()].view_as(m.weight)
         i += m.weight.numel()
     return out
 
@@ -62,8 +62,12 @@ def test_global_threshold_and_default(kwargs):
     with torch.no_grad():
         for p in scores.parameters():
             p.normal_()
-    prune.global_unstructured(list(scores.to_importance_scores()), pruning_method=DCWPMethod,
-                              importance_scores=scores.to_importance_scores(), **kwargs)
+    prune.global_unstructured(
+        list(scores.to_importance_scores()),
+        pruning_method=DCWPMethod,
+        importance_scores=scores.to_importance_scores(),
+        **kwargs,
+    )
     for fqn, mask in scores.hard_mask().items():
         module = net.get_submodule(fqn.rsplit(".", 1)[0])
         assert torch.equal(module.weight_mask, mask)
@@ -107,7 +111,9 @@ def test_sparsity_counts_existing_zeros():
     total = sum(s.numel() for s in scores.values())
     dcwp_global_unstructured(net, scores, amount=0.25)
     dcwp_global_unstructured(net, scores, sparsity=0.5)
-    assert sum(int((net.get_submodule(f.rsplit(".", 1)[0]).weight_mask == 0).sum()) for f in scores) == round(0.5 * total)
+    assert sum(int((net.get_submodule(f.rsplit(".", 1)[0]).weight_mask == 0).sum()) for f in scores) == round(
+        0.5 * total
+    )
     with pytest.raises(ValueError, match=r"target sparsity 0.3 .* is below the current sparsity 0.5000"):
         dcwp_global_unstructured(net, scores, sparsity=0.3)
 
@@ -127,8 +133,12 @@ def test_errors():
     net = TinyCNN()
     good = {f: torch.rand_like(p) for f, p in MaskScores.from_model(net).items()}
     with pytest.raises(ValueError, match=r"expects keep-probabilities in \[0, 1\].*lacks a key"):
-        prune.global_unstructured([(net.conv1, "weight"), (net.fc, "weight")], pruning_method=DCWPMethod,
-                                  importance_scores={(net.fc, "weight"): good["fc.weight"]}, amount=0.5)
+        prune.global_unstructured(
+            [(net.conv1, "weight"), (net.fc, "weight")],
+            pruning_method=DCWPMethod,
+            importance_scores={(net.fc, "weight"): good["fc.weight"]},
+            amount=0.5,
+        )
     with pytest.raises(KeyError, match="no scores for 1 of 2 parameters"):
         dcwp_global_unstructured([(net.conv1, "weight"), (net.fc, "weight")], {(net.fc, "weight"): good["fc.weight"]})
     with pytest.raises(ValueError, match=r"scores for 'fc.weight' have shape \(6,\) but the weight has shape \(3, 6\)"):

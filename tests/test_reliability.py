@@ -50,8 +50,10 @@ def _env():
 
 
 # ------------------------------------------------------------------------------ one process per run folder
-HOLD = ("import sys, time\nfrom dcwp_prune.run.lock import run_lock\nwith run_lock(sys.argv[1]):\n"
-        "    print('held', flush=True)\n    time.sleep(120)\n")
+HOLD = (
+    "import sys, time\nfrom dcwp_prune.run.lock import run_lock\nwith run_lock(sys.argv[1]):\n"
+    "    print('held', flush=True)\n    time.sleep(120)\n"
+)
 
 
 def test_a_second_command_on_a_run_folder_in_use_is_refused_and_a_killed_holder_does_not_block(run_copy):
@@ -60,9 +62,12 @@ def test_a_second_command_on_a_run_folder_in_use_is_refused_and_a_killed_holder_
     try:
         assert holder.stdout.readline().strip() == "held"
         before = tree(out)
-        for args in (["mlp", "--data", "cmnist", "--out", out, "--resume"],
-                     ["mlp", "--data", "cmnist", "--config", run_copy / "tiny.toml", "--out", out, "--overwrite"],
-                     ["report", out], ["evaluate", out]):
+        for args in (
+            ["mlp", "--data", "cmnist", "--out", out, "--resume"],
+            ["mlp", "--data", "cmnist", "--config", run_copy / "tiny.toml", "--out", out, "--overwrite"],
+            ["report", out],
+            ["evaluate", out],
+        ):
             r = invoke(*args)
             assert r.exit_code == 2, (args, r.output)
             assert f"run folder '{out}' is in use by process {holder.pid}" in r.output and "Traceback" not in r.output
@@ -76,10 +81,22 @@ def test_a_second_command_on_a_run_folder_in_use_is_refused_and_a_killed_holder_
 
 def test_two_real_runs_into_one_new_folder_one_is_refused(tmp_path, finished_run):
     """Two CLI processes started together: exactly one runs, the other exits 2 naming the holder."""
-    cmd = [sys.executable, "-m", "dcwp_prune.run.cli", "mlp", "--data", "cmnist", "--config",
-           str(finished_run / "tiny.toml"), "--out", str(tmp_path / "run"), "--no-progress"]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(), text=True)
-             for _ in range(2)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dcwp_prune.run.cli",
+        "mlp",
+        "--data",
+        "cmnist",
+        "--config",
+        str(finished_run / "tiny.toml"),
+        "--out",
+        str(tmp_path / "run"),
+        "--no-progress",
+    ]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(), text=True) for _ in range(2)
+    ]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     codes = sorted(p.returncode for p in procs)
     assert codes == [0, 2], outs
@@ -111,8 +128,9 @@ def test_killed_overwrite_with_the_new_runs_leftovers_is_restored(run_copy):
     assert "is back in" in r.output
     assert not aside_of(out).exists()
     after = tree(out)
-    assert {k: after[k] for k in before if k.startswith(("checkpoints", "mined", "scores"))} == \
-        {k: before[k] for k in before if k.startswith(("checkpoints", "mined", "scores"))}
+    assert {k: after[k] for k in before if k.startswith(("checkpoints", "mined", "scores"))} == {
+        k: before[k] for k in before if k.startswith(("checkpoints", "mined", "scores"))
+    }
 
 
 def test_killed_overwrite_after_the_new_runs_checkpoint_finishes_the_deletion(run_copy, finished_run):
@@ -125,8 +143,9 @@ def test_killed_overwrite_after_the_new_runs_checkpoint_finishes_the_deletion(ru
     r = invoke("mlp", "--data", "cmnist", "--config", run_copy / "tiny.toml", "--out", out, "--no-progress")
     assert r.exit_code == 2 and "already exists" in r.output, r.output
     assert "deletion" in r.output and not aside_of(out).exists()
-    assert {k: v for k, v in tree(out).items() if not k.startswith("report")} == \
-        {k: v for k, v in before.items() if not k.startswith("report")}
+    assert {k: v for k, v in tree(out).items() if not k.startswith("report")} == {
+        k: v for k, v in before.items() if not k.startswith("report")
+    }
 
 
 def test_killed_overwrite_with_something_else_in_the_folder_gives_commands_right_for_that_state(run_copy):
@@ -148,8 +167,19 @@ def test_killed_overwrite_with_something_else_in_the_folder_gives_commands_right
 def test_overwrite_through_a_symlinked_out_replaces_the_target_and_keeps_the_link(run_copy):
     target, link = run_copy / "run", run_copy / "latest"
     link.symlink_to(target, target_is_directory=True)
-    r = invoke("mlp", "--data", "cmnist", "--config", run_copy / "tiny.toml", "--seed", "4", "--out", link,
-               "--overwrite", "--no-progress")
+    r = invoke(
+        "mlp",
+        "--data",
+        "cmnist",
+        "--config",
+        run_copy / "tiny.toml",
+        "--seed",
+        "4",
+        "--out",
+        link,
+        "--overwrite",
+        "--no-progress",
+    )
     assert r.exit_code == 0, r.output
     assert link.is_symlink() and os.path.realpath(link) == str(target)
     assert json.loads((target / "config.json").read_text())["seed"] == 4
@@ -162,8 +192,11 @@ def test_overwrite_through_a_symlinked_out_replaces_the_target_and_keeps_the_lin
 def test_force_config_cannot_change_what_a_finished_stage_was_made_with(run_copy):
     out = run_copy / "run"
     before = tree(out)
-    for args in (["cnn", "--data", "cmnist"], ["mlp", "--data", "cmnist", "--seed", "8"],
-                 ["mlp", "--data", "cmnist", "--mining", "oracle"]):
+    for args in (
+        ["cnn", "--data", "cmnist"],
+        ["mlp", "--data", "cmnist", "--seed", "8"],
+        ["mlp", "--data", "cmnist", "--mining", "oracle"],
+    ):
         r = invoke(*args, "--out", out, "--resume", "--force-config", "--no-progress")
         assert r.exit_code == 2, r.output
         assert "cannot change what a finished stage was made with" in r.output and "Traceback" not in r.output
@@ -189,8 +222,8 @@ def _flip_a_tensor_byte(path):
     with zipfile.ZipFile(path) as z:
         info = max(z.infolist(), key=lambda i: i.file_size)
     data = bytearray(path.read_bytes())
-    name_len = int.from_bytes(data[info.header_offset + 26:info.header_offset + 28], "little")
-    extra_len = int.from_bytes(data[info.header_offset + 28:info.header_offset + 30], "little")
+    name_len = int.from_bytes(data[info.header_offset + 26 : info.header_offset + 28], "little")
+    extra_len = int.from_bytes(data[info.header_offset + 28 : info.header_offset + 30], "little")
     at = info.header_offset + 30 + name_len + extra_len + info.file_size // 2
     data[at] ^= 0x10
     path.write_bytes(bytes(data))
@@ -213,8 +246,12 @@ def test_checkpoint_checksum_round_trip_and_old_checkpoints_still_load(tmp_path)
 
     from dcwp_prune.run.checkpoint import CHECKSUM_KEY, load_checkpoint, save_checkpoint
 
-    state = {"w": torch.arange(6.0).reshape(2, 3), "bf": torch.ones(3, dtype=torch.bfloat16), "it": 4,
-             "nested": {"r": [1, 2.5, None, "x"], "flag": torch.tensor(True)}}
+    state = {
+        "w": torch.arange(6.0).reshape(2, 3),
+        "bf": torch.ones(3, dtype=torch.bfloat16),
+        "it": 4,
+        "nested": {"r": [1, 2.5, None, "x"], "flag": torch.tensor(True)},
+    }
     save_checkpoint(tmp_path / "a.pt", state)
     back = load_checkpoint(tmp_path / "a.pt")
     assert CHECKSUM_KEY not in back and torch.equal(back["w"], state["w"]) and back["it"] == 4
@@ -311,8 +348,11 @@ def test_written_files_follow_the_umask(tmp_path, mask, mode):
 
 
 def test_a_finished_run_folder_follows_the_umask(finished_run):
-    modes = {stat.S_IMODE(os.stat(os.path.join(d, f)).st_mode)
-             for d, _, files in os.walk(finished_run / "run") for f in files}
+    modes = {
+        stat.S_IMODE(os.stat(os.path.join(d, f)).st_mode)
+        for d, _, files in os.walk(finished_run / "run")
+        for f in files
+    }
     mask = os.umask(0)
     os.umask(mask)
     assert modes == {0o666 & ~mask}
@@ -330,10 +370,28 @@ def _limit_file_size(limit):
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="RLIMIT_FSIZE needs a POSIX child process")
 def test_a_real_file_size_limit_at_the_first_checkpoint_is_named_and_leaves_nothing(tmp_path, finished_run):
-    cmd = [sys.executable, "-m", "dcwp_prune.run.cli", "mlp", "--data", "cmnist", "--config",
-           str(finished_run / "tiny.toml"), "--out", str(tmp_path / "run"), "--no-progress"]
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(), text=True, timeout=600,
-                       preexec_fn=_limit_file_size(200_000))
+    cmd = [
+        sys.executable,
+        "-m",
+        "dcwp_prune.run.cli",
+        "mlp",
+        "--data",
+        "cmnist",
+        "--config",
+        str(finished_run / "tiny.toml"),
+        "--out",
+        str(tmp_path / "run"),
+        "--no-progress",
+    ]
+    p = subprocess.run(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=_env(),
+        text=True,
+        timeout=600,
+        preexec_fn=_limit_file_size(200_000),
+    )
     assert p.returncode == 1, p.stdout
     assert "file too large while writing" in p.stdout and "stage1_biased.pt" in p.stdout
     assert "Nothing was saved" in p.stdout and "Traceback" not in p.stdout and "enforce fail" not in p.stdout
@@ -373,8 +431,17 @@ def test_resume_with_overwrite_is_refused(run_copy):
 
 
 def test_a_run_made_with_overwrite_resumes(run_copy):
-    r = invoke("mlp", "--data", "cmnist", "--config", run_copy / "tiny.toml", "--out", run_copy / "run", "--overwrite",
-               "--no-progress")
+    r = invoke(
+        "mlp",
+        "--data",
+        "cmnist",
+        "--config",
+        run_copy / "tiny.toml",
+        "--out",
+        run_copy / "run",
+        "--overwrite",
+        "--no-progress",
+    )
     assert r.exit_code == 0, r.output
     assert invoke("mlp", "--data", "cmnist", "--out", run_copy / "run", "--resume", "--no-progress").exit_code == 0
 
@@ -411,24 +478,38 @@ def test_the_package_refusals_are_dcwp_errors_and_still_value_errors():
 
 
 # ------------------------------------------------------------------------------ options named, combinations refused
-@pytest.mark.parametrize("extra,message", [
-    (["--data-option", 'split_values={"train": 0'], "--data-option split_values: '{\"train\": 0' is not valid JSON"),
-    (["--pruning-ratio", "0.7"], "prune.pruning_ratio (--pruning-ratio) applies to structured pruning"),
-    (["--global-ranking"], "prune.global_pruning (--global-ranking) applies to structured pruning"),
-    (["--iterative-steps", "3"], "prune.iterative_steps (--iterative-steps) applies to structured pruning"),
-    (["--structured", "--amount", "0.5"], "prune.amount (--amount) sets unstructured pruning and this run is structured"),
-    (["--seed", str(2**70)], "seed must be a 64-bit integer"),
-    (["--data-root", "FILE"], "data.root (--data-root) 'FILE' is a file; it takes a folder"),
-    (["--model-file", "DIR"], "model_file (--model-file) 'DIR' is a folder"),
-    (["--config", "DIR"], "--config 'DIR' is a folder"),
-    (["--config", "LATIN1"], "is not UTF-8 text (byte 0xe9"),
-    (["--config", "INCLUDE"], "include pattern(s) ['fc9.*'] match no scorable weight of the model"),
-])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (
+            ["--data-option", 'split_values={"train": 0'],
+            "--data-option split_values: '{\"train\": 0' is not valid JSON",
+        ),
+        (["--pruning-ratio", "0.7"], "prune.pruning_ratio (--pruning-ratio) applies to structured pruning"),
+        (["--global-ranking"], "prune.global_pruning (--global-ranking) applies to structured pruning"),
+        (["--iterative-steps", "3"], "prune.iterative_steps (--iterative-steps) applies to structured pruning"),
+        (
+            ["--structured", "--amount", "0.5"],
+            "prune.amount (--amount) sets unstructured pruning and this run is structured",
+        ),
+        (["--seed", str(2**70)], "seed must be a 64-bit integer"),
+        (["--data-root", "FILE"], "data.root (--data-root) 'FILE' is a file; it takes a folder"),
+        (["--model-file", "DIR"], "model_file (--model-file) 'DIR' is a folder"),
+        (["--config", "DIR"], "--config 'DIR' is a folder"),
+        (["--config", "LATIN1"], "is not UTF-8 text (byte 0xe9"),
+        (["--config", "INCLUDE"], "include pattern(s) ['fc9.*'] match no scorable weight of the model"),
+    ],
+)
 def test_bad_options_are_named_before_the_run_folder_is_touched(tmp_path, extra, message):
     (tmp_path / "f.txt").write_text("x")
     (tmp_path / "latin.toml").write_bytes("# caf\xe9\nseed = 1\n".encode("latin-1"))
     (tmp_path / "inc.toml").write_text('[mask]\ninclude = ["fc9.*"]\n')
-    subst = {"FILE": tmp_path / "f.txt", "DIR": tmp_path, "LATIN1": tmp_path / "latin.toml", "INCLUDE": tmp_path / "inc.toml"}
+    subst = {
+        "FILE": tmp_path / "f.txt",
+        "DIR": tmp_path,
+        "LATIN1": tmp_path / "latin.toml",
+        "INCLUDE": tmp_path / "inc.toml",
+    }
     extra = [subst.get(a, a) for a in extra]
     message = message.replace("'FILE'", repr(str(tmp_path / "f.txt"))).replace("'DIR'", repr(str(tmp_path)))
     r = invoke("mlp", "--data", "cmnist", *extra, "--out", tmp_path / "run")
@@ -437,19 +518,42 @@ def test_bad_options_are_named_before_the_run_folder_is_touched(tmp_path, extra,
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("option,message", [
-    ("num_classes=abc", "data option num_classes must be an integer >= 1, got 'abc'"),
-    ("split_values=3", "data option split_values must be a table {split: value}"),
-    ("csv=5", "data option csv must be a path (text), got 5"),
-])
+@pytest.mark.parametrize(
+    "option,message",
+    [
+        ("num_classes=abc", "data option num_classes must be an integer >= 1, got 'abc'"),
+        ("split_values=3", "data option split_values must be a table {split: value}"),
+        ("csv=5", "data option csv must be a path (text), got 5"),
+    ],
+)
 def test_wrong_typed_dataset_options_are_named(tmp_path, option, message):
     from ._data import make_csv_dataset
 
     make_csv_dataset(tmp_path, ["0"] * 8 + ["2"] * 4)
-    r = invoke("mlp", "--data", "csv", "--data-root", tmp_path, "--data-option", "path_col=file", "--data-option",
-               "label_col=target", "--data-option", "bias_col=place", "--data-option", "split_col=fold",
-               "--data-option", "image_dir=imgs", *([] if option.startswith("csv=") else ["--data-option", "csv=meta.csv"]),
-               "--data-option", option, "--image-size", "28", "--out", tmp_path / "run")
+    r = invoke(
+        "mlp",
+        "--data",
+        "csv",
+        "--data-root",
+        tmp_path,
+        "--data-option",
+        "path_col=file",
+        "--data-option",
+        "label_col=target",
+        "--data-option",
+        "bias_col=place",
+        "--data-option",
+        "split_col=fold",
+        "--data-option",
+        "image_dir=imgs",
+        *([] if option.startswith("csv=") else ["--data-option", "csv=meta.csv"]),
+        "--data-option",
+        option,
+        "--image-size",
+        "28",
+        "--out",
+        tmp_path / "run",
+    )
     assert r.exit_code == 2, r.output
     assert message in r.output and "Traceback" not in r.output and not (tmp_path / "run").exists()
 
@@ -461,11 +565,24 @@ def test_prune_structured_with_an_unstructured_rule_is_refused(finished_run, tmp
     from dcwp_prune.run.export import load_pruned_model
 
     save_file(load_pruned_model(str(run)).state_dict(), str(tmp_path / "m.safetensors"))
-    r = invoke("prune", "--model-file", tmp_path / "m.safetensors", "--arch", "mlp", "--scores",
-               run / "scores.safetensors", "--structured", "--amount", "0.3", "--out", tmp_path / "p")
+    r = invoke(
+        "prune",
+        "--model-file",
+        tmp_path / "m.safetensors",
+        "--arch",
+        "mlp",
+        "--scores",
+        run / "scores.safetensors",
+        "--structured",
+        "--amount",
+        "0.3",
+        "--out",
+        tmp_path / "p",
+    )
     assert r.exit_code == 2 and "sets unstructured pruning and this run is structured" in r.output, r.output
-    r = invoke("prune", "--model-file", tmp_path / "m.safetensors", "--arch", "mlp", "--scores", run, "--out",
-               tmp_path / "p")
+    r = invoke(
+        "prune", "--model-file", tmp_path / "m.safetensors", "--arch", "mlp", "--scores", run, "--out", tmp_path / "p"
+    )
     assert r.exit_code == 2 and "is a folder; pass the .safetensors file" in r.output, r.output
     assert not (tmp_path / "p").exists()
 
@@ -474,8 +591,9 @@ def test_a_schedule_value_the_user_wrote_wins_over_quick_and_the_report_says_so(
     (tmp_path / "q.toml").write_text("[finetune]\niterations = 24\n[data]\nratio = 5.0\n")
     from dcwp_prune.run.presets import build_config, quick_schedule
 
-    config = build_config(None, {"model": "mlp", "data": {"name": "cmnist"}, "quick": True,
-                                 "finetune": {"iterations": 24}})
+    config = build_config(
+        None, {"model": "mlp", "data": {"name": "cmnist"}, "quick": True, "finetune": {"iterations": 24}}
+    )
     assert config.quick_fixed == ("finetune.iterations",)
     quick = quick_schedule(config, 4000)
     assert quick.finetune.iterations == 24 and quick.mask.iterations == 400  # the rest is --quick's
@@ -507,8 +625,16 @@ def test_run_dcwp_expands_home_and_writes_what_the_cli_writes(tmp_path, monkeypa
     result = run_dcwp(build_config(None, overrides))
     assert result.run_dir == str(tmp_path / "api-run")
     files = set(os.listdir(tmp_path / "api-run"))
-    assert {"report.md", "report.json", "kept_per_layer.png", "group_accuracy.png", "training_curves.png",
-            "f_d.safetensors", "model.safetensors", "results.json"} <= files
+    assert {
+        "report.md",
+        "report.json",
+        "kept_per_layer.png",
+        "group_accuracy.png",
+        "training_curves.png",
+        "f_d.safetensors",
+        "model.safetensors",
+        "results.json",
+    } <= files
 
 
 def test_the_dense_f_d_of_a_run_feeds_the_prune_command(finished_run, tmp_path):
@@ -516,8 +642,17 @@ def test_the_dense_f_d_of_a_run_feeds_the_prune_command(finished_run, tmp_path):
     from safetensors.torch import load_file
 
     run = finished_run / "run"
-    r = invoke("prune", "--model-file", run / "f_d.safetensors", "--arch", "mlp", "--scores", run / "scores.safetensors",
-               "--out", tmp_path / "p")
+    r = invoke(
+        "prune",
+        "--model-file",
+        run / "f_d.safetensors",
+        "--arch",
+        "mlp",
+        "--scores",
+        run / "scores.safetensors",
+        "--out",
+        tmp_path / "p",
+    )
     assert r.exit_code == 0, r.output
     pruned, trained = load_file(str(tmp_path / "p" / "model.safetensors")), load_file(str(run / "model.safetensors"))
     for key in ("features.1.weight", "features.3.weight", "features.5.weight", "fc.weight"):
@@ -558,8 +693,14 @@ def test_a_constant_selection_metric_is_said(tmp_path):
 
     cfg = FinetuneConfig(iterations=4, eval_every=2, lambda_con=0.0)
     with pytest.warns(RuntimeWarning, match="'worst_group' on valid was 0 at every one of 2 evaluations"):
-        finetune(model, batches(), lambda ids: torch.zeros(len(ids)), cfg, evaluate_fn=evaluate_fn,
-                 select_metric="worst_group")
+        finetune(
+            model,
+            batches(),
+            lambda ids: torch.zeros(len(ids)),
+            cfg,
+            evaluate_fn=evaluate_fn,
+            select_metric="worst_group",
+        )
 
 
 def test_a_registered_dataset_selects_on_the_mean_group_accuracy_by_default():
@@ -583,12 +724,18 @@ def test_the_report_shows_group_sizes_and_names_the_worst_group(run_copy):
 
 
 # ------------------------------------------------------------------------------ ten more odd inputs
-@pytest.mark.parametrize("args,message", [
-    (["--out", ""], "--out is empty"),
-    (["--device", "cuda:x", "--out", "OUT"], "device must be auto, cpu, cuda or cuda:N (N a GPU index), got 'cuda:x'"),
-    (["--stage1-from", "OUT", "--out", "OUT"], "is this run's own folder"),
-    (["--ratio", "nan", "--out", "OUT"], "data.ratio must be a number (or null), got nan"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--out", ""], "--out is empty"),
+        (
+            ["--device", "cuda:x", "--out", "OUT"],
+            "device must be auto, cpu, cuda or cuda:N (N a GPU index), got 'cuda:x'",
+        ),
+        (["--stage1-from", "OUT", "--out", "OUT"], "is this run's own folder"),
+        (["--ratio", "nan", "--out", "OUT"], "data.ratio must be a number (or null), got nan"),
+    ],
+)
 def test_more_odd_run_inputs_are_refused(tmp_path, args, message):
     args = [str(tmp_path / "run") if a == "OUT" else a for a in args]
     r = invoke("mlp", "--data", "cmnist", *args)
@@ -599,7 +746,18 @@ def test_more_odd_run_inputs_are_refused(tmp_path, args, message):
 @pytest.mark.parametrize("flag", ["--num-classes", "--input-size"])
 def test_prune_refuses_a_zero_size(finished_run, tmp_path, flag):
     run = finished_run / "run"
-    r = invoke("prune", "--model-file", run / "f_d.safetensors", "--arch", "mlp", "--scores", run / "scores.safetensors",
-               flag, "0", "--out", tmp_path / "p")
+    r = invoke(
+        "prune",
+        "--model-file",
+        run / "f_d.safetensors",
+        "--arch",
+        "mlp",
+        "--scores",
+        run / "scores.safetensors",
+        flag,
+        "0",
+        "--out",
+        tmp_path / "p",
+    )
     assert r.exit_code == 2 and f"{flag} must be a positive integer, got 0" in r.output, r.output
     assert not (tmp_path / "p").exists()

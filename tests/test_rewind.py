@@ -41,8 +41,9 @@ def test_rewind_copies_the_state_into_the_surviving_weights_and_keeps_the_masks(
     assert torch.equal(model[0].weight_mask, masks[0]) and torch.equal(model[2].weight_mask, masks[1])
     # the forward is the dense state's network with the masks applied
     dense = _net()
-    dense.load_state_dict({k: (v * masks[0] if k == "0.weight" else v * masks[1] if k == "2.weight" else v)
-                           for k, v in state.items()})
+    dense.load_state_dict(
+        {k: (v * masks[0] if k == "0.weight" else v * masks[1] if k == "2.weight" else v) for k, v in state.items()}
+    )
     x = torch.randn(4, 6)
     assert torch.equal(model(x), dense(x))
 
@@ -104,8 +105,9 @@ def test_best_on_valid_keeps_the_first_of_equal_scores_and_never_reads_test():
     model = _net()
     scores = iter([0.2, 0.5, 0.5, 0.1])
     tests = iter([0.9, 0.1, 0.99, 1.0])
-    tracker = BestOnValid(model, lambda m: {"valid": {"accuracy": next(scores)}, "test": {"accuracy": next(tests)}},
-                          keep_state=False)
+    tracker = BestOnValid(
+        model, lambda m: {"valid": {"accuracy": next(scores)}, "test": {"accuracy": next(tests)}}, keep_state=False
+    )
     for it in (1, 2, 3, 4):
         tracker(it)
     assert tracker.summary() == {"valid": {"accuracy": 0.5}, "test": {"accuracy": 0.1}, "iteration": 2}
@@ -128,8 +130,12 @@ def test_a_run_keeps_erm_best_on_valid_and_the_stage1_snapshots(base):
 
 @pytest.mark.parametrize("how, point", [("stage1", 0.0), ("stage1", 0.25), ("fresh", 0.0)])
 def test_rewind_runs_from_the_chosen_state(base, tmp_path, how, point):
-    result = run_dcwp(tiny(tmp_path / how, stage1_from=base.run_dir, finetune={"rewind": how, "rewind_point": point,
-                                                                              "iterations": 0}), report=False)
+    result = run_dcwp(
+        tiny(
+            tmp_path / how, stage1_from=base.run_dir, finetune={"rewind": how, "rewind_point": point, "iterations": 0}
+        ),
+        report=False,
+    )
     # with no fine-tuning step the saved model is the rewound state under the mask
     snaps = load_checkpoint(f"{base.run_dir}/checkpoints/stage1_snapshots.pt")["snapshots"]
     state = result.model.state_dict()
@@ -147,15 +153,20 @@ def test_shuffle_mask_keeps_each_layers_sparsity(base, tmp_path):
     assert result.kept == base.kept and result.sparsity == pytest.approx(base.sparsity)
     ours = {k: v for k, v in result.model.state_dict().items() if k.endswith("_mask")}
     theirs = {k: v for k, v in base.model.state_dict().items() if k.endswith("_mask")}
-    assert all(ours[k].sum() == theirs[k].sum() for k in ours) and any(not torch.equal(ours[k], theirs[k]) for k in ours)
+    assert all(ours[k].sum() == theirs[k].sum() for k in ours) and any(
+        not torch.equal(ours[k], theirs[k]) for k in ours
+    )
 
 
-@pytest.mark.parametrize("over, message", [
-    ({"finetune": {"rewind": "stage1", "rewind_point": 0.3}}, r"rewind_point 0.3 \(--rewind-point\) is not one of"),
-    ({"finetune": {"rewind_point": 1.5}}, r"rewind_point is a fraction .* got 1.5"),
-    ({"finetune": {"rewind": "fresh"}, "prune": {"structured": True}}, "physically smaller"),
-    ({"prune": {"structured": True, "shuffle": True}}, "re-draws unstructured masks"),
-])
+@pytest.mark.parametrize(
+    "over, message",
+    [
+        ({"finetune": {"rewind": "stage1", "rewind_point": 0.3}}, r"rewind_point 0.3 \(--rewind-point\) is not one of"),
+        ({"finetune": {"rewind_point": 1.5}}, r"rewind_point is a fraction .* got 1.5"),
+        ({"finetune": {"rewind": "fresh"}, "prune": {"structured": True}}, "physically smaller"),
+        ({"prune": {"structured": True, "shuffle": True}}, "re-draws unstructured masks"),
+    ],
+)
 def test_bad_rewind_and_shuffle_options_are_refused_before_anything_runs(tmp_path, over, message):
     with pytest.raises(InputError, match=message):
         run_dcwp(tiny(tmp_path / "bad", **over), report=False)

@@ -10,8 +10,9 @@ def test_from_model_covers_conv_and_linear_kinds():
     scores = MaskScores.from_model(GroupedNet())
     assert scores.keys() == ["c1.weight", "grouped.weight", "dw.weight", "up.weight", "fc.weight"]
     assert all(bool((p.detach() == 1.5).all()) for p in scores.parameters())
-    assert scores.numel() == sum(m.weight.numel() for m in GroupedNet().modules() if hasattr(m, "weight")
-                                 and not isinstance(m, nn.BatchNorm2d))
+    assert scores.numel() == sum(
+        m.weight.numel() for m in GroupedNet().modules() if hasattr(m, "weight") and not isinstance(m, nn.BatchNorm2d)
+    )
 
 
 def test_include_exclude_patterns_and_types():
@@ -60,7 +61,9 @@ def test_load_reports_mismatches(tmp_path):
     scores.save(path)
     other = TinyCNN()
     other.conv2 = nn.Conv2d(8, 7, 3)
-    with pytest.raises(ValueError, match=r"shape mismatches: conv2.weight: expected \(7, 8, 3, 3\), got \(6, 8, 3, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"shape mismatches: conv2.weight: expected \(7, 8, 3, 3\), got \(6, 8, 3, 3\)"
+    ):
         MaskScores.load(path, model=other)
     fresh = MaskScores.from_model(TinyCNN())
     with pytest.raises(ValueError, match="1 missing keys: fc.weight"):

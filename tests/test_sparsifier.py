@@ -59,16 +59,22 @@ def test_forward_and_squashed_model_equal_the_masked_dense_model():
 def test_sparsity_level_per_group_equals_dcwpmethod_amount():
     net, scores = _scored(2)
     sparsifier = DCWPSparsifier(scores, sparsity_level=0.5)
-    sparsifier.prepare(net, config=[{"tensor_fqn": "conv1.weight"},
-                                    {"tensor_fqn": "conv2.weight", "sparsity_level": 0.9},
-                                    {"tensor_fqn": "fc.weight", "threshold": 0.3}])  # a group's own rule replaces the default
+    sparsifier.prepare(
+        net,
+        config=[
+            {"tensor_fqn": "conv1.weight"},
+            {"tensor_fqn": "conv2.weight", "sparsity_level": 0.9},
+            {"tensor_fqn": "fc.weight", "threshold": 0.3},
+        ],
+    )  # a group's own rule replaces the default
     sparsifier.step()
     masks = _masks(net)
     for name, level in (("conv1", 0.5), ("conv2", 0.9)):
         n = scores[f"{name}.weight"].numel()
         assert int((masks[name] == 0).sum()) == round(level * n)
         expected = DCWPMethod(amount=level, scores_are_logits=True).compute_mask(
-            scores[f"{name}.weight"].detach(), torch.ones_like(masks[name]))
+            scores[f"{name}.weight"].detach(), torch.ones_like(masks[name])
+        )
         assert torch.equal(masks[name], expected), name
     keep_p = torch.sigmoid(scores["fc.weight"].detach())
     assert torch.equal(masks["fc"], (keep_p >= 0.3).float())
@@ -83,8 +89,13 @@ def test_matches_torch_prune_global_rule_per_tensor():
     sparsifier.prepare(a, config=None)
     sparsifier.step()
     for name in ("conv1", "conv2", "fc"):
-        DCWPMethod.apply(getattr(b, name), "weight", importance_scores=scores[f"{name}.weight"].detach(),
-                         threshold=0.6, scores_are_logits=True)
+        DCWPMethod.apply(
+            getattr(b, name),
+            "weight",
+            importance_scores=scores[f"{name}.weight"].detach(),
+            threshold=0.6,
+            scores_are_logits=True,
+        )
         assert torch.equal(_masks(a)[name], getattr(b, name).weight_mask), name
         prune.remove(getattr(b, name), "weight")
 
@@ -96,7 +107,9 @@ def test_plain_dict_of_logits_and_errors():
     net, _ = _scored(4)
     with pytest.raises(KeyError, match="no DCWP score for 'fc.weight'"):
         DCWPSparsifier({"conv1.weight": plain["conv1.weight"]}).prepare(net, config=[{"tensor_fqn": "fc.weight"}])
-    with pytest.raises(ValueError, match=r"scores for 'fc.weight' have shape \(2, 6\) but the weight has shape \(3, 6\)"):
+    with pytest.raises(
+        ValueError, match=r"scores for 'fc.weight' have shape \(2, 6\) but the weight has shape \(3, 6\)"
+    ):
         DCWPSparsifier({"fc.weight": torch.zeros(2, 6)}).prepare(net, config=None)
     with pytest.raises(ValueError, match="Pass at most one of `threshold`, `sparsity_level`"):
         DCWPSparsifier(plain, threshold=0.5, sparsity_level=0.5)

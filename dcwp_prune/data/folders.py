@@ -20,24 +20,32 @@ from .base import BiasDataset, DatasetError, carve_valid, register_dataset
 from .cmnist import STANDARD_RATIOS, generate_cmnist, pct_name
 from .transforms import cifar_transform, digits_transform, faces_transform
 
-__all__ = ["IMAGE_EXTENSIONS", "TEST_PROTOCOLS", "FolderDataset", "TestProtocol", "is_readable", "load_rgb", "parse_label_name",
-           "ratios_present"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "TEST_PROTOCOLS",
+    "FolderDataset",
+    "TestProtocol",
+    "is_readable",
+    "load_rgb",
+    "parse_label_name",
+    "ratios_present",
+]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 _TREES = {
     "cmnist": "{root}/cmnist/{pct}/align/<class>/<id>_<class>_<bias>.png\n"
-              "{root}/cmnist/{pct}/conflict/<class>/<id>_<class>_<bias>.png\n"
-              "{root}/cmnist/{pct}/valid/<class>/...   (optional)\n"
-              "{root}/cmnist/test/<class>/<id>_<class>_<bias>.png",
+    "{root}/cmnist/{pct}/conflict/<class>/<id>_<class>_<bias>.png\n"
+    "{root}/cmnist/{pct}/valid/<class>/...   (optional)\n"
+    "{root}/cmnist/test/<class>/<id>_<class>_<bias>.png",
     "cifar10c": "{root}/cifar10c/{pct}/align/<class>/<id>_<class>_<bias>.png\n"
-                "{root}/cifar10c/{pct}/conflict/<class>/<id>_<class>_<bias>.png\n"
-                "{root}/cifar10c/{pct}/valid/<class>/...   (optional)\n"
-                "{root}/cifar10c/test/<class>/<id>_<class>_<bias>.png",
+    "{root}/cifar10c/{pct}/conflict/<class>/<id>_<class>_<bias>.png\n"
+    "{root}/cifar10c/{pct}/valid/<class>/...   (optional)\n"
+    "{root}/cifar10c/test/<class>/<id>_<class>_<bias>.png",
     "bffhq": "{root}/bffhq/{pct}/align/<class>/<id>_<class>_<bias>.png\n"
-             "{root}/bffhq/{pct}/conflict/<class>/<id>_<class>_<bias>.png\n"
-             "{root}/bffhq/valid/<id>_<class>_<bias>.png   (optional)\n"
-             "{root}/bffhq/test/<id>_<class>_<bias>.png",
+    "{root}/bffhq/{pct}/conflict/<class>/<id>_<class>_<bias>.png\n"
+    "{root}/bffhq/valid/<id>_<class>_<bias>.png   (optional)\n"
+    "{root}/bffhq/test/<id>_<class>_<bias>.png",
 }
 _NUM_CLASSES = {"cmnist": 10, "cifar10c": 10, "bffhq": 2}
 #: ``full``: the whole test folder (DCWP); ``conflicting``: its bias-conflicting part (DisEnt).
@@ -72,8 +80,11 @@ def _images_under(folder: str) -> List[str]:
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(os.path.join(dirpath, f) for f in filenames
-                     if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS))
+        found.extend(
+            os.path.join(dirpath, f)
+            for f in filenames
+            if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
+        )
     return sorted(found)
 
 
@@ -112,8 +123,10 @@ def load_rgb(path: str) -> Tensor:
         with Image.open(path) as img:
             return _to_rgb_tensor(img)
     except Image.DecompressionBombError as err:
-        raise DatasetError(f"image {path!r} is larger than the image library allows ({err}); resize it, raise "
-                           f"PIL.Image.MAX_IMAGE_PIXELS in your own script if you trust the file, {fix}") from None
+        raise DatasetError(
+            f"image {path!r} is larger than the image library allows ({err}); resize it, raise "
+            f"PIL.Image.MAX_IMAGE_PIXELS in your own script if you trust the file, {fix}"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DatasetError(f"corrupt or unreadable image {path!r} ({err}); fix or delete it, {fix}") from None
 
@@ -128,8 +141,9 @@ def image_size(path: str) -> Tuple[int, int]:
     except Image.DecompressionBombError as err:
         raise DatasetError(f"image {path!r} is larger than the image library allows ({err})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise DatasetError(f"corrupt or unreadable image {path!r} ({err}); fix or delete it, or skip such files "
-                           "(--skip-corrupt)") from None
+        raise DatasetError(
+            f"corrupt or unreadable image {path!r} ({err}); fix or delete it, or skip such files (--skip-corrupt)"
+        ) from None
 
 
 def image_files(dataset: BiasDataset) -> Optional[List[str]]:
@@ -158,8 +172,10 @@ def check_same_size(splits: Dict[str, BiasDataset]) -> None:
                 if len(first) > 1:
                     listed = "; ".join(f"{w}x{h}: {p}" for (w, h), p in first.items())
                     raise DatasetError(
-                        f"the images are not all the same size and the {name} transform does not resize them ({listed}); "
-                        "pass --image-size N (data.image_size) to resize every image, or make the files one size")
+                        f"the images are not all the same size and the {name} transform does not resize them "
+                        f"({listed}); "
+                        "pass --image-size N (data.image_size) to resize every image, or make the files one size"
+                    )
 
 
 def is_readable(path: str) -> bool:
@@ -173,8 +189,15 @@ def is_readable(path: str) -> bool:
 class FolderDataset(BiasDataset):
     """Images listed from folders; labels parsed from file names; ids relative to ``base``."""
 
-    def __init__(self, files: Sequence[str], base: str, num_classes: int, info: Dict[str, object],
-                 transform: Optional[Callable[[Tensor], Tensor]] = None, skip_corrupt: bool = False) -> None:
+    def __init__(
+        self,
+        files: Sequence[str],
+        base: str,
+        num_classes: int,
+        info: Dict[str, object],
+        transform: Optional[Callable[[Tensor], Tensor]] = None,
+        skip_corrupt: bool = False,
+    ) -> None:
         super().__init__(transform)
         self.num_classes = num_classes
         files = list(files)
@@ -195,17 +218,22 @@ class FolderDataset(BiasDataset):
 
 def _release_dir(name: str, root: str, ratio: float = 1.0) -> str:
     if root and os.path.isfile(root):
-        raise DatasetError(f"data root {root!r} is a file, not a folder; pass the folder that holds {name}/ "
-                           "(--data-root)")
+        raise DatasetError(
+            f"data root {root!r} is a file, not a folder; pass the folder that holds {name}/ (--data-root)"
+        )
     if not root or not os.path.isdir(root):
-        raise DatasetError(f"data root {root!r} does not exist. Expected layout:\n"
-                           + _TREES[name].format(root=root, pct=pct_name(ratio)))
+        raise DatasetError(
+            f"data root {root!r} does not exist. Expected layout:\n"
+            + _TREES[name].format(root=root, pct=pct_name(ratio))
+        )
     inner = os.path.join(root, name)
     if os.path.isdir(inner):
         return inner
     if os.path.basename(os.path.normpath(root)) == name:
         return root
-    raise DatasetError(f"no {name!r} folder under {root!r}. Expected layout:\n" + _TREES[name].format(root=root, pct="1pct"))
+    raise DatasetError(
+        f"no {name!r} folder under {root!r}. Expected layout:\n" + _TREES[name].format(root=root, pct="1pct")
+    )
 
 
 def _ratio_dir(name: str, release: str, ratio: float, root: str) -> str:
@@ -215,13 +243,16 @@ def _ratio_dir(name: str, release: str, ratio: float, root: str) -> str:
     found = sorted(d for d in os.listdir(release) if d.endswith("pct") and os.path.isdir(os.path.join(release, d)))
     raise DatasetError(
         f"{name} has no conflict ratio {ratio:g}% under {release!r} (looked for {pct_name(ratio)}/); "
-        f"ratios found: {', '.join(found) or 'none'}. Expected layout:\n" + _TREES[name].format(root=root, pct=pct_name(ratio))
+        f"ratios found: {', '.join(found) or 'none'}. Expected layout:\n"
+        + _TREES[name].format(root=root, pct=pct_name(ratio))
     )
 
 
 def _must_have(folder: str, what: str, name: str, root: str) -> List[str]:
     if not os.path.isdir(folder):
-        raise DatasetError(f"missing {what} folder {folder!r}. Expected layout:\n" + _TREES[name].format(root=root, pct="1pct"))
+        raise DatasetError(
+            f"missing {what} folder {folder!r}. Expected layout:\n" + _TREES[name].format(root=root, pct="1pct")
+        )
     files = _images_under(folder)
     if not files:
         raise DatasetError(f"{what} folder {folder!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
@@ -229,8 +260,16 @@ def _must_have(folder: str, what: str, name: str, root: str) -> List[str]:
 
 
 def load_release(
-    name: str, root: str, split: str, ratio: float = 1.0, transform=None, skip_corrupt: bool = False,
-    valid_fraction: float = 0.1, seed: int = 0, test_protocol: str = "full", num_classes: Optional[int] = None,
+    name: str,
+    root: str,
+    split: str,
+    ratio: float = 1.0,
+    transform=None,
+    skip_corrupt: bool = False,
+    valid_fraction: float = 0.1,
+    seed: int = 0,
+    test_protocol: str = "full",
+    num_classes: Optional[int] = None,
 ) -> BiasDataset:
     """One split of a DisEnt-layout release (see ``_TREES`` for the expected folders).
 
@@ -254,7 +293,9 @@ def load_release(
         if test_protocol not in TEST_PROTOCOLS:
             raise DatasetError(f"test_protocol must be 'full' (DCWP) or 'conflicting' (DisEnt), got {test_protocol!r}")
         files = _must_have(os.path.join(release, "test"), "test", name, root)
-        ds: BiasDataset = FolderDataset(files, release, info=dict(info, split="test", test_protocol=test_protocol), **kw)
+        ds: BiasDataset = FolderDataset(
+            files, release, info=dict(info, split="test", test_protocol=test_protocol), **kw
+        )
         if test_protocol == "conflicting":
             ds = ds.subset([i for i, (y, b) in enumerate(zip(ds.labels, ds.biases)) if y != b])
         ds.check_labels(f"{name} test")
@@ -265,18 +306,28 @@ def load_release(
     conflicting = _images_under(conflict_dir) if os.path.isdir(conflict_dir) else []
     if not conflicting and split == "train":
         what = "is empty" if os.path.isdir(conflict_dir) else "does not exist"
-        warnings.warn(f"{conflict_dir!r} {what}: this training set holds no bias-conflicting image (a {ratio:g} % "
-                      "release should), so there is nothing for DCWP to find and upweight; check the release",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"{conflict_dir!r} {what}: this training set holds no bias-conflicting image (a {ratio:g} % "
+            "release should), so there is nothing for DCWP to find and upweight; check the release",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     train_files += conflicting
-    valid_dir = next((d for d in (os.path.join(ratio_dir, "valid"), os.path.join(release, "valid")) if os.path.isdir(d)), None)
+    valid_dir = next(
+        (d for d in (os.path.join(ratio_dir, "valid"), os.path.join(release, "valid")) if os.path.isdir(d)), None
+    )
     if valid_dir is not None:
         files = train_files if split == "train" else _must_have(valid_dir, "valid", name, root)
-        ds = FolderDataset(files, ratio_dir if split == "train" or valid_dir.startswith(ratio_dir) else release,
-                           info=dict(info, split=split, valid="release"), **kw)
+        ds = FolderDataset(
+            files,
+            ratio_dir if split == "train" or valid_dir.startswith(ratio_dir) else release,
+            info=dict(info, split=split, valid="release"),
+            **kw,
+        )
     else:
-        ds = carve_valid(FolderDataset(train_files, ratio_dir, info=dict(info, split=split), **kw), split, valid_fraction,
-                         seed)
+        ds = carve_valid(
+            FolderDataset(train_files, ratio_dir, info=dict(info, split=split), **kw), split, valid_fraction, seed
+        )
     ds.check_labels(f"{name} {split}")
     return ds
 
@@ -284,12 +335,15 @@ def load_release(
 def _factory(name: str, default_ratio: float = 1.0):
     """A dataset factory for one release; ``default_ratio``: the conflict ratio every release of it ships."""
 
-    def create(root: Optional[str] = None, split: str = "train", ratio: Optional[float] = None,
-               **options) -> BiasDataset:
+    def create(
+        root: Optional[str] = None, split: str = "train", ratio: Optional[float] = None, **options
+    ) -> BiasDataset:
         ratio = default_ratio if ratio is None else ratio
         if root is None:
-            raise DatasetError(f"{name} needs a data root (--data-root). Expected layout:\n"
-                               + _TREES[name].format(root="ROOT", pct=pct_name(ratio)))
+            raise DatasetError(
+                f"{name} needs a data root (--data-root). Expected layout:\n"
+                + _TREES[name].format(root="ROOT", pct=pct_name(ratio))
+            )
         return load_release(name, root, split, ratio, **options)
 
     create.__doc__ = f"The {name} release (DisEnt layout):\n" + _TREES[name]
@@ -300,8 +354,11 @@ def ratios_present(name: str, root: str) -> List[float]:
     """The conflict ratios (%) whose ``{ratio}pct`` folders exist under the ``name`` release in ``root``."""
     for release in (os.path.join(root, name), root):
         if os.path.basename(os.path.normpath(release)) == name and os.path.isdir(release):
-            return sorted(_pct_value(d) for d in os.listdir(release)
-                          if _pct_value(d) is not None and os.path.isdir(os.path.join(release, d)))  # type: ignore[type-var]
+            return sorted(
+                _pct_value(d)
+                for d in os.listdir(release)
+                if _pct_value(d) is not None and os.path.isdir(os.path.join(release, d))
+            )  # type: ignore[type-var]
     return []
 
 
@@ -314,24 +371,44 @@ def _pct_value(folder: str) -> Optional[float]:
 
 
 _RELEASE = ("ratio", "valid_fraction", "seed", "skip_corrupt")
-register_dataset("cifar10c", options=_RELEASE, ratios=STANDARD_RATIOS, default_ratio=1.0,
-                 ratios_present=lambda root: ratios_present("cifar10c", root), transform=cifar_transform,
-                 select_metric="accuracy")(_factory("cifar10c"))
+register_dataset(
+    "cifar10c",
+    options=_RELEASE,
+    ratios=STANDARD_RATIOS,
+    default_ratio=1.0,
+    ratios_present=lambda root: ratios_present("cifar10c", root),
+    transform=cifar_transform,
+    select_metric="accuracy",
+)(_factory("cifar10c"))
 # the DisEnt release ships 0.5 % only; DCWP tests on the whole test folder, DisEnt on its conflicting part
-register_dataset("bffhq", options=_RELEASE + ("test_protocol",), ratios=(0.5,), default_ratio=0.5,
-                 ratios_present=lambda root: ratios_present("bffhq", root), transform=faces_transform,
-                 select_metric="conflicting", test_protocols=TEST_PROTOCOLS)(_factory("bffhq", default_ratio=0.5))
+register_dataset(
+    "bffhq",
+    options=_RELEASE + ("test_protocol",),
+    ratios=(0.5,),
+    default_ratio=0.5,
+    ratios_present=lambda root: ratios_present("bffhq", root),
+    transform=faces_transform,
+    select_metric="conflicting",
+    test_protocols=TEST_PROTOCOLS,
+)(_factory("bffhq", default_ratio=0.5))
 _cmnist_folder = _factory("cmnist")
 
 
-@register_dataset("cmnist", options=_RELEASE + ("source", "mnist_root"), ratios=STANDARD_RATIOS, default_ratio=1.0,
-                  ratios_present=lambda root: ratios_present("cmnist", root), transform=digits_transform,
-                  select_metric="accuracy")
+@register_dataset(
+    "cmnist",
+    options=_RELEASE + ("source", "mnist_root"),
+    ratios=STANDARD_RATIOS,
+    default_ratio=1.0,
+    ratios_present=lambda root: ratios_present("cmnist", root),
+    transform=digits_transform,
+    select_metric="accuracy",
+)
 def _cmnist(root: Optional[str] = None, split: str = "train", ratio: Optional[float] = None, **options) -> BiasDataset:
     """Colored MNIST: the DisEnt release under ``root``, or generated offline when ``root`` is None
     (digits from ``source`` / ``mnist_root``; the folder options are ignored then, and vice versa)."""
     if root is None:
         gen_keys = {"source", "mnist_root", "download", "seed", "sigma", "transform"}
-        return generate_cmnist(split, 1.0 if ratio is None else ratio,
-                               **{k: v for k, v in options.items() if k in gen_keys})
+        return generate_cmnist(
+            split, 1.0 if ratio is None else ratio, **{k: v for k, v in options.items() if k in gen_keys}
+        )
     return _cmnist_folder(root, split, ratio, **{k: v for k, v in options.items() if k not in ("source", "mnist_root")})

@@ -1,4 +1,4 @@
-"""Transforms per kind of data (``../shared/DCWP.md`` section 4), applied to float CHW tensors in [0, 1].
+"""Transforms per kind of data (the official code's ``data/data_loader.py``), applied to float CHW tensors in [0, 1].
 
 Each dataset's :class:`~dcwp_prune.data.DatasetSpec` names its transform; :func:`default_transform`
 asks the spec, so a new dataset brings its transform with its registration.
@@ -56,7 +56,10 @@ def imagenet_transform(split: str, image_size: Optional[int] = None) -> Transfor
     """CelebA, Waterbirds, CSV datasets: random-resized crop 224 + flip; test resize 256 + centre crop."""
     size = image_size or 224
     if split == "train":
-        ops = [T.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(3 / 4, 4 / 3), antialias=True), T.RandomHorizontalFlip()]
+        ops = [
+            T.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
+            T.RandomHorizontalFlip(),
+        ]
     else:
         ops = [T.Resize(int(size * 256 / 224), antialias=True), T.CenterCrop(size)]
     return T.Compose(ops + [T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])

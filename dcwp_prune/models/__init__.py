@@ -9,12 +9,19 @@ from typing import Callable, Dict, List, Optional
 import torch
 from torch import Tensor, nn
 
-from ..errors import InputError, UnknownNameError
 from .._registry import Registry, unknown_name_message
+from ..errors import InputError, UnknownNameError
 from .builtin import CMNISTCNN, MLP
 
-__all__ = ["FeatureTap", "classifier_of", "create_model", "list_models", "load_state_dict_checked", "read_state_dict",
-           "register_model"]
+__all__ = [
+    "FeatureTap",
+    "classifier_of",
+    "create_model",
+    "list_models",
+    "load_state_dict_checked",
+    "read_state_dict",
+    "register_model",
+]
 
 _BUILTIN: Registry[Callable[..., nn.Module]] = Registry("model")
 _BUILTIN.register("cnn")(CMNISTCNN)
@@ -102,15 +109,21 @@ def read_state_dict(path: str) -> Dict[str, Tensor]:
         try:
             return load_file(path)
         except (SafetensorError, OSError, ValueError) as err:
-            raise InputError(f"{path!r} is not a readable safetensors file ({err}); it may be truncated: {fix}") from None
+            raise InputError(
+                f"{path!r} is not a readable safetensors file ({err}); it may be truncated: {fix}"
+            ) from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise InputError(f"{path!r} was refused by the safe loader (torch.load weights_only=True: {_first_line(err)}); "
-                         f"it holds more than tensors (a pickled model or objects), which would run code: {fix}") from None
+        raise InputError(
+            f"{path!r} was refused by the safe loader (torch.load weights_only=True: {_first_line(err)}); "
+            f"it holds more than tensors (a pickled model or objects), which would run code: {fix}"
+        ) from None
     except DAMAGED_FILE_ERRORS as err:
-        raise InputError(f"{path!r} is not a readable torch file ({_first_line(err)}); it may be truncated or not a "
-                         f"torch file: {fix}") from None
+        raise InputError(
+            f"{path!r} is not a readable torch file ({_first_line(err)}); it may be truncated or not a "
+            f"torch file: {fix}"
+        ) from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
@@ -132,13 +145,25 @@ def load_state_dict_checked(model: nn.Module, state: Dict[str, Tensor], source: 
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
-              if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
     if missing or unexpected or shapes:
-        parts = [f"{label} {items[:3]}{' ...' if len(items) > 3 else ''}" for label, items in
-                 (("missing", missing), ("unexpected", unexpected), ("shape differs (file vs model)", shapes)) if items]
-        raise InputError(f"{source!r} does not fit a {type(model).__name__}: {'; '.join(parts)}; is it a state dict of "
-                         "this architecture (--arch / MODEL) and class count?")
+        parts = [
+            f"{label} {items[:3]}{' ...' if len(items) > 3 else ''}"
+            for label, items in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("shape differs (file vs model)", shapes),
+            )
+            if items
+        ]
+        raise InputError(
+            f"{source!r} does not fit a {type(model).__name__}: {'; '.join(parts)}; is it a state dict of "
+            "this architecture (--arch / MODEL) and class count?"
+        )
     model.load_state_dict(state)
 
 
@@ -147,7 +172,9 @@ def _load_file(model: nn.Module, path: str) -> None:
     own = model.state_dict()
     skipped = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     if skipped:
-        warnings.warn(f"{path}: not loading {skipped} (shape differs, e.g. a classifier for another class count)")
+        warnings.warn(
+            f"{path}: not loading {skipped} (shape differs, e.g. a classifier for another class count)", stacklevel=2
+        )
     missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
     missing = [k for k in missing if k not in skipped]
     if missing or unexpected:
@@ -177,7 +204,9 @@ def create_model(name: str, num_classes: int, weights: Optional[str] = None) -> 
     Raises:
         KeyError: unknown model name (the message lists close matches).
     """
-    is_file = weights is not None and (os.path.sep in weights or weights.endswith((".pt", ".pth", ".bin", ".safetensors")))
+    is_file = weights is not None and (
+        os.path.sep in weights or weights.endswith((".pt", ".pth", ".bin", ".safetensors"))
+    )
     if name in _BUILTIN:
         if weights is not None and not is_file:
             raise InputError(f"built-in model {name!r} has no named weights; pass a state-dict file instead")

@@ -15,7 +15,11 @@ class CMNISTCNN(nn.Module):
         super().__init__()
         layers = []
         for cin, cout in ((in_channels, 64), (64, 128), (128, 256)):
-            layers += [nn.Conv2d(cin, cout, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(cin, cout, 4, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            ]
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(256, num_classes)
@@ -30,8 +34,13 @@ class MLP(nn.Module):
     def __init__(self, num_classes: int = 10, in_features: int = 3 * 28 * 28, hidden: int = 100) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, hidden),
-            nn.ReLU(inplace=True), nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+            nn.Flatten(),
+            nn.Linear(in_features, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
         )
         self.fc = nn.Linear(hidden, num_classes)
 

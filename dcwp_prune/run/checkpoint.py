@@ -17,12 +17,19 @@ from typing import Any, Dict, Union
 import numpy as np
 import torch
 
-from ..errors import InputError
 from .._atomic import DAMAGED_FILE_ERRORS, write_bytes
+from ..errors import InputError
 from ..version import __version__
 
-__all__ = ["DAMAGED_FILE_ERRORS", "DamagedCheckpointError", "content_digest", "get_rng_state", "load_checkpoint",
-           "save_checkpoint", "set_rng_state"]
+__all__ = [
+    "DAMAGED_FILE_ERRORS",
+    "DamagedCheckpointError",
+    "content_digest",
+    "get_rng_state",
+    "load_checkpoint",
+    "save_checkpoint",
+    "set_rng_state",
+]
 
 #: The key of a checkpoint's own digest (checkpoints of releases before it have none and load unchecked).
 CHECKSUM_KEY = "dcwp_prune_sha256"
@@ -77,21 +84,27 @@ def load_checkpoint(path: Union[str, os.PathLike], map_location: Union[str, torc
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
     import pickle
 
-    fix = ("delete it to continue from the previous checkpoint (the stage it belongs to runs again), or start the "
-           "run again")
+    fix = (
+        "delete it to continue from the previous checkpoint (the stage it belongs to runs again), or start the "
+        "run again"
+    )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
-        raise DamagedCheckpointError(f"checkpoint {path!r} was refused by the safe loader (torch.load "
-                                     f"weights_only=True): it was not written by dcwp-prune; {fix}") from None
+        raise DamagedCheckpointError(
+            f"checkpoint {path!r} was refused by the safe loader (torch.load "
+            f"weights_only=True): it was not written by dcwp-prune; {fix}"
+        ) from None
     except DAMAGED_FILE_ERRORS as err:
         raise DamagedCheckpointError(f"checkpoint {path!r} is damaged ({type(err).__name__}); {fix}") from None
     if not isinstance(state, dict):
         raise DamagedCheckpointError(f"checkpoint {path!r} does not hold a dcwp-prune checkpoint; {fix}")
     saved = state.pop(CHECKSUM_KEY, None)
     if saved is not None and saved != content_digest(state):
-        raise DamagedCheckpointError(f"checkpoint {path!r} is damaged: its content does not match the checksum "
-                                     f"stored with it (bytes changed on disk); {fix}")
+        raise DamagedCheckpointError(
+            f"checkpoint {path!r} is damaged: its content does not match the checksum "
+            f"stored with it (bytes changed on disk); {fix}"
+        )
     return state
 
 
@@ -102,8 +115,13 @@ def get_rng_state() -> Dict[str, Any]:
     state: Dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "python": [int(py[0]), list(py[1]), py[2] if py[2] is None else float(py[2])],
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]),
-                  float(np_state[4])],
+        "numpy": [
+            np_state[0],
+            torch.from_numpy(np_state[1].astype(np.int64)),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()

@@ -17,18 +17,18 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
-from ..errors import DCWPError, InputError, UnknownNameError
 from ..data.cmnist import DIGIT_SOURCES
 from ..data.folders import TEST_PROTOCOLS
+from ..errors import DCWPError, InputError, UnknownNameError
 from ..training.finetune import SELECTIONS
-from ..training.rewind import REWINDS
 from ..training.mining import MINING_METHODS
+from ..training.rewind import REWINDS
 from ..version import __version__
 from .config import VARIANTS
 
 EXAMPLES = """\b
 Examples:
-  dcwp-prune mlp --data cmnist --quick                  # offline demo, about 20 s on 2 CPU cores
+  dcwp-prune mlp --data cmnist --quick                  # offline demo, about 40 s on 2 CPU cores
   dcwp-prune cnn --data cmnist --ratio 0.5 --out runs/cnn-0.5
   dcwp-prune resnet18 --data bffhq --data-root ~/data --device cuda
   dcwp-prune resnet18 --data cifar10c --data-root ~/data --ratio 1 --structured --pruning-ratio 0.5
@@ -44,8 +44,10 @@ Examples:
 # of the package; the OSError subclasses are the ones a bad path raises. Anything else is a bug: its
 # traceback, exit status 1 and how to report it (_DefaultGroup.invoke).
 _USER_ERRORS = (DCWPError, FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
-_BUG = ("an unexpected error (a bug, not a wrong option; the traceback is above). If it comes from dcwp-prune, please "
-        "report it with the command line, `dcwp-prune --version` and this traceback")
+_BUG = (
+    "an unexpected error (a bug, not a wrong option; the traceback is above). If it comes from dcwp-prune, please "
+    "report it with the command line, `dcwp-prune --version` and this traceback"
+)
 
 
 def _fail(err: BaseException) -> "click.ClickException":
@@ -66,8 +68,13 @@ class _DefaultGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit,
-                KeyboardInterrupt):
+        except (
+            click.exceptions.ClickException,
+            click.exceptions.Exit,
+            click.exceptions.Abort,
+            SystemExit,
+            KeyboardInterrupt,
+        ):
             raise
         except Exception:  # a bug: never shown as a user error
             import traceback
@@ -88,15 +95,26 @@ def _import_modules(ctx: click.Context, param: click.Parameter, names: Tuple[str
         try:
             importlib.import_module(name)
         except ImportError as err:
-            raise click.BadParameter(f"cannot import {name!r} ({err}); pass a module name (mypkg.models, not a file "
-                                     "path) found in the current folder or on PYTHONPATH", ctx=ctx, param=param) from None
+            raise click.BadParameter(
+                f"cannot import {name!r} ({err}); pass a module name (mypkg.models, not a file "
+                "path) found in the current folder or on PYTHONPATH",
+                ctx=ctx,
+                param=param,
+            ) from None
 
 
 #: ``--import MODULE`` of every command that builds a model or a dataset by name.
 _import_option = click.option(
-    "--import", "imports", multiple=True, metavar="MODULE", is_eager=True, expose_value=False, callback=_import_modules,
+    "--import",
+    "imports",
+    multiple=True,
+    metavar="MODULE",
+    is_eager=True,
+    expose_value=False,
+    callback=_import_modules,
     help="Import MODULE first (repeatable): a module of yours that registers models or datasets "
-    "(dcwp_prune.register_model / register_dataset).")
+    "(dcwp_prune.register_model / register_dataset).",
+)
 
 
 def _list(kind: str) -> Any:
@@ -118,10 +136,22 @@ def _list(kind: str) -> Any:
 
 @click.group(cls=_DefaultGroup, epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="dcwp-prune")
-@click.option("--list-models", is_flag=True, expose_value=False, is_eager=True, callback=_list("models"),
-              help="Print every model name and exit.")
-@click.option("--list-datasets", is_flag=True, expose_value=False, is_eager=True, callback=_list("datasets"),
-              help="Print every dataset name and exit.")
+@click.option(
+    "--list-models",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_list("models"),
+    help="Print every model name and exit.",
+)
+@click.option(
+    "--list-datasets",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_list("datasets"),
+    help="Print every dataset name and exit.",
+)
 def main() -> None:
     """DCWP: debias and prune a classifier (Park et al., CVPR 2023).
 
@@ -133,20 +163,42 @@ def main() -> None:
 # ---------------------------------------------------------------------------------- run
 # CLI option -> (section, key) in the nested RunConfig dict
 _RUN_MAP = {
-    "data": ("data", "name"), "data_root": ("data", "root"), "ratio": ("data", "ratio"), "source": ("data", "source"),
-    "mnist_root": ("data", "mnist_root"), "image_size": ("data", "image_size"), "batch_size": ("data", "batch_size"),
-    "num_workers": ("data", "num_workers"), "test_protocol": ("data", "test_protocol"),
-    "mining": ("mining", "method"), "select": ("finetune", "select"), "rewind": ("finetune", "rewind"),
-    "rewind_point": ("finetune", "rewind_point"), "shuffle_mask": ("prune", "shuffle"),
-    "structured": ("prune", "structured"), "pruning_ratio": ("prune", "pruning_ratio"),
-    "iterative_steps": ("prune", "iterative_steps"), "target_macs": ("prune", "target_macs"),
+    "data": ("data", "name"),
+    "data_root": ("data", "root"),
+    "ratio": ("data", "ratio"),
+    "source": ("data", "source"),
+    "mnist_root": ("data", "mnist_root"),
+    "image_size": ("data", "image_size"),
+    "batch_size": ("data", "batch_size"),
+    "num_workers": ("data", "num_workers"),
+    "test_protocol": ("data", "test_protocol"),
+    "mining": ("mining", "method"),
+    "select": ("finetune", "select"),
+    "rewind": ("finetune", "rewind"),
+    "rewind_point": ("finetune", "rewind_point"),
+    "shuffle_mask": ("prune", "shuffle"),
+    "structured": ("prune", "structured"),
+    "pruning_ratio": ("prune", "pruning_ratio"),
+    "iterative_steps": ("prune", "iterative_steps"),
+    "target_macs": ("prune", "target_macs"),
     "global_pruning": ("prune", "global_pruning"),
-    "amount": ("prune", "amount"), "sparsity": ("prune", "sparsity"), "threshold": ("prune", "threshold"),
-    "variant": (None, "variant"), "weights": (None, "weights"), "model_file": (None, "model_file"),
-    "stage1_from": (None, "stage1_from"), "device": (None, "device"),
-    "cpu_amp": (None, "cpu_amp"), "seed": (None, "seed"), "out": (None, "out"), "resume": (None, "resume"),
-    "overwrite": (None, "overwrite"), "quick": (None, "quick"), "progress": (None, "progress"),
-    "preset": (None, "preset"), "skip_corrupt": ("data", "skip_corrupt"),
+    "amount": ("prune", "amount"),
+    "sparsity": ("prune", "sparsity"),
+    "threshold": ("prune", "threshold"),
+    "variant": (None, "variant"),
+    "weights": (None, "weights"),
+    "model_file": (None, "model_file"),
+    "stage1_from": (None, "stage1_from"),
+    "device": (None, "device"),
+    "cpu_amp": (None, "cpu_amp"),
+    "seed": (None, "seed"),
+    "out": (None, "out"),
+    "resume": (None, "resume"),
+    "overwrite": (None, "overwrite"),
+    "quick": (None, "quick"),
+    "progress": (None, "progress"),
+    "preset": (None, "preset"),
+    "skip_corrupt": ("data", "skip_corrupt"),
 }
 
 
@@ -168,8 +220,10 @@ def _read_toml(path: str) -> Dict[str, Any]:
         except tomllib.TOMLDecodeError as err:
             raise InputError(f"config file {path!r} is not valid TOML: {err}") from None
         except UnicodeDecodeError as err:
-            raise InputError(f"config file {path!r} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
-                             f"{err.start}); TOML files are UTF-8: save it as UTF-8") from None
+            raise InputError(
+                f"config file {path!r} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
+                f"{err.start}); TOML files are UTF-8: save it as UTF-8"
+            ) from None
     try:
         RunConfig.from_dict(data)  # every key and type checked now, against the file's own values
     except ConfigError as err:
@@ -192,7 +246,9 @@ def _overrides(ctx: click.Context, model: str, params: Dict[str, Any]) -> Dict[s
         else:
             out.setdefault(section, {})[key] = value
     if params["data_option"]:  # on top of the config file's [data.options] (a table: checked when it was read)
-        out.setdefault("data", {}).setdefault("options", {}).update(_data_option(text) for text in params["data_option"])
+        out.setdefault("data", {}).setdefault("options", {}).update(
+            _data_option(text) for text in params["data_option"]
+        )
     return out
 
 
@@ -205,8 +261,10 @@ def _data_option(text: str) -> Tuple[str, Any]:
         parsed = json.loads(value)
     except ValueError as err:
         if value.lstrip()[:1] in ("{", "[", '"'):  # meant as JSON: a typo must not pass as a string
-            raise InputError(f"--data-option {key.strip()}: {value!r} is not valid JSON ({err}); write a table as "
-                             f"{key.strip()}='{{\"train\": \"0\", \"test\": \"2\"}}'") from None
+            raise InputError(
+                f"--data-option {key.strip()}: {value!r} is not valid JSON ({err}); write a table as "
+                f'{key.strip()}=\'{{"train": "0", "test": "2"}}\''
+            ) from None
         parsed = value
     return key.strip(), parsed
 
@@ -214,7 +272,9 @@ def _data_option(text: str) -> Tuple[str, Any]:
 def _default_out(model: str, overrides: Dict[str, Any]) -> str:
     data = overrides.get("data", {})
     name, ratio = data.get("name", "data"), data.get("ratio")
-    parts = [model, name] + ([f"{float(ratio):g}pct"] if ratio is not None else []) + [f"seed{overrides.get('seed', 0)}"]
+    parts = (
+        [model, name] + ([f"{float(ratio):g}pct"] if ratio is not None else []) + [f"seed{overrides.get('seed', 0)}"]
+    )
     return os.path.join("runs", "-".join(parts) + ("-quick" if overrides.get("quick") else ""))
 
 
@@ -227,32 +287,70 @@ def _default_out(model: str, overrides: Dict[str, Any]) -> str:
 @click.option("--config", "config", type=click.Path(), help="TOML file with any option (flags win).")
 @click.option("--variant", type=click.Choice(VARIANTS), default="official", show_default=True)
 @click.option("--mining", type=click.Choice(MINING_METHODS), help="Bias-conflicting mining method.")
-@click.option("--select", type=click.Choice(SELECTIONS), help="The fine-tuning iterate the run keeps: the last one, or "
-              "the best on the valid split (default: the variant's, official last, clean best_valid).")
-@click.option("--rewind", type=click.Choice(REWINDS), help="Before fine-tuning, reset the surviving weights (the mask "
-              "stays): none (the variant's default), stage1 (f_D's stage-1 snapshot at --rewind-point), fresh (a new "
-              "initialisation).")
-@click.option("--rewind-point", type=float, help="--rewind stage1: the fraction of f_D's schedule to rewind to "
-              "(0: its initialisation; one of [biased] snapshots, default 0, 0.05, 0.1, 0.25).")
-@click.option("--shuffle-mask", is_flag=True, help="Control: re-draw each tensor's kept weights at random (its "
-              "sparsity kept), to measure what the learned mask adds over chance.")
+@click.option(
+    "--select",
+    type=click.Choice(SELECTIONS),
+    help="The fine-tuning iterate the run keeps: the last one, or "
+    "the best on the valid split (default: the variant's, official last, clean best_valid).",
+)
+@click.option(
+    "--rewind",
+    type=click.Choice(REWINDS),
+    help="Before fine-tuning, reset the surviving weights (the mask "
+    "stays): none (the variant's default), stage1 (f_D's stage-1 snapshot at --rewind-point), fresh (a new "
+    "initialisation).",
+)
+@click.option(
+    "--rewind-point",
+    type=float,
+    help="--rewind stage1: the fraction of f_D's schedule to rewind to "
+    "(0: its initialisation; one of [biased] snapshots, default 0, 0.05, 0.1, 0.25).",
+)
+@click.option(
+    "--shuffle-mask",
+    is_flag=True,
+    help="Control: re-draw each tensor's kept weights at random (its "
+    "sparsity kept), to measure what the learned mask adds over chance.",
+)
 @click.option("--structured", is_flag=True, help="Prune channels with Torch-Pruning instead of weights.")
-@click.option("--pruning-ratio", type=float, default=0.5, show_default=True,
-              help="Channel ratio for --structured (with --target-macs: the largest ratio tried).")
-@click.option("--global-ranking/--local-ranking", "global_pruning", default=False, show_default=True,
-              help="--structured: rank channels across layers, or within each layer (every layer loses "
-              "the same share).")
-@click.option("--target-macs", type=float, help="--structured: prune the smallest ratio that divides the MACs by this "
-              "(2 = half the MACs); the ratio found is in results.json.")
-@click.option("--iterative-steps", type=int, default=1, show_default=True,
-              help="--structured: reach the ratio in this many steps (scores follow the removed channels).")
+@click.option(
+    "--pruning-ratio",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Channel ratio for --structured (with --target-macs: the largest ratio tried).",
+)
+@click.option(
+    "--global-ranking/--local-ranking",
+    "global_pruning",
+    default=False,
+    show_default=True,
+    help="--structured: rank channels across layers, or within each layer (every layer loses the same share).",
+)
+@click.option(
+    "--target-macs",
+    type=float,
+    help="--structured: prune the smallest ratio that divides the MACs by this "
+    "(2 = half the MACs); the ratio found is in results.json.",
+)
+@click.option(
+    "--iterative-steps",
+    type=int,
+    default=1,
+    show_default=True,
+    help="--structured: reach the ratio in this many steps (scores follow the removed channels).",
+)
 @click.option("--amount", type=float, help="Unstructured: prune this fraction of the lowest-scored weights.")
 @click.option("--sparsity", type=float, help="Unstructured: target total sparsity.")
 @click.option("--threshold", type=float, help="Unstructured: prune keep-probabilities below this (default rule 0.5).")
 @click.option("--weights", help="torchvision weights name (DEFAULT, IMAGENET1K_V1) or a state-dict file.")
 @click.option("--model-file", type=click.Path(), help="A trained f_D (state dict): skip its training.")
-@click.option("--stage1-from", type=click.Path(), help="Start from the finished stage 1 (f_D, f_B) of another run "
-              "folder with the same model, data, seed and [biased] options (variants and ablations share it).")
+@click.option(
+    "--stage1-from",
+    type=click.Path(),
+    help="Start from the finished stage 1 (f_D, f_B) of another run "
+    "folder with the same model, data, seed and [biased] options (variants and ablations share it).",
+)
 @click.option("--source", type=click.Choice(DIGIT_SOURCES), default="auto", help="CMNIST digit source.")
 @click.option("--mnist-root", type=click.Path(), help="torchvision MNIST folder for --source mnist/auto.")
 @click.option("--image-size", type=int, help="Resize images to this size (any model).")
@@ -260,18 +358,32 @@ def _default_out(model: str, overrides: Dict[str, Any]) -> str:
 @click.option("--num-workers", type=int, help="DataLoader worker processes.")
 @click.option("--test-protocol", type=click.Choice(TEST_PROTOCOLS), help="BFFHQ test set: full (DCWP) or conflicting.")
 @click.option("--skip-corrupt", is_flag=True, help="Skip unreadable images (counted in the report) instead of failing.")
-@click.option("--data-option", "data_option", multiple=True, metavar="KEY=VALUE",
-              help="An option of the dataset itself, repeatable (csv: --data-option path_col=file --data-option "
-              "label_col=y ...; VALUE is read as JSON when it parses). Config file: [data.options].")
+@click.option(
+    "--data-option",
+    "data_option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An option of the dataset itself, repeatable (csv: --data-option path_col=file --data-option "
+    "label_col=y ...; VALUE is read as JSON when it parses). Config file: [data.options].",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--cpu-amp", is_flag=True, help="bf16 autocast on the CPU: faster steps on a CPU with native bf16 "
-              "(AVX512-BF16, AMX; refused on others); other numerics than fp32, so not bit-comparable with fp32 runs.")
+@click.option(
+    "--cpu-amp",
+    is_flag=True,
+    help="bf16 autocast on the CPU: faster steps on a CPU with native bf16 "
+    "(AVX512-BF16, AMX; refused on others); other numerics than fp32, so not bit-comparable with fp32 runs.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(), help="Run folder (default runs/MODEL-DATA-RATIO-seedN).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out with its saved options.")
-@click.option("--force-config", is_flag=True, help="With --resume: continue with options that differ from the saved ones.")
-@click.option("--overwrite", is_flag=True,
-              help="Replace an existing run folder (the old run is deleted only once the new one has a checkpoint).")
+@click.option(
+    "--force-config", is_flag=True, help="With --resume: continue with options that differ from the saved ones."
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an existing run folder (the old run is deleted only once the new one has a checkpoint).",
+)
 @click.option("--quick", is_flag=True, help="Scaled-down schedule for demos (labelled as such everywhere).")
 @click.option("--progress/--no-progress", default=True, help="Progress bars.")
 @_import_option
@@ -295,8 +407,9 @@ def run_command(ctx: click.Context, model: str, **params: Any) -> None:
         overrides["out"] = out
         _check_model_name(model)
         if params["resume"]:  # the saved options, with what was typed now on top (differences are refused later)
-            config = RunConfig.from_dict(merge_options(read_saved_config(out), dict(overrides, resume=True,
-                                                                                    overwrite=params["overwrite"])))
+            config = RunConfig.from_dict(
+                merge_options(read_saved_config(out), dict(overrides, resume=True, overwrite=params["overwrite"]))
+            )
         else:
             config = build_config(params["preset"], overrides)
     except _USER_ERRORS as err:
@@ -309,13 +422,14 @@ def _check_model_name(name: str) -> None:
     from ..models import list_models
 
     if name not in list_models():
-        raise UnknownNameError(unknown_name_message("model", name, list_models(), listing="--list-models")
-                       + "; yours: --import the module that registers it")
+        raise UnknownNameError(
+            unknown_name_message("model", name, list_models(), listing="--list-models")
+            + "; yours: --import the module that registers it"
+        )
 
 
 def _resume_hint(config: Any) -> str:
-    return (f"dcwp-prune {shlex.quote(config.model)} --data {config.data.name} --out {shlex.quote(config.out)} "
-            "--resume")
+    return f"dcwp-prune {shlex.quote(config.model)} --data {config.data.name} --out {shlex.quote(config.out)} --resume"
 
 
 def _run(config: Any, force_config: bool = False) -> None:
@@ -341,7 +455,9 @@ def _run_locked(config: Any, force_config: bool, main_rank: bool) -> None:
     label = " [quick schedule]" if config.quick else ""
     verb = "resuming" if config.resume else "running"
     if main_rank:  # under torchrun, once (rank 0 also prints the summary)
-        click.echo(f"dcwp-prune {__version__}: {verb} {config.model} on {config.data.name} -> {config.out}{label}", err=True)
+        click.echo(
+            f"dcwp-prune {__version__}: {verb} {config.model} on {config.data.name} -> {config.out}{label}", err=True
+        )
     try:
         with _echo_warnings():  # the run's notes (a repaired --overwrite, implausible mining) as they come
             result = run_dcwp(config, force_config=force_config, report=False)  # written below, signals deferred
@@ -353,8 +469,11 @@ def _run_locked(config: Any, force_config: bool, main_rank: bool) -> None:
             click.echo(f"\n{how}; {saved}. Resume with:\n  {_resume_hint(config)}", err=True)
         else:
             kept = "the run that was there is unchanged" if config.overwrite else "nothing was kept"
-            click.echo(f"\n{how} before the first checkpoint; {kept} in {config.out}. "
-                       "Run the same command again to start over.", err=True)
+            click.echo(
+                f"\n{how} before the first checkpoint; {kept} in {config.out}. "
+                "Run the same command again to start over.",
+                err=True,
+            )
         sys.exit(128 + int(signum))  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
     except DiskWriteError as err:  # a full disk or a file-size limit: nothing half-written is left
         if getattr(err, "dcwp_checkpointed", RunFolder(config.out).has_checkpoint):
@@ -367,8 +486,10 @@ def _run_locked(config: Any, force_config: bool, main_rank: bool) -> None:
         raise _fail(err) from None
     except FloatingPointError as err:  # a diverged loss: the last checkpoint is intact
         if getattr(err, "dcwp_checkpointed", RunFolder(config.out).has_checkpoint):
-            hint = (f"The last checkpoint is intact: edit {os.path.join(config.out, 'config.json')} (e.g. a lower lr) "
-                    f"and resume with:\n  {_resume_hint(config)}")
+            hint = (
+                f"The last checkpoint is intact: edit {os.path.join(config.out, 'config.json')} (e.g. a lower lr) "
+                f"and resume with:\n  {_resume_hint(config)}"
+            )
         else:
             hint = "Nothing was saved (no checkpoint yet): lower the learning rate and run the command again."
             if config.overwrite:
@@ -403,8 +524,10 @@ def _report_and_summary(run_dir: str, rebuild: str) -> None:
         with StopFlag() as stop, _echo_warnings():
             report = build_report(run_dir)
     except KeyboardInterrupt:
-        click.echo(f"\nstopped while writing the report; the run itself is complete. Rebuild the report with:\n  "
-                   f"{rebuild}", err=True)
+        click.echo(
+            f"\nstopped while writing the report; the run itself is complete. Rebuild the report with:\n  {rebuild}",
+            err=True,
+        )
         sys.exit(128 + int(stop.signum))
     except _USER_ERRORS as err:
         raise _fail(err) from None
@@ -420,7 +543,8 @@ def _print_summary(report: Dict[str, Any]) -> None:
 
     quick = "  [QUICK SCHEDULE: a demo, not a reproduction]" if report["quick"] else ""
     p = report["protocol"]
-    click.echo(f"\n{p['model']} on {p['dataset']}{ratio_label(p['conflict_ratio_pct'])} ({p['digit_source'] or p['dataset']}){quick}")
+    source = p["digit_source"] or p["dataset"]
+    click.echo(f"\n{p['model']} on {p['dataset']}{ratio_label(p['conflict_ratio_pct'])} ({source}){quick}")
     header = ["test (%)"] + summary_columns(report, "test")
     rows = [header] + summary_rows(report, "test")
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
@@ -430,9 +554,11 @@ def _print_summary(report: Dict[str, Any]) -> None:
     dense, pruned = eff["dense"]["macs"], eff["pruned"]["macs"]
     ratio = (report.get("structured") or {}).get("pruning_ratio")
     reduction = f" ({dense / max(pruned, 1):.2f}x fewer, Torch-Pruning ratio {ratio:.3f})" if ratio is not None else ""
-    click.echo(f"mined {m['count']} samples (precision {_fmt(m['precision'])}, recall {_fmt(m['recall'])}); "
-               f"sparsity {100 * report['sparsity']:.1f} %; MACs {dense:,} -> {pruned:,}{reduction}; "
-               f"saved model: {p['saved_model']}")
+    click.echo(
+        f"mined {m['count']} samples (precision {_fmt(m['precision'])}, recall {_fmt(m['recall'])}); "
+        f"sparsity {100 * report['sparsity']:.1f} %; MACs {dense:,} -> {pruned:,}{reduction}; "
+        f"saved model: {p['saved_model']}"
+    )
     from .report import skipped_line
 
     if skipped_line(report):
@@ -440,8 +566,11 @@ def _print_summary(report: Dict[str, Any]) -> None:
     for warning in report.get("warnings", []):
         click.echo(f"WARNING: {warning}", err=True)
     if report.get("write_skipped"):
-        click.echo(f"note: the report was not written into the run folder ({report['write_skipped']}); the "
-                   "figures above are complete", err=True)
+        click.echo(
+            f"note: the report was not written into the run folder ({report['write_skipped']}); the "
+            "figures above are complete",
+            err=True,
+        )
     else:
         click.echo(f"report: {os.path.join(report['run_dir'], 'report.md')}")
 
@@ -452,15 +581,20 @@ def _fmt(v: Optional[float]) -> str:
 
 # ---------------------------------------------------------------------------------- subcommands
 @main.command("make-cmnist")
-@click.option("--out", required=True, type=click.Path(), help="Data root; writes OUT/cmnist/{pct}/... and OUT/cmnist/test.")
-@click.option("--ratio", "ratios", type=float, multiple=True, help="Conflict ratio in percent (repeat; default 0.5 1 2 5).")
+@click.option(
+    "--out", required=True, type=click.Path(), help="Data root; writes OUT/cmnist/{pct}/... and OUT/cmnist/test."
+)
+@click.option(
+    "--ratio", "ratios", type=float, multiple=True, help="Conflict ratio in percent (repeat; default 0.5 1 2 5)."
+)
 @click.option("--source", type=click.Choice(DIGIT_SOURCES), default="auto", show_default=True)
 @click.option("--mnist-root", type=click.Path(), help="torchvision MNIST folder (for mnist / auto).")
 @click.option("--download", is_flag=True, help="Download MNIST into --mnist-root (needs internet).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace existing ratio folders.")
-def make_cmnist(out: str, ratios: tuple, source: str, mnist_root: Optional[str], download: bool, seed: int,
-                overwrite: bool) -> None:
+def make_cmnist(
+    out: str, ratios: tuple, source: str, mnist_root: Optional[str], download: bool, seed: int, overwrite: bool
+) -> None:
     """Write Colored MNIST in the DisEnt layout (byte-identical for the same seed and source)."""
     from ..data import write_cmnist
     from ..data.cmnist import STANDARD_RATIOS
@@ -468,8 +602,9 @@ def make_cmnist(out: str, ratios: tuple, source: str, mnist_root: Optional[str],
 
     try:
         check_writable(os.path.expanduser(out))
-        written = write_cmnist(os.path.expanduser(out), ratios or STANDARD_RATIOS, source, mnist_root, download, seed,
-                               overwrite=overwrite)
+        written = write_cmnist(
+            os.path.expanduser(out), ratios or STANDARD_RATIOS, source, mnist_root, download, seed, overwrite=overwrite
+        )
     except _USER_ERRORS as err:
         raise _fail(err) from None
     from ..data.cmnist import cmnist_folders
@@ -494,17 +629,28 @@ def _num_classes_of(arch: str, state: Dict[str, Any]) -> int:
 
 
 @main.command("prune")
-@click.option("--model-file", required=True, type=click.Path(), help="State dict (.pt/.pth with weights_only, or .safetensors).")
+@click.option(
+    "--model-file", required=True, type=click.Path(), help="State dict (.pt/.pth with weights_only, or .safetensors)."
+)
 @click.option("--arch", required=True, help="Model name the state dict belongs to (see --list-models).")
 @click.option("--scores", required=True, type=click.Path(), help="Mask-scores .safetensors written by a run.")
 @click.option("--num-classes", type=int, help="Default: read from the classifier in the model file.")
 @click.option("--structured", is_flag=True, help="Remove channels (Torch-Pruning) instead of zeroing weights.")
-@click.option("--pruning-ratio", type=float, default=0.5, show_default=True,
-              help="Channel ratio for --structured (with --target-macs: the largest ratio tried).")
+@click.option(
+    "--pruning-ratio",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Channel ratio for --structured (with --target-macs: the largest ratio tried).",
+)
 @click.option("--target-macs", type=float, help="--structured: the smallest ratio that divides the MACs by this.")
-@click.option("--global-ranking/--local-ranking", "global_pruning", default=False, show_default=True,
-              help="--structured: rank channels across layers, or within each layer (every layer loses "
-              "the same share).")
+@click.option(
+    "--global-ranking/--local-ranking",
+    "global_pruning",
+    default=False,
+    show_default=True,
+    help="--structured: rank channels across layers, or within each layer (every layer loses the same share).",
+)
 @click.option("--amount", type=float, help="Prune this fraction of the lowest-scored weights.")
 @click.option("--sparsity", type=float, help="Target total sparsity.")
 @click.option("--threshold", type=float, help="Prune keep-probabilities below this (default: DCWP rule, 0.5).")
@@ -512,22 +658,60 @@ def _num_classes_of(arch: str, state: Dict[str, Any]) -> int:
 @click.option("--out", required=True, type=click.Path(), help="Output folder.")
 @click.option("--overwrite", is_flag=True)
 @_import_option
-def prune_command(model_file: str, arch: str, scores: str, num_classes: Optional[int], structured: bool,
-                  pruning_ratio: float, target_macs: Optional[float], global_pruning: bool, amount: Optional[float],
-                  sparsity: Optional[float], threshold: Optional[float], input_size: Optional[int], out: str,
-                  overwrite: bool) -> None:
+def prune_command(
+    model_file: str,
+    arch: str,
+    scores: str,
+    num_classes: Optional[int],
+    structured: bool,
+    pruning_ratio: float,
+    target_macs: Optional[float],
+    global_pruning: bool,
+    amount: Optional[float],
+    sparsity: Optional[float],
+    threshold: Optional[float],
+    input_size: Optional[int],
+    out: str,
+    overwrite: bool,
+) -> None:
     """Apply saved DCWP scores to a saved model: no training."""
     try:
-        _prune(model_file, arch, scores, num_classes, structured, pruning_ratio, target_macs, global_pruning, amount,
-               sparsity, threshold, input_size, out, overwrite)
+        _prune(
+            model_file,
+            arch,
+            scores,
+            num_classes,
+            structured,
+            pruning_ratio,
+            target_macs,
+            global_pruning,
+            amount,
+            sparsity,
+            threshold,
+            input_size,
+            out,
+            overwrite,
+        )
     except _USER_ERRORS as err:
         raise _fail(err) from None
 
 
-def _prune(model_file: str, arch: str, scores_path: str, num_classes: Optional[int], structured: bool,
-           pruning_ratio: float, target_macs: Optional[float], global_pruning: bool, amount: Optional[float],
-           sparsity: Optional[float], threshold: Optional[float], input_size: Optional[int], out: str,
-           overwrite: bool) -> None:
+def _prune(
+    model_file: str,
+    arch: str,
+    scores_path: str,
+    num_classes: Optional[int],
+    structured: bool,
+    pruning_ratio: float,
+    target_macs: Optional[float],
+    global_pruning: bool,
+    amount: Optional[float],
+    sparsity: Optional[float],
+    threshold: Optional[float],
+    input_size: Optional[int],
+    out: str,
+    overwrite: bool,
+) -> None:
     import torch
 
     from .._atomic import write_json
@@ -543,8 +727,15 @@ def _prune(model_file: str, arch: str, scores_path: str, num_classes: Optional[i
         if value is not None and value < 1:
             raise InputError(f"{flag} must be a positive integer, got {value}")
     check_writable(out)
-    rule = PruneConfig(structured=structured, pruning_ratio=pruning_ratio, target_macs=target_macs,
-                       global_pruning=global_pruning, amount=amount, sparsity=sparsity, threshold=threshold)
+    rule = PruneConfig(
+        structured=structured,
+        pruning_ratio=pruning_ratio,
+        target_macs=target_macs,
+        global_pruning=global_pruning,
+        amount=amount,
+        sparsity=sparsity,
+        threshold=threshold,
+    )
     validate(RunConfig(prune=rule))  # ranges, at most one unstructured rule, structured-only options
     if os.path.isdir(out) and os.listdir(out) and not overwrite:
         raise FileExistsError(f"output folder {out!r} already exists; pass --overwrite to replace its files")
@@ -556,8 +747,11 @@ def _prune(model_file: str, arch: str, scores_path: str, num_classes: Optional[i
     scored = set(scores.keys())
     unscored = [k for k in MaskScores.from_model(model).keys() if k not in scored]
     if unscored:
-        click.echo(f"warning: {scores_path} has no scores for {len(unscored)} layer(s) that a run would score "
-                   f"({', '.join(unscored[:5])}{', ...' if len(unscored) > 5 else ''}); they are left unpruned", err=True)
+        click.echo(
+            f"warning: {scores_path} has no scores for {len(unscored)} layer(s) that a run would score "
+            f"({', '.join(unscored[:5])}{', ...' if len(unscored) > 5 else ''}); they are left unpruned",
+            err=True,
+        )
     size = input_size or (28 if arch in ("cnn", "mlp") else 224)
     example = torch.zeros(1, 3, size, size)
     if structured:
@@ -571,8 +765,15 @@ def _prune(model_file: str, arch: str, scores_path: str, num_classes: Optional[i
         summary = {"structured": False, "sparsity": pruned_sparsity(model), **rule.rule()}
         history = None
     os.makedirs(out, exist_ok=True)
-    save_pruned_model(out, model, arch=arch, num_classes=num_classes or _num_classes_of(arch, state),
-                      input_shape=[3, size, size], history=history, extra={"scores": os.path.abspath(scores_path)})
+    save_pruned_model(
+        out,
+        model,
+        arch=arch,
+        num_classes=num_classes or _num_classes_of(arch, state),
+        input_shape=[3, size, size],
+        history=history,
+        extra={"scores": os.path.abspath(scores_path)},
+    )
     write_json(os.path.join(out, "prune_report.json"), summary)
     click.echo(json.dumps({k: v for k, v in summary.items() if k != "channels"}, indent=1))
     click.echo(f"wrote {os.path.join(out, 'model.safetensors')}")
@@ -593,8 +794,10 @@ def evaluate_command(run_dir: str, device: str) -> None:
         raise _fail(err) from None
     for split in ("valid", "test"):
         m = metrics[split]
-        click.echo(f"{split:>5}: accuracy {_fmt(m['accuracy'])}, unbiased {_fmt(m['unbiased'])}, "
-                   f"aligned {_fmt(m['aligned'])}, conflicting {_fmt(m['conflicting'])}, worst group {_fmt(m['worst_group'])}")
+        click.echo(
+            f"{split:>5}: accuracy {_fmt(m['accuracy'])}, unbiased {_fmt(m['unbiased'])}, "
+            f"aligned {_fmt(m['aligned'])}, conflicting {_fmt(m['conflicting'])}, worst group {_fmt(m['worst_group'])}"
+        )
     if skipped:
         click.echo(f"note: evaluation.json was not written ({skipped}); the figures above are complete", err=True)
 

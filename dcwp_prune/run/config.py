@@ -1,7 +1,7 @@
 """The run config: which data, which model, every stage's config, and how the run executes.
 
 Each stage's config lives beside its stage (``dcwp_prune.training``); this module bundles them with
-the data and prune options. Defaults follow the official code (``../shared/DCWP.md`` section 4);
+the data and prune options. Defaults follow the official code (``main.py`` and ``script/train_ours_*.sh``);
 ``presets`` holds the per-dataset values. ``None`` means "decided by the variant" (or, for
 ``data.ratio``, the dataset's default ratio).
 """
@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Literal, Optional, Tuple
 
-from ..errors import InputError
 from ..data.cmnist import DigitSource
 from ..data.folders import TestProtocol
+from ..errors import InputError
 from ..options import ConfigError, Options, choices
 from ..scores import Normalizer
 from ..training.biased import BiasedTrainConfig
@@ -81,9 +81,14 @@ class PruneConfig(Options):
 
     def channel_options(self) -> Dict[str, Any]:
         """The structured pruning as ``prune_channels`` keywords (the ratio or MACs target, the ranking)."""
-        return {"pruning_ratio": self.pruning_ratio, "target_macs_ratio": self.target_macs,
-                "global_pruning": self.global_pruning, "round_to": self.round_to,
-                "iterative_steps": self.iterative_steps, "normalizer": self.normalizer}
+        return {
+            "pruning_ratio": self.pruning_ratio,
+            "target_macs_ratio": self.target_macs,
+            "global_pruning": self.global_pruning,
+            "round_to": self.round_to,
+            "iterative_steps": self.iterative_steps,
+            "normalizer": self.normalizer,
+        }
 
 
 @dataclass(frozen=True)
@@ -119,23 +124,68 @@ class RunConfig(Options):
 
 #: Numeric ranges: (dotted key, low, low included, high or None, high included). None values are unset.
 _RANGES: Tuple[Tuple[str, float, bool, Optional[float], bool], ...] = tuple(
-    [(k, 0.0, True, None, False) for k in (
-        "seed", "checkpoint_every", "data.num_workers", "biased.iterations", "mask.iterations", "finetune.iterations",
-        "biased.biased_iterations", "biased.weight_decay", "biased.biased_weight_decay", "biased.eta",
-        "finetune.weight_decay", "mask.lambda_sparse", "mask.lambda_con", "finetune.lambda_con")]
-    + [(k, 0.0, False, None, False) for k in (
-        "data.image_size", "data.batch_size", "data.eval_batch_size", "biased.lr", "biased.biased_lr",
-        "biased.lr_decay_step", "biased.biased_lr_decay_step", "biased.lr_gamma", "biased.biased_lr_gamma", "mask.lr",
-        "mask.temperature", "mask.gumbel_temperature", "mask.upweight", "mask.eval_every", "finetune.lr",
-        "finetune.lr_decay_step", "finetune.lr_gamma", "finetune.temperature", "finetune.upweight",
-        "finetune.eval_every", "prune.round_to")]
-    + [("data.valid_fraction", 0.0, False, 1.0, False), ("mining.tau", 0.0, False, 1.0, False),
-       ("biased.q", 0.0, False, 1.0, True)]
+    [
+        (k, 0.0, True, None, False)
+        for k in (
+            "seed",
+            "checkpoint_every",
+            "data.num_workers",
+            "biased.iterations",
+            "mask.iterations",
+            "finetune.iterations",
+            "biased.biased_iterations",
+            "biased.weight_decay",
+            "biased.biased_weight_decay",
+            "biased.eta",
+            "finetune.weight_decay",
+            "mask.lambda_sparse",
+            "mask.lambda_con",
+            "finetune.lambda_con",
+        )
+    ]
+    + [
+        (k, 0.0, False, None, False)
+        for k in (
+            "data.image_size",
+            "data.batch_size",
+            "data.eval_batch_size",
+            "biased.lr",
+            "biased.biased_lr",
+            "biased.lr_decay_step",
+            "biased.biased_lr_decay_step",
+            "biased.lr_gamma",
+            "biased.biased_lr_gamma",
+            "mask.lr",
+            "mask.temperature",
+            "mask.gumbel_temperature",
+            "mask.upweight",
+            "mask.eval_every",
+            "finetune.lr",
+            "finetune.lr_decay_step",
+            "finetune.lr_gamma",
+            "finetune.temperature",
+            "finetune.upweight",
+            "finetune.eval_every",
+            "prune.round_to",
+        )
+    ]
+    + [
+        ("data.valid_fraction", 0.0, False, 1.0, False),
+        ("mining.tau", 0.0, False, 1.0, False),
+        ("biased.q", 0.0, False, 1.0, True),
+    ]
 )
 #: The CLI flag of a ranged key, named in its error.
-_FLAG = {"seed": " (--seed)", "data.image_size": " (--image-size)", "data.batch_size": " (--batch-size)",
-         "data.num_workers": " (--num-workers)", "data.root": " (--data-root)", "data.mnist_root": " (--mnist-root)",
-         "stage1_from": " (--stage1-from)", "model_file": " (--model-file)"}
+_FLAG = {
+    "seed": " (--seed)",
+    "data.image_size": " (--image-size)",
+    "data.batch_size": " (--batch-size)",
+    "data.num_workers": " (--num-workers)",
+    "data.root": " (--data-root)",
+    "data.mnist_root": " (--mnist-root)",
+    "stage1_from": " (--stage1-from)",
+    "model_file": " (--model-file)",
+}
 
 
 def _dotted(config: Options, key: str) -> Any:
@@ -153,8 +203,13 @@ def expand_paths(config: RunConfig) -> RunConfig:
         return os.path.expanduser(path) if isinstance(path, str) and path.startswith("~") else path
 
     d = config.data
-    return config.replace(out=exp(config.out), model_file=exp(config.model_file), stage1_from=exp(config.stage1_from),
-                          weights=exp(config.weights), data=d.replace(root=exp(d.root), mnist_root=exp(d.mnist_root)))
+    return config.replace(
+        out=exp(config.out),
+        model_file=exp(config.model_file),
+        stage1_from=exp(config.stage1_from),
+        weights=exp(config.weights),
+        data=d.replace(root=exp(d.root), mnist_root=exp(d.mnist_root)),
+    )
 
 
 def validate(config: RunConfig) -> None:
@@ -162,8 +217,12 @@ def validate(config: RunConfig) -> None:
 
     Types and choice lists are checked when a config is built; this checks ranges and combinations.
     """
-    for key, path, want in (("data.root", config.data.root, "folder"), ("data.mnist_root", config.data.mnist_root, "folder"),
-                            ("stage1_from", config.stage1_from, "folder"), ("model_file", config.model_file, "file")):
+    for key, path, want in (
+        ("data.root", config.data.root, "folder"),
+        ("data.mnist_root", config.data.mnist_root, "folder"),
+        ("stage1_from", config.stage1_from, "folder"),
+        ("model_file", config.model_file, "file"),
+    ):
         if path is None:
             continue
         if want == "folder" and os.path.isfile(path):
@@ -177,13 +236,17 @@ def validate(config: RunConfig) -> None:
     if not config.out.strip():
         raise ConfigError("out (--out) is empty; name the run folder (e.g. --out runs/mine)")
     if config.stage1_from is not None and os.path.realpath(config.stage1_from) == os.path.realpath(config.out):
-        raise ConfigError(f"stage1_from (--stage1-from) {config.stage1_from!r} is this run's own folder; to continue "
-                          "it use --resume, to reuse its stage 1 in a new run give the new run another --out")
+        raise ConfigError(
+            f"stage1_from (--stage1-from) {config.stage1_from!r} is this run's own folder; to continue "
+            "it use --resume, to reuse its stage 1 in a new run give the new run another --out"
+        )
     for key, low, low_ok, high, high_ok in _RANGES:
         value = _dotted(config, key)
         if value is None:
             continue
-        if (value < low if low_ok else value <= low) or (high is not None and (value > high if high_ok else value >= high)):
+        if (value < low if low_ok else value <= low) or (
+            high is not None and (value > high if high_ok else value >= high)
+        ):
             lo, hi = "[" if low_ok else "(", "]" if high_ok else ")"
             want = f"in {lo}{low:g}, {high:g}{hi}" if high is not None else f"{'>=' if low_ok else '>'} {low:g}"
             raise InputError(f"{key} must be {want}, got {value:g}{_FLAG.get(key, '')}")
@@ -207,36 +270,53 @@ def validate(config: RunConfig) -> None:
         if getattr(p, key) is not None and not p.structured:
             raise InputError(f"prune.{key} applies to structured pruning; pass --structured (or unset {key})")
     defaults = PruneConfig()
-    for key, flag in (("pruning_ratio", "--pruning-ratio"), ("global_pruning", "--global-ranking"),
-                      ("iterative_steps", "--iterative-steps")):
+    for key, flag in (
+        ("pruning_ratio", "--pruning-ratio"),
+        ("global_pruning", "--global-ranking"),
+        ("iterative_steps", "--iterative-steps"),
+    ):
         if not p.structured and getattr(p, key) != getattr(defaults, key):
-            raise InputError(f"prune.{key} ({flag}) applies to structured pruning and this run is unstructured; pass "
-                             f"--structured, or drop {flag}")
+            raise InputError(
+                f"prune.{key} ({flag}) applies to structured pruning and this run is unstructured; pass "
+                f"--structured, or drop {flag}"
+            )
     if p.structured and given:
-        raise InputError(f"prune.{given[0]} (--{given[0]}) sets unstructured pruning and this run is structured "
-                         "(--structured): choose channels with --pruning-ratio / --target-macs, or drop --structured")
+        raise InputError(
+            f"prune.{given[0]} (--{given[0]}) sets unstructured pruning and this run is structured "
+            "(--structured): choose channels with --pruning-ratio / --target-macs, or drop --structured"
+        )
     if p.normalizer is not None and not p.global_pruning:
-        raise InputError(f"prune.normalizer = {p.normalizer!r} applies to the global channel ranking; set "
-                         "prune.global_pruning = true (--global-ranking), or unset normalizer")
+        raise InputError(
+            f"prune.normalizer = {p.normalizer!r} applies to the global channel ranking; set "
+            "prune.global_pruning = true (--global-ranking), or unset normalizer"
+        )
     if p.shuffle and p.structured:
-        raise InputError("prune.shuffle (--shuffle-mask) re-draws unstructured masks at random and this run is "
-                         "structured (--structured): drop one of them")
+        raise InputError(
+            "prune.shuffle (--shuffle-mask) re-draws unstructured masks at random and this run is "
+            "structured (--structured): drop one of them"
+        )
     f = config.finetune
     if not 0.0 <= f.rewind_point <= 1.0:
         raise InputError(f"finetune.rewind_point is a fraction of f_D's schedule in [0, 1], got {f.rewind_point:g}")
     if f.rewind not in (None, "none") and p.structured:
-        raise InputError(f"finetune.rewind = {f.rewind!r} (--rewind) resets the weights of the dense architecture and "
-                         "this run is structured (--structured), whose model is physically smaller: drop one of them")
+        raise InputError(
+            f"finetune.rewind = {f.rewind!r} (--rewind) resets the weights of the dense architecture and "
+            "this run is structured (--structured), whose model is physically smaller: drop one of them"
+        )
     if f.rewind == "stage1" and config.model_file:
-        raise InputError("finetune.rewind = 'stage1' (--rewind stage1) rewinds to f_D's stage-1 snapshots, and with "
-                         "model_file (--model-file) f_D is not trained here: use --rewind fresh, or drop --model-file")
+        raise InputError(
+            "finetune.rewind = 'stage1' (--rewind stage1) rewinds to f_D's stage-1 snapshots, and with "
+            "model_file (--model-file) f_D is not trained here: use --rewind fresh, or drop --model-file"
+        )
     if f.rewind == "stage1":
         from ..training.biased import snapshot_key
 
         kept = [snapshot_key(x) for x in config.biased.snapshots]
         if snapshot_key(f.rewind_point) not in kept:
-            raise InputError(f"finetune.rewind_point {f.rewind_point:g} (--rewind-point) is not one of the stage-1 "
-                             f"snapshots biased.snapshots = ({', '.join(kept) or 'none'}): add it there (before stage 1 "
-                             "runs) or pick one of them")
+            raise InputError(
+                f"finetune.rewind_point {f.rewind_point:g} (--rewind-point) is not one of the stage-1 "
+                f"snapshots biased.snapshots = ({', '.join(kept) or 'none'}): add it there (before stage 1 "
+                "runs) or pick one of them"
+            )
     if config.data.ratio is not None and not 0.0 <= config.data.ratio <= 100.0:
         raise InputError(f"data.ratio is a percentage in [0, 100], got {config.data.ratio}")

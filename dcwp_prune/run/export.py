@@ -38,15 +38,28 @@ def plain_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
     return out
 
 
-def save_pruned_model(folder: str, model: nn.Module, *, arch: str, num_classes: int, input_shape: Sequence[int],
-                      history: Optional[list] = None, extra: Optional[Dict[str, Any]] = None) -> None:
+def save_pruned_model(
+    folder: str,
+    model: nn.Module,
+    *,
+    arch: str,
+    num_classes: int,
+    input_shape: Sequence[int],
+    history: Optional[list] = None,
+    extra: Optional[Dict[str, Any]] = None,
+) -> None:
     """Write ``model.safetensors`` and ``model.json`` (and ``pruning_history.json`` when structured)."""
     from safetensors.torch import save
 
     state = {k: v.contiguous().cpu() for k, v in plain_state_dict(model).items()}
     write_bytes(os.path.join(folder, "model.safetensors"), save(state))
-    meta = {"arch": arch, "num_classes": num_classes, "input_shape": list(input_shape),
-            "structured": history is not None, **(extra or {})}
+    meta = {
+        "arch": arch,
+        "num_classes": num_classes,
+        "input_shape": list(input_shape),
+        "structured": history is not None,
+        **(extra or {}),
+    }
     if history is not None:
         from ..adapters.structured import save_history
 
@@ -61,9 +74,11 @@ def require_registered(folder: str, arch: str, dataset: Optional[str] = None) ->
 
     for kind, name, known in (("model", arch, list_models()), ("dataset", dataset, list_datasets())):
         if name is not None and name not in known:
-            raise UnknownNameError(f"{folder!r} was made with the {kind} {name!r}, which is not registered in this "
-                                   "process: if a module of yours registers it, pass --import MODULE (from Python: "
-                                   "import that module first)")
+            raise UnknownNameError(
+                f"{folder!r} was made with the {kind} {name!r}, which is not registered in this "
+                "process: if a module of yours registers it, pass --import MODULE (from Python: "
+                "import that module first)"
+            )
 
 
 def load_pruned_model(folder: str, map_location: str = "cpu") -> nn.Module:

@@ -18,7 +18,7 @@ import os
 import socket
 import sys
 import time
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, Tuple
 
 from .._atomic import write_json
 from .run_folder import RunFolderError
@@ -79,8 +79,10 @@ def run_lock(out: str, *, enabled: bool = True, required: bool = True) -> Iterat
         os.makedirs(os.path.dirname(lock_path), exist_ok=True)
         lock.acquire()
     except Timeout:
-        raise RunLockedError(f"run folder {out!r} is in use by {_holder(info_path)}; wait for it to finish (or stop "
-                             "it), or choose another --out") from None
+        raise RunLockedError(
+            f"run folder {out!r} is in use by {_holder(info_path)}; wait for it to finish (or stop "
+            "it), or choose another --out"
+        ) from None
     except OSError:
         if required:
             raise
@@ -89,8 +91,15 @@ def run_lock(out: str, *, enabled: bool = True, required: bool = True) -> Iterat
     _HELD[real] = [lock, 1]
     try:
         with contextlib.suppress(OSError):  # the holder's name is a courtesy: the lock alone is the guard
-            write_json(info_path, {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-                                   "command": " ".join([os.path.basename(sys.argv[0] or "python"), *sys.argv[1:]])})
+            write_json(
+                info_path,
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "started": time.time(),
+                    "command": " ".join([os.path.basename(sys.argv[0] or "python"), *sys.argv[1:]]),
+                },
+            )
         yield
     finally:
         del _HELD[real]

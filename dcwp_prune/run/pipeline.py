@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InputError
 from .._atomic import write_bytes, write_json
 from ..adapters.torch_prune import dcwp_global_unstructured, pruned_sparsity, shuffle_masks
 from ..data import BiasDataset, create_dataset, dataset_spec, default_transform
 from ..data.folders import check_same_size
 from ..data.transforms import fixes_size
+from ..errors import InputError
 from ..models import classifier_of, create_model
 from ..scores import MaskScores
 from ..training.biased import train_biased_model
@@ -42,8 +42,19 @@ from .records import RunRecorder
 if TYPE_CHECKING:
     from .run_folder import RunFolder
 
-__all__ = ["STAGE1_KEYS", "DCWPResult", "RunData", "RunLoaders", "check_stage1_source", "load_run_data",
-           "resolve_data", "resolve_variant", "run_dcwp", "seed_everything", "stage_seed"]
+__all__ = [
+    "STAGE1_KEYS",
+    "DCWPResult",
+    "RunData",
+    "RunLoaders",
+    "check_stage1_source",
+    "load_run_data",
+    "resolve_data",
+    "resolve_variant",
+    "run_dcwp",
+    "seed_everything",
+    "stage_seed",
+]
 
 _STAGES = ("biased", "mining", "mask", "finetune", "final")
 #: Above this mined fraction the biased model has not learned the bias (it diverged or trained too
@@ -53,8 +64,19 @@ IMPLAUSIBLE_MINED_FRACTION = 0.5
 #: With a known conflict ratio r (%), the bound is min(0.5, max(0.1, 5 r / 100)): a mined set more than
 #: five times the true conflicting set (and above a tenth of the data) has a precision of at most 20 %.
 MINED_OVER_RATIO, MINED_FLOOR = 5.0, 0.1
-_LOG_STAGE = {"biased": 0, "biased_d_eval": 0, "vanilla": 0, "mining": 1, "mask": 2, "mask_eval": 2, "prune": 2, "finetune": 3, "rewind": 3,
-              "finetune_eval": 3, "final": 4}
+_LOG_STAGE = {
+    "biased": 0,
+    "biased_d_eval": 0,
+    "vanilla": 0,
+    "mining": 1,
+    "mask": 2,
+    "mask_eval": 2,
+    "prune": 2,
+    "finetune": 3,
+    "rewind": 3,
+    "finetune_eval": 3,
+    "final": 4,
+}
 
 
 @dataclass
@@ -78,9 +100,18 @@ class DCWPResult:
     warnings: List[str] = field(default_factory=list)  # results that must not be read as normal ones
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"run_dir": self.run_dir, "config": self.config.to_dict(), "metrics": self.metrics,
-                "selected": self.selected, "sparsity": self.sparsity, "kept": self.kept, "mined": self.mined,
-                "structured": self.structured, "info": self.info, "warnings": self.warnings}
+        return {
+            "run_dir": self.run_dir,
+            "config": self.config.to_dict(),
+            "metrics": self.metrics,
+            "selected": self.selected,
+            "sparsity": self.sparsity,
+            "kept": self.kept,
+            "mined": self.mined,
+            "structured": self.structured,
+            "info": self.info,
+            "warnings": self.warnings,
+        }
 
 
 def resolve_variant(config: RunConfig) -> Dict[str, Any]:
@@ -121,12 +152,15 @@ def mining_warnings(count: int, num_samples: int, method: str, conflict_ratio: O
     bound = mined_fraction_bound(conflict_ratio)
     if method == "oracle" or fraction <= bound:
         return []
-    given = f", above {100 * bound:.0f} %" + ("" if conflict_ratio is None else
-                                              f" for a {conflict_ratio:g} % conflict ratio")
-    return [f"stage 2 mined {count} of {num_samples} training samples ({100 * fraction:.0f} %{given}) as "
-            "bias-conflicting: the biased model did not learn the bias (diverged or trained too little; see the "
-            "'biased' losses in metrics.jsonl), so this is not a valid DCWP result. Lower [biased] lr or train f_B "
-            "longer."]
+    given = f", above {100 * bound:.0f} %" + (
+        "" if conflict_ratio is None else f" for a {conflict_ratio:g} % conflict ratio"
+    )
+    return [
+        f"stage 2 mined {count} of {num_samples} training samples ({100 * fraction:.0f} %{given}) as "
+        "bias-conflicting: the biased model did not learn the bias (diverged or trained too little; see the "
+        "'biased' losses in metrics.jsonl), so this is not a valid DCWP result. Lower [biased] lr or train f_B "
+        "longer."
+    ]
 
 
 # ------------------------------------------------------------------------------------ resume
@@ -142,15 +176,19 @@ def _resume_config(given: RunConfig, saved: RunConfig, n_train: int, force_confi
     diffs = config_differences(saved.to_dict(), expected.to_dict())
     runtime = {k: getattr(given, k) for k in RUNTIME_KEYS if k not in ("resume", "overwrite")}
     if diffs and not force_config:
-        raise InputError(f"--resume: these options differ from the saved {os.path.join(given.out, 'config.json')}: "
-                         f"{'; '.join(diffs)}. Resume with the saved options (drop those flags) or pass "
-                         "--force-config to continue with the new ones")
+        raise InputError(
+            f"--resume: these options differ from the saved {os.path.join(given.out, 'config.json')}: "
+            f"{'; '.join(diffs)}. Resume with the saved options (drop those flags) or pass "
+            "--force-config to continue with the new ones"
+        )
     frozen = _finished_stage_keys(given.out)
     fixed = [d for d in diffs if d.split(":")[0].split(".")[0] in frozen and d.split(":")[0] not in _LOADER_ONLY]
     if fixed:
-        raise InputError(f"--resume --force-config cannot change what a finished stage was made with: {'; '.join(fixed)} "
-                         f"(the checkpoints in {given.out!r} hold its result). Start a new run for these options "
-                         "(another --out, or --overwrite; --stage1-from reuses this run's stage 1 where it matches)")
+        raise InputError(
+            f"--resume --force-config cannot change what a finished stage was made with: {'; '.join(fixed)} "
+            f"(the checkpoints in {given.out!r} hold its result). Start a new run for these options "
+            "(another --out, or --overwrite; --stage1-from reuses this run's stage 1 where it matches)"
+        )
     base = expected if diffs else saved
     return base.replace(resume=True, overwrite=False, **runtime)
 
@@ -211,12 +249,23 @@ def load_run_data(config: RunConfig, score_transform: str) -> RunData:
     """
     d = resolve_data(config).data
     spec = dataset_spec(d.name)
-    opts = spec.run_options({"ratio": d.ratio, "valid_fraction": d.valid_fraction, "seed": config.seed, "source": d.source,
-                             "mnist_root": d.mnist_root, "test_protocol": d.test_protocol, "skip_corrupt": d.skip_corrupt})
+    opts = spec.run_options(
+        {
+            "ratio": d.ratio,
+            "valid_fraction": d.valid_fraction,
+            "seed": config.seed,
+            "source": d.source,
+            "mnist_root": d.mnist_root,
+            "test_protocol": d.test_protocol,
+            "skip_corrupt": d.skip_corrupt,
+        }
+    )
     spec.check_extra_options(d.options)  # before the run folder is touched: a run loads its data first
     opts.update(d.options)
-    split = {s: create_dataset(d.name, root=d.root, split=s, transform=default_transform(d.name, s, d.image_size), **opts)
-             for s in ("train", "valid", "test")}
+    split = {
+        s: create_dataset(d.name, root=d.root, split=s, transform=default_transform(d.name, s, d.image_size), **opts)
+        for s in ("train", "valid", "test")
+    }
     check_same_size({s: ds for s, ds in split.items() if not fixes_size(ds.transform)})
     scoring = split["train"].subset(range(len(split["train"])))
     scoring.transform = split["train"].transform if score_transform == "train" else split["test"].transform
@@ -231,16 +280,35 @@ class RunLoaders:
 
     def train(self, stage: int, start: int, weights: Optional[torch.Tensor] = None) -> Any:
         env, d = self.rt.env, self.config.data
-        sampler = InfiniteBatchSampler(len(self.data.train), d.batch_size, weights, seed=self.config.seed * 100 + stage,
-                                       start_batch=start, rank=env.rank, world_size=env.world_size)
-        return batches(make_loader(self.data.train, batch_sampler=sampler, num_workers=d.num_workers,
-                                   device=self.rt.device, seed=self.config.seed + stage))
+        sampler = InfiniteBatchSampler(
+            len(self.data.train),
+            d.batch_size,
+            weights,
+            seed=self.config.seed * 100 + stage,
+            start_batch=start,
+            rank=env.rank,
+            world_size=env.world_size,
+        )
+        return batches(
+            make_loader(
+                self.data.train,
+                batch_sampler=sampler,
+                num_workers=d.num_workers,
+                device=self.rt.device,
+                seed=self.config.seed + stage,
+            )
+        )
 
     def eval(self, dataset: BiasDataset) -> Any:
         env = self.rt.env
-        return make_loader(dataset, batch_size=self.config.data.eval_batch_size,
-                           sampler=ShardSampler(len(dataset), env.rank, env.world_size),
-                           num_workers=self.config.data.num_workers, device=self.rt.device, seed=self.config.seed)
+        return make_loader(
+            dataset,
+            batch_size=self.config.data.eval_batch_size,
+            sampler=ShardSampler(len(dataset), env.rank, env.world_size),
+            num_workers=self.config.data.num_workers,
+            device=self.rt.device,
+            seed=self.config.seed,
+        )
 
     def evaluate(self, model: nn.Module, splits: tuple = ("valid", "test")) -> Dict[str, Any]:
         return {s: evaluate(model, self.eval(getattr(self.data, s)), self.data.num_classes, self.rt) for s in splits}
@@ -269,8 +337,10 @@ def check_stage1_source(config: RunConfig) -> None:
     source = config.stage1_from
     assert source is not None
     if not os.path.isfile(os.path.join(source, "checkpoints", "stage1_biased.pt")):
-        raise InputError(f"stage1_from {source!r} has no finished stage 1 (checkpoints/stage1_biased.pt); "
-                         "run it to the end of stage 1 first")
+        raise InputError(
+            f"stage1_from {source!r} has no finished stage 1 (checkpoints/stage1_biased.pt); "
+            "run it to the end of stage 1 first"
+        )
     saved = resolve_data(RunConfig.from_dict(read_saved_config(source)))
     loader_only = {"num_workers": 0, "eval_batch_size": 1}
 
@@ -284,8 +354,10 @@ def check_stage1_source(config: RunConfig) -> None:
     if saved.mining.method == "oracle" and config.mining.method != "oracle":
         diffs.append("mining.method: the source mined with 'oracle', so its f_B was never trained")
     if diffs:
-        raise InputError(f"stage1_from {source!r} trained stage 1 differently: {'; '.join(diffs)}. Start from a run "
-                         "with the same model, data, seed and [biased] options, or drop stage1_from")
+        raise InputError(
+            f"stage1_from {source!r} trained stage 1 differently: {'; '.join(diffs)}. Start from a run "
+            "with the same model, data, seed and [biased] options, or drop stage1_from"
+        )
 
 
 def _check_model_fits(model: nn.Module, data: RunData, config: RunConfig) -> None:
@@ -297,8 +369,11 @@ def _check_model_fits(model: nn.Module, data: RunData, config: RunConfig) -> Non
     MaskScores.from_model(model, include=config.mask.include or None, exclude=config.mask.exclude or None)  # patterns
     x = data.valid[0].image.unsqueeze(0).to(next(model.parameters()).device)
     linear_out: Dict[nn.Module, Any] = {}
-    hooks = [m.register_forward_hook(lambda mod, _, o: linear_out.__setitem__(mod, o))
-             for m in model.modules() if isinstance(m, nn.Linear)]
+    hooks = [
+        m.register_forward_hook(lambda mod, _, o: linear_out.__setitem__(mod, o))
+        for m in model.modules()
+        if isinstance(m, nn.Linear)
+    ]
     try:
         with torch.no_grad():
             logits = model.eval()(x)
@@ -308,29 +383,42 @@ def _check_model_fits(model: nn.Module, data: RunData, config: RunConfig) -> Non
     except (RuntimeError, AssertionError, ValueError, IndexError, TypeError) as err:
         # torchvision's ViT asserts its fixed input size (AssertionError); convolutions raise RuntimeError
         need = getattr(model, "image_size", None)
-        fix = (f"pass --image-size {need} ([data] image_size)" if isinstance(need, int) and need != x.shape[-1]
-               else "pass an --image-size the model accepts ([data] image_size)")
+        fix = (
+            f"pass --image-size {need} ([data] image_size)"
+            if isinstance(need, int) and need != x.shape[-1]
+            else "pass an --image-size the model accepts ([data] image_size)"
+        )
         first = (str(err).splitlines() or [type(err).__name__])[0]
-        raise InputError(f"model {config.model!r} cannot take {config.data.name} images of shape "
-                         f"{tuple(x.shape[1:])} ({first}); {fix} or choose another model") from None
+        raise InputError(
+            f"model {config.model!r} cannot take {config.data.name} images of shape "
+            f"{tuple(x.shape[1:])} ({first}); {fix} or choose another model"
+        ) from None
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, data.num_classes):  # one (N, C) logits tensor
         got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
-        raise InputError(f"model {config.model!r} returns {got} in training mode; DCWP trains on one logits tensor of "
-                         f"shape (batch, {data.num_classes}): build it without auxiliary heads, or wrap it to return the logits")
+        raise InputError(
+            f"model {config.model!r} returns {got} in training mode; DCWP trains on one logits tensor of "
+            f"shape (batch, {data.num_classes}): build it without auxiliary heads, or wrap it to return the logits"
+        )
     try:  # stages 3 and 4 take the classifier's input as the contrastive feature
         head = classifier_of(model)
     except ValueError as err:
-        raise InputError(f"model {config.model!r}: {err} (the contrastive term of stages 3 and 4 takes the input of the "
-                         "nn.Linear that produces the logits); choose another model, or prune a trained one with "
-                         "`dcwp-prune prune` / DCWPMethod") from None
+        raise InputError(
+            f"model {config.model!r}: {err} (the contrastive term of stages 3 and 4 takes the input of the "
+            "nn.Linear that produces the logits); choose another model, or prune a trained one with "
+            "`dcwp-prune prune` / DCWPMethod"
+        ) from None
     producer = next((m for m, o in linear_out.items() if o is logits), None)  # the nn.Linear that returned the logits
     if (producer is not None and producer is not head) or head.out_features != data.num_classes:
         names = {m: n for n, m in model.named_modules()}
-        what = (f"the logits come from {names[producer]!r}, but its last nn.Linear is {names[head]!r} ({head})"
-                if producer is not None else
-                f"its last nn.Linear, {names[head]!r} ({head}), does not produce the {data.num_classes} logits")
-        raise InputError(f"model {config.model!r}: {what}; DCWP takes the input of the last nn.Linear the model "
-                         "registers as the contrastive feature, so define the classifier last in the model's __init__")
+        what = (
+            f"the logits come from {names[producer]!r}, but its last nn.Linear is {names[head]!r} ({head})"
+            if producer is not None
+            else f"its last nn.Linear, {names[head]!r} ({head}), does not produce the {data.num_classes} logits"
+        )
+        raise InputError(
+            f"model {config.model!r}: {what}; DCWP takes the input of the last nn.Linear the model "
+            "registers as the contrastive feature, so define the classifier last in the model's __init__"
+        )
     if config.prune.structured:
         from ..adapters.structured import check_structured_support
 
@@ -368,8 +456,12 @@ class _Run:
             state, self.progress = self.progress, None
             set_rng_state(state["rng"])
             it = int(state["iteration"])
-            self.truncate_log(lambda r: _LOG_STAGE.get(r.get("stage"), 9) < index
-                              or (_LOG_STAGE.get(r.get("stage")) == index and r.get("iteration", 0) <= it))
+            self.truncate_log(
+                lambda r: (
+                    _LOG_STAGE.get(r.get("stage"), 9) < index
+                    or (_LOG_STAGE.get(r.get("stage")) == index and r.get("iteration", 0) <= it)
+                )
+            )
             return state
         self.truncate_log(lambda r: _LOG_STAGE.get(r.get("stage"), 9) < index)
         return None
@@ -411,15 +503,28 @@ class _Run:
         train_b = None if c.mining.method == "oracle" else model_b
         n = len(self.data.train)
         out = train_biased_model(
-            train_b, self.loaders.train(1, int(resume["iteration"]) if resume else 0), c.biased, self.rt,
-            model_d=train_d, score_loader=self.loaders.eval(self.data.train_scoring), num_samples=n,
-            pseudo_every=max(1, n // c.data.batch_size), resume=resume,
-            evaluate_fn=self.loaders.evaluate, eval_every=c.finetune.eval_every, select_metric=self.select_metric)
+            train_b,
+            self.loaders.train(1, int(resume["iteration"]) if resume else 0),
+            c.biased,
+            self.rt,
+            model_d=train_d,
+            score_loader=self.loaders.eval(self.data.train_scoring),
+            num_samples=n,
+            pseudo_every=max(1, n // c.data.batch_size),
+            resume=resume,
+            evaluate_fn=self.loaders.evaluate,
+            eval_every=c.finetune.eval_every,
+            select_metric=self.select_metric,
+        )
         vanilla = self.loaders.evaluate(model_d)
         self.rt.log({"stage": "vanilla", **vanilla})
-        state = {"model_d": model_d.state_dict(), "model_b": model_b.state_dict(), "vanilla": vanilla,
-                 "pseudo_scores": out["pseudo_scores"] if out["pseudo_scores"] is not None else torch.zeros(0),
-                 "vanilla_best_valid": out["best_d"]}
+        state = {
+            "model_d": model_d.state_dict(),
+            "model_b": model_b.state_dict(),
+            "vanilla": vanilla,
+            "pseudo_scores": out["pseudo_scores"] if out["pseudo_scores"] is not None else torch.zeros(0),
+            "vanilla_best_valid": out["best_d"],
+        }
         self.save_snapshots(out["snapshots"])  # before stage 1 counts as done, so a finished stage 1 has them
         self.finish("stage1_biased", state)
         self.save_dense(state["model_d"])
@@ -458,11 +563,26 @@ class _Run:
             return MinedSet.load(path)
         self.begin(1, "mining")
         train = self.data.train
-        mined = mine_conflicting(self.config.mining.method, train.ids, labels_loader=self.loaders.eval(self.data.train_scoring),
-                                 model_b=model_b, pseudo_scores=pseudo if len(pseudo) else None,
-                                 tau=self.config.mining.tau, truth=train.conflicting, runtime=self.rt)
-        self.rt.log({"stage": "mining", "count": mined.count, "precision": mined.precision, "recall": mined.recall,
-                     "true_conflicting": int(train.conflicting.sum()), "num_samples": len(train)})
+        mined = mine_conflicting(
+            self.config.mining.method,
+            train.ids,
+            labels_loader=self.loaders.eval(self.data.train_scoring),
+            model_b=model_b,
+            pseudo_scores=pseudo if len(pseudo) else None,
+            tau=self.config.mining.tau,
+            truth=train.conflicting,
+            runtime=self.rt,
+        )
+        self.rt.log(
+            {
+                "stage": "mining",
+                "count": mined.count,
+                "precision": mined.precision,
+                "recall": mined.recall,
+                "true_conflicting": int(train.conflicting.sum()),
+                "num_samples": len(train),
+            }
+        )
         if self.writes:
             mined.save(path)
         barrier(self.rt.env)
@@ -482,9 +602,14 @@ class _Run:
             return self.loaders.evaluate(model_d, ("valid",))
 
         scores = learn_mask_scores(
-            model_d, self.loaders.train(3, int(resume["iteration"]) if resume else 0, weights), mined.flags_for,
-            c.mask.replace(gumbel=self.variant["gumbel"], positives=self.variant["positives"]), self.rt, resume=resume,
-            on_eval=on_eval)
+            model_d,
+            self.loaders.train(3, int(resume["iteration"]) if resume else 0, weights),
+            mined.flags_for,
+            c.mask.replace(gumbel=self.variant["gumbel"], positives=self.variant["positives"]),
+            self.rt,
+            resume=resume,
+            on_eval=on_eval,
+        )
         scores.bind(model_d)
         if self.writes:
             scores.save(os.path.join(c.out, "scores.safetensors"))
@@ -506,17 +631,25 @@ class _Run:
             except ValueError as err:
                 if p.target_macs is None or not self.writes:
                     raise
-                raise InputError(f"{err}. The learned scores are saved (stage 3 is done): continue with --resume "
-                                 f"--out {self.config.out} --force-config and a larger --pruning-ratio (or a smaller "
-                                 "--target-macs)") from None
+                raise InputError(
+                    f"{err}. The learned scores are saved (stage 3 is done): continue with --resume "
+                    f"--out {self.config.out} --force-config and a larger --pruning-ratio (or a smaller "
+                    "--target-macs)"
+                ) from None
             info = dict(result.to_dict(), history=result.history)
         else:
             dcwp_global_unstructured(model, scores.probs(), **p.rule())
             info = None
             if p.shuffle:  # the random-mask control: the same count per tensor at random positions
                 shuffle_masks(model, torch.Generator().manual_seed(stage_seed(self.config.seed, 2)))
-        self.rt.log({"stage": "prune", "structured": p.structured, "sparsity": self.sparsity(model, scores),
-                     **({k: v for k, v in info.items() if k != "history"} if info else {})})
+        self.rt.log(
+            {
+                "stage": "prune",
+                "structured": p.structured,
+                "sparsity": self.sparsity(model, scores),
+                **({k: v for k, v in info.items() if k != "history"} if info else {}),
+            }
+        )
         return info
 
     def sparsity(self, model: nn.Module, scores: MaskScores) -> float:
@@ -536,9 +669,16 @@ class _Run:
         if rewind != "none" and resume is None:
             self.rewind(model, rewind)
         weights = upweight(self.data_flags(mined), c.finetune.upweight)
-        out = finetune(model, self.loaders.train(4, int(resume["iteration"]) if resume else 0, weights), mined.flags_for,
-                       c.finetune.replace(positives=c.finetune.positives or self.variant["positives"]), self.rt,
-                       evaluate_fn=self.loaders.evaluate, select_metric=self.select_metric, resume=resume)
+        out = finetune(
+            model,
+            self.loaders.train(4, int(resume["iteration"]) if resume else 0, weights),
+            mined.flags_for,
+            c.finetune.replace(positives=c.finetune.positives or self.variant["positives"]),
+            self.rt,
+            evaluate_fn=self.loaders.evaluate,
+            select_metric=self.select_metric,
+            resume=resume,
+        )
         state = {"model": model.state_dict(), **out}
         self.finish("stage4_finetune", state)
         return state
@@ -557,17 +697,26 @@ class _Run:
             key = snapshot_key(c.finetune.rewind_point)
             snapshots = (self.recorder.load("stage1_snapshots") or {}).get("snapshots", {})
             if key not in snapshots:
-                raise InputError(f"finetune.rewind = 'stage1' needs f_D's stage-1 snapshot at {key} of its schedule, and "
-                                 f"this run's stage 1 kept {sorted(snapshots) or 'none'} (checkpoints/stage1_snapshots.pt; "
-                                 "a stage 1 of an earlier release keeps none): run stage 1 again (a new --out without "
-                                 "--stage1-from), or --rewind fresh")
+                raise InputError(
+                    f"finetune.rewind = 'stage1' needs f_D's stage-1 snapshot at {key} of its schedule, and "
+                    f"this run's stage 1 kept {sorted(snapshots) or 'none'} (checkpoints/stage1_snapshots.pt; "
+                    "a stage 1 of an earlier release keeps none): run stage 1 again (a new --out without "
+                    "--stage1-from), or --rewind fresh"
+                )
             state = snapshots[key]
         info = rewind_weights(model, state)
-        self.rt.log({"stage": "rewind", "to": how, "point": c.finetune.rewind_point if how == "stage1" else None, **info})
+        self.rt.log(
+            {"stage": "rewind", "to": how, "point": c.finetune.rewind_point if how == "stage1" else None, **info}
+        )
 
     # stage 5 ---------------------------------------------------------------------------------
-    def final(self, model: nn.Module, tuned: Dict[str, Any], vanilla: Dict[str, Any],
-              vanilla_best: Optional[Dict[str, Any]] = None) -> Dict[str, Dict[str, Any]]:
+    def final(
+        self,
+        model: nn.Module,
+        tuned: Dict[str, Any],
+        vanilla: Dict[str, Any],
+        vanilla_best: Optional[Dict[str, Any]] = None,
+    ) -> Dict[str, Dict[str, Any]]:
         self.begin(4, "final")
         metrics = {"vanilla": vanilla, "dcwp_last": self.loaders.evaluate(model)}
         if vanilla_best is not None:  # f_D's (ERM's) best-on-valid iterate in stage 1, metrics only
@@ -585,13 +734,20 @@ def _runtime(config: RunConfig) -> Runtime:
     if env.enabled and device.type == "cuda":
         device = torch.device("cuda", env.local_rank)
     if config.cpu_amp and device.type != "cpu":
-        warnings.warn(f"cpu_amp (--cpu-amp) applies to CPU runs and this one runs on {device}: ignored (on CUDA, "
-                      "bf16 autocast is the amp option, on by default)", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"cpu_amp (--cpu-amp) applies to CPU runs and this one runs on {device}: ignored (on CUDA, "
+            "bf16 autocast is the amp option, on by default)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     if config.cpu_amp and device.type == "cpu" and not cpu_has_bf16():
-        raise InputError("cpu_amp (--cpu-amp) asks for bf16 autocast on the CPU, and this CPU has no native bf16 "
-                         "(AVX512-BF16 or AMX): it would run slower than fp32; drop --cpu-amp")
-    return Runtime(device=device, env=env, progress=config.progress, amp=config.amp, cpu_amp=config.cpu_amp,
-                   compile=config.compile)
+        raise InputError(
+            "cpu_amp (--cpu-amp) asks for bf16 autocast on the CPU, and this CPU has no native bf16 "
+            "(AVX512-BF16 or AMX): it would run slower than fp32; drop --cpu-amp"
+        )
+    return Runtime(
+        device=device, env=env, progress=config.progress, amp=config.amp, cpu_amp=config.cpu_amp, compile=config.compile
+    )
 
 
 def run_dcwp(config: RunConfig, *, force_config: bool = False, report: bool = True) -> DCWPResult:
@@ -602,7 +758,8 @@ def run_dcwp(config: RunConfig, *, force_config: bool = False, report: bool = Tr
     (``model.safetensors`` + ``model.json``), ``results.json``, ``checkpoints/`` and, with ``report``
     (the default), ``report.json``, ``report.md`` and the plots, as the CLI writes them. Paths may
     start with ``~``. One process at a time may run in ``config.out`` (an OS-level lock; another one
-    raises :class:`~dcwp_prune.run.lock.RunLockedError`). With ``config.resume`` an interrupted run continues from its last checkpoint
+    raises :class:`~dcwp_prune.run.lock.RunLockedError`). With ``config.resume`` an interrupted run continues
+    from its last checkpoint
     with its saved config; ``config`` may then differ from it only in ``out``, ``device`` and
     ``progress`` unless ``force_config`` is set.
 
@@ -654,17 +811,22 @@ def _run_stages(config: RunConfig, rt: Runtime, folder: "RunFolder", force_confi
         if config.quick:
             config = quick_schedule(config, len(data.train))
     if config.data.batch_size > len(data.train):
-        raise InputError(f"data.batch_size {config.data.batch_size} is larger than the training set ({len(data.train)} "
-                         f"images): every batch would repeat images (and the contrastive term is batch x batch); "
-                         f"pass --batch-size {len(data.train)} or less")
+        raise InputError(
+            f"data.batch_size {config.data.batch_size} is larger than the training set ({len(data.train)} "
+            f"images): every batch would repeat images (and the contrastive term is batch x batch); "
+            f"pass --batch-size {len(data.train)} or less"
+        )
     variant = resolve_variant(config)
     rt.checkpoint_every, rt.label = config.checkpoint_every, "[quick]" if config.quick else ""
     _check_model_fits(create_model(config.model, data.num_classes, weights=config.weights).to(rt.device), data, config)
     if config.stage1_from:
         check_stage1_source(config)
     if config.resume:  # a damaged checkpoint is refused before config.json or metrics.jsonl change
-        for name in sorted(os.listdir(os.path.join(config.out, "checkpoints"))) if os.path.isdir(
-                os.path.join(config.out, "checkpoints")) else ():
+        for name in (
+            sorted(os.listdir(os.path.join(config.out, "checkpoints")))
+            if os.path.isdir(os.path.join(config.out, "checkpoints"))
+            else ()
+        ):
             if name.endswith(".pt"):
                 load_checkpoint(os.path.join(config.out, "checkpoints", name))
     # every check passed: only now does the run folder change
@@ -680,7 +842,9 @@ def _run_stages(config: RunConfig, rt: Runtime, folder: "RunFolder", force_confi
         raise
 
 
-def _stages(config: RunConfig, rt: Runtime, data: RunData, variant: Dict[str, Any], recorder: RunRecorder) -> DCWPResult:
+def _stages(
+    config: RunConfig, rt: Runtime, data: RunData, variant: Dict[str, Any], recorder: RunRecorder
+) -> DCWPResult:
     if rt.env.is_main:
         write_json(os.path.join(config.out, "config.json"), config.to_dict())
     run = _Run(config, rt, data, recorder)
@@ -697,17 +861,41 @@ def _stages(config: RunConfig, rt: Runtime, data: RunData, variant: Dict[str, An
     selected = variant["selected"] if tuned.get("best_state") is not None else "last"
     if selected == "best_valid":
         model.load_state_dict(tuned["best_state"])
-    result = DCWPResult(config.out if rt.env.is_main else None, config, metrics, selected, run.sparsity(model, scores),
-                        kept_fraction(scores, warn=False), mined.to_dict() | {"conflicting_ids": None}, structured,
-                        info={"data": data.train.info, "valid": data.valid.info, "test": data.test.info, "device": str(rt.device),
-                              "world_size": rt.env.world_size, "variant": variant, "num_classes": data.num_classes},
-                        model=model, scores=scores, warnings=notes)
+    result = DCWPResult(
+        config.out if rt.env.is_main else None,
+        config,
+        metrics,
+        selected,
+        run.sparsity(model, scores),
+        kept_fraction(scores, warn=False),
+        mined.to_dict() | {"conflicting_ids": None},
+        structured,
+        info={
+            "data": data.train.info,
+            "valid": data.valid.info,
+            "test": data.test.info,
+            "device": str(rt.device),
+            "world_size": rt.env.world_size,
+            "variant": variant,
+            "num_classes": data.num_classes,
+        },
+        model=model,
+        scores=scores,
+        warnings=notes,
+    )
     if rt.env.is_main:
         from .export import save_pruned_model
 
         shape = list(data.valid[0].image.shape)
-        save_pruned_model(config.out, model, arch=config.model, num_classes=data.num_classes, input_shape=shape,
-                          history=structured["history"] if structured else None, extra={"selected": selected})
+        save_pruned_model(
+            config.out,
+            model,
+            arch=config.model,
+            num_classes=data.num_classes,
+            input_shape=shape,
+            history=structured["history"] if structured else None,
+            extra={"selected": selected},
+        )
         write_json(os.path.join(config.out, "results.json"), result.to_dict())
     barrier(rt.env)
     return result

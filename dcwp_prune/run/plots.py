@@ -43,8 +43,9 @@ def plot_kept(kept: Dict[str, float], path: str, title: str = "", order: Optiona
     plt.close(fig)
 
 
-def plot_group_accuracy(before: List[List[Optional[float]]], after: List[List[Optional[float]]], path: str,
-                        title: str = "") -> None:
+def plot_group_accuracy(
+    before: List[List[Optional[float]]], after: List[List[Optional[float]]], path: str, title: str = ""
+) -> None:
     """Two heatmaps (rows: class, columns: bias label): vanilla vs DCWP; empty groups blank."""
     import numpy as np
 
@@ -60,8 +61,15 @@ def plot_group_accuracy(before: List[List[Optional[float]]], after: List[List[Op
             for i in range(arr.shape[0]):
                 for j in range(arr.shape[1]):
                     if not np.isnan(arr[i, j]):
-                        ax.text(j, i, f"{arr[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                                color="white" if arr[i, j] < 0.5 else "black")
+                        ax.text(
+                            j,
+                            i,
+                            f"{arr[i, j]:.2f}",
+                            ha="center",
+                            va="center",
+                            fontsize=6,
+                            color="white" if arr[i, j] < 0.5 else "black",
+                        )
     fig.colorbar(im, ax=axes, shrink=0.8, label="accuracy")
     fig.suptitle(title or "test accuracy per (class, bias) group")
     _save(fig, path)
@@ -73,9 +81,11 @@ def plot_curves(records: List[Dict[str, Any]], path: str, title: str = "") -> No
     magnitude above the cross-entropy) and the fine-tuning valid / test accuracy in %."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
-    panels = (("biased", "stage 1: f_D and f_B", ("loss_d", "loss_b"), ()),
-              ("mask", "stage 3: mask learning", ("ce", "loss"), ("con",)),
-              ("finetune", "stage 4: fine-tuning", ("ce", "loss"), ("con",)))
+    panels = (
+        ("biased", "stage 1: f_D and f_B", ("loss_d", "loss_b"), ()),
+        ("mask", "stage 3: mask learning", ("ce", "loss"), ("con",)),
+        ("finetune", "stage 4: fine-tuning", ("ce", "loss"), ("con",)),
+    )
     for ax, (stage, name, left, right) in zip(axes, panels):
         rows = [r for r in records if r.get("stage") == stage]
         handles = []
@@ -96,14 +106,24 @@ def plot_curves(records: List[Dict[str, Any]], path: str, title: str = "") -> No
         if handles:
             ax.legend(handles=handles, fontsize=7)
         else:
-            ax.text(0.5, 0.5, "no records (stage reused or not run)", ha="center", va="center", transform=ax.transAxes,
-                    fontsize=8)
+            ax.text(
+                0.5,
+                0.5,
+                "no records (stage reused or not run)",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                fontsize=8,
+            )
     ax = axes[3]
     evals = [r for r in records if r.get("stage") == "finetune_eval"]
     handles = []
     for split in ("valid", "test"):
-        pts = [(r["iteration"], 100 * r[split]["accuracy"]) for r in evals
-               if r.get(split) and r[split].get("accuracy") is not None]
+        pts = [
+            (r["iteration"], 100 * r[split]["accuracy"])
+            for r in evals
+            if r.get(split) and r[split].get("accuracy") is not None
+        ]
         if pts:
             handles += ax.plot(*zip(*pts), marker="o", label=f"{split} accuracy")
     ax.set_title("stage 4: evaluation")

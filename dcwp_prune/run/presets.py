@@ -1,4 +1,5 @@
-"""Per-dataset hyperparameters of the official scripts (``../shared/DCWP.md`` section 4), and --quick."""
+"""Per-dataset hyperparameters of the official scripts (``script/train_ours_*.sh`` of github.com/ParkGeonYeong/DCWP,
+with ``main.py``'s defaults), and --quick."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import copy
 import os
 from typing import Any, Dict, Optional
 
-from ..errors import UnknownNameError
 from .._registry import unknown_name_message
 from ..data import dataset_spec, list_datasets
+from ..errors import UnknownNameError
 from .config import RunConfig, expand_paths
 
 __all__ = ["LAMBDA_UP", "PRESETS", "build_config", "merge_options", "quick_schedule"]
@@ -21,9 +22,20 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         "model": "cnn",
         "data": {"name": "cmnist", "batch_size": 256},
         # Run B of the official two-run protocol trains f_D with Adam 1e-2; Run A mines with an SGD GCE f_B.
-        "biased": {"iterations": 10000, "optimizer": "adam", "lr": 1e-2, "lr_decay_step": 10000, "lr_gamma": 0.1,
-                   "loss": "gce", "biased_iterations": 2000, "biased_optimizer": "sgd", "biased_lr": 0.1,
-                   "biased_weight_decay": 1e-4, "biased_lr_decay_step": 600, "biased_lr_gamma": 0.1},
+        "biased": {
+            "iterations": 10000,
+            "optimizer": "adam",
+            "lr": 1e-2,
+            "lr_decay_step": 10000,
+            "lr_gamma": 0.1,
+            "loss": "gce",
+            "biased_iterations": 2000,
+            "biased_optimizer": "sgd",
+            "biased_lr": 0.1,
+            "biased_weight_decay": 1e-4,
+            "biased_lr_decay_step": 600,
+            "biased_lr_gamma": 0.1,
+        },
         "mining": {"method": "wrong"},
         "mask": {"lambda_sparse": 1e-8},
         "finetune": {"lr": 1e-3, "lr_decay_step": 1000, "lr_gamma": 0.1},
@@ -63,7 +75,6 @@ def merge_options(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]
     return out
 
 
-
 def build_config(preset: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None) -> RunConfig:
     """A :class:`RunConfig` from a preset (``None``: the dataset named in overrides, if it has one)
     with ``overrides`` (a nested dict) applied on top. lambda_up follows the conflict ratio for the
@@ -94,8 +105,13 @@ def build_config(preset: Optional[str] = None, overrides: Optional[Dict[str, Any
         # The official CMNIST scripts use the CNN. Their SGD (lr 0.1) f_B does not train the BN-free MLP,
         # so with the MLP f_B follows LfF's optimiser (Adam 1e-3) unless the user set it.
         user = overrides.get("biased", {})
-        lff = {"biased_optimizer": "adam", "biased_lr": 1e-3, "biased_weight_decay": 0.0, "biased_lr_decay_step": None,
-               "biased_lr_gamma": None}
+        lff = {
+            "biased_optimizer": "adam",
+            "biased_lr": 1e-3,
+            "biased_weight_decay": 0.0,
+            "biased_lr_decay_step": None,
+            "biased_lr_gamma": None,
+        }
         merged = merge_options(merged, {"biased": {k: v for k, v in lff.items() if k not in user}})
     if name in PRESETS:
         merged["preset"] = name
@@ -119,9 +135,18 @@ QUICK_CAPS = (2000, 400, 400, 200)
 
 
 #: The values --quick sets; one the user wrote (config file or flag) is kept (``RunConfig.quick_fixed``).
-QUICK_KEYS = ("biased.iterations", "biased.lr_decay_step", "biased.biased_iterations", "biased.biased_lr_decay_step",
-              "mask.iterations", "mask.eval_every", "finetune.iterations", "finetune.eval_every",
-              "finetune.lr_decay_step", "checkpoint_every")
+QUICK_KEYS = (
+    "biased.iterations",
+    "biased.lr_decay_step",
+    "biased.biased_iterations",
+    "biased.biased_lr_decay_step",
+    "mask.iterations",
+    "mask.eval_every",
+    "finetune.iterations",
+    "finetune.eval_every",
+    "finetune.lr_decay_step",
+    "checkpoint_every",
+)
 
 
 def quick_schedule(config: RunConfig, n_train: int) -> RunConfig:
@@ -134,16 +159,21 @@ def quick_schedule(config: RunConfig, n_train: int) -> RunConfig:
     per_epoch = max(1, -(-n_train // config.data.batch_size))
     it_d, it_b, it_m, it_f = (max(1, min(e * per_epoch, cap)) for e, cap in zip(QUICK_EPOCHS, QUICK_CAPS))
     b, m, f = config.biased, config.mask, config.finetune
-    it_d, it_b = (b.iterations if "biased.iterations" in config.quick_fixed else it_d,
-                  b.biased_iterations if "biased.biased_iterations" in config.quick_fixed else it_b)
+    it_d, it_b = (
+        b.iterations if "biased.iterations" in config.quick_fixed else it_d,
+        b.biased_iterations if "biased.biased_iterations" in config.quick_fixed else it_b,
+    )
     it_m = m.iterations if "mask.iterations" in config.quick_fixed else it_m
     it_f = f.iterations if "finetune.iterations" in config.quick_fixed else it_f
     values = {
-        "biased.iterations": it_d, "biased.lr_decay_step": it_d,
+        "biased.iterations": it_d,
+        "biased.lr_decay_step": it_d,
         "biased.biased_iterations": it_b if b.biased_iterations is not None else None,
         "biased.biased_lr_decay_step": max(1, int(0.3 * it_b)) if b.biased_lr_decay_step is not None else None,
-        "mask.iterations": it_m, "mask.eval_every": max(1, it_m // 4),
-        "finetune.iterations": it_f, "finetune.eval_every": max(1, min(per_epoch, it_f // 4)),
+        "mask.iterations": it_m,
+        "mask.eval_every": max(1, it_m // 4),
+        "finetune.iterations": it_f,
+        "finetune.eval_every": max(1, min(per_epoch, it_f // 4)),
         "finetune.lr_decay_step": max(f.lr_decay_step, it_f),
         "checkpoint_every": max(1, min(4 * per_epoch, it_m // 2)),
     }
@@ -152,5 +182,10 @@ def quick_schedule(config: RunConfig, n_train: int) -> RunConfig:
         if key not in config.quick_fixed:
             section, _, name = key.rpartition(".")
             changes[section][name] = value
-    return config.replace(biased=b.replace(**changes["biased"]), mask=m.replace(**changes["mask"]),
-                          finetune=f.replace(**changes["finetune"]), quick=True, **changes[""])
+    return config.replace(
+        biased=b.replace(**changes["biased"]),
+        mask=m.replace(**changes["mask"]),
+        finetune=f.replace(**changes["finetune"]),
+        quick=True,
+        **changes[""],
+    )

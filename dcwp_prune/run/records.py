@@ -11,8 +11,8 @@ import os
 import warnings
 from typing import Any, Callable, Dict, List, Optional
 
-from ..errors import InputError
 from .._atomic import write_text
+from ..errors import InputError
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint
 
 __all__ = ["RunRecorder", "read_records"]
@@ -34,11 +34,16 @@ def read_records(path: str) -> List[Dict[str, Any]]:
                 raise InputError("not a JSON object")
         except ValueError as err:
             if n == len(numbered) - 1:
-                warnings.warn(f"{path}: the last line ({lineno}) is cut short (a run killed while it wrote it); it is "
-                              "dropped", RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"{path}: the last line ({lineno}) is cut short (a run killed while it wrote it); it is dropped",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 break
-            raise InputError(f"{path!r} line {lineno} is not a JSON record ({err}); the file is damaged: delete the "
-                             "line (or the file: it holds the logs only) and run the command again") from None
+            raise InputError(
+                f"{path!r} line {lineno} is not a JSON record ({err}); the file is damaged: delete the "
+                "line (or the file: it holds the logs only) and run the command again"
+            ) from None
         records.append(record)
     return records
 

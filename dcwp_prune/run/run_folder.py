@@ -27,7 +27,16 @@ from typing import Any, Dict, List, Optional
 
 from ..errors import InputError
 
-__all__ = ["RunFolder", "RunFolderError", "RunFolderExistsError", "NoRunError", "check_writable", "config_differences", "finished_parts", "read_saved_config"]
+__all__ = [
+    "RunFolder",
+    "RunFolderError",
+    "RunFolderExistsError",
+    "NoRunError",
+    "check_writable",
+    "config_differences",
+    "finished_parts",
+    "read_saved_config",
+]
 
 #: Files whose presence means a stage finished (or the whole run did).
 _FINISHED_FILES = ("mined.json", "scores.safetensors", "model.safetensors", "results.json")
@@ -56,8 +65,9 @@ def read_saved_config(out: str) -> Dict[str, Any]:
         with open(path) as f:
             data = json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise RunFolderError(f"cannot resume: {path!r} is not readable JSON ({err}); restore it or start a new run "
-                             "with another --out") from None
+        raise RunFolderError(
+            f"cannot resume: {path!r} is not readable JSON ({err}); restore it or start a new run with another --out"
+        ) from None
     if not isinstance(data, dict):
         raise RunFolderError(f"cannot resume: {path!r} does not hold a run config")
     return data
@@ -93,14 +103,17 @@ def check_writable(out: str) -> None:
             break
         probe = parent
     if not os.path.isdir(probe):
-        raise RunFolderError(f"--out {out!r} cannot be created: {probe!r} is a file, not a folder; choose another --out")
+        raise RunFolderError(
+            f"--out {out!r} cannot be created: {probe!r} is a file, not a folder; choose another --out"
+        )
     try:
         fd, tmp = tempfile.mkstemp(dir=probe, prefix=".dcwp-write-test-")
         os.close(fd)
         os.unlink(tmp)
     except OSError as err:
-        raise RunFolderError(f"--out {out!r} is not writable ({err.strerror or err}: {probe!r}); choose a folder you "
-                             "can write to") from None
+        raise RunFolderError(
+            f"--out {out!r} is not writable ({err.strerror or err}: {probe!r}); choose a folder you can write to"
+        ) from None
 
 
 def config_differences(saved: Dict[str, Any], given: Dict[str, Any], prefix: str = "") -> List[str]:
@@ -151,15 +164,19 @@ class RunFolder:
             self.mode = "new"
         elif not _is_run_folder(out):
             what = "--overwrite refused" if self.overwrite else "refusing to write into it"
-            raise RunFolderError(f"{out!r} exists and is not a dcwp-prune run folder (no readable config.json); {what} "
-                                 "so that nothing in it is lost; choose another --out")
+            raise RunFolderError(
+                f"{out!r} exists and is not a dcwp-prune run folder (no readable config.json); {what} "
+                "so that nothing in it is lost; choose another --out"
+            )
         elif not finished_parts(out):
             self.mode = "reuse"  # an earlier attempt failed before its first checkpoint
         elif self.overwrite:
             self.mode = "replace"
         else:
-            raise RunFolderExistsError(f"run folder {out!r} already exists; pass --resume to continue it or --overwrite to "
-                                 "replace it (or choose another --out)")
+            raise RunFolderExistsError(
+                f"run folder {out!r} already exists; pass --resume to continue it or --overwrite to "
+                "replace it (or choose another --out)"
+            )
         return self.mode
 
     def _note(self, text: str) -> None:
@@ -189,19 +206,24 @@ class RunFolder:
             if os.path.isdir(real):
                 shutil.rmtree(real)
             os.replace(aside, real)
-            self._note(f"an earlier --overwrite of {out!r} was stopped before the new run saved anything: the run it "
-                       f"had moved aside ({aside}) is back in {out!r}")
+            self._note(
+                f"an earlier --overwrite of {out!r} was stopped before the new run saved anything: the run it "
+                f"had moved aside ({aside}) is back in {out!r}"
+            )
         elif state == "committed":
             if not self.is_main:
                 return
             shutil.rmtree(aside)
-            self._note(f"an earlier --overwrite of {out!r} was stopped after the new run's first checkpoint, while it "
-                       f"deleted the replaced run: that deletion ({aside}) is finished now")
+            self._note(
+                f"an earlier --overwrite of {out!r} was stopped after the new run's first checkpoint, while it "
+                f"deleted the replaced run: that deletion ({aside}) is finished now"
+            )
         else:
             raise RunFolderError(
                 f"{aside!r} holds the run that an earlier --overwrite of {out!r} moved aside, and {out!r} now holds "
                 f"something that is not a dcwp-prune run; move it away first (mv {shlex.quote(out)} "
-                f"{shlex.quote(out)}.other), then put the run back (mv {shlex.quote(aside)} {shlex.quote(real)})")
+                f"{shlex.quote(out)}.other), then put the run back (mv {shlex.quote(aside)} {shlex.quote(real)})"
+            )
 
     # ----------------------------------------------------------------------------- changes
     def open(self) -> None:

@@ -17,8 +17,15 @@ from .objectives import gce_loss
 from .passes import per_sample
 from .selection import BestOnValid, EvaluateFn
 
-__all__ = ["BIASED_LOSSES", "BiasedLoss", "BiasedTrainConfig", "biased_loss", "probability_of_label", "snapshot_key",
-           "train_biased_model"]
+__all__ = [
+    "BIASED_LOSSES",
+    "BiasedLoss",
+    "BiasedTrainConfig",
+    "biased_loss",
+    "probability_of_label",
+    "snapshot_key",
+    "train_biased_model",
+]
 
 #: f_B's loss: ``gce`` (LfF / DCWP), ``ce``, or ``confident_ce`` (CE on samples with p(y|x) > eta,
 #: the ensemble mining method's filter).
@@ -58,6 +65,7 @@ class BiasedTrainConfig(Options):
 
     def schedule(self, net: str) -> Tuple[int, str, float, float, int, float]:
         """``(iterations, optimizer, lr, weight_decay, lr_decay_step, lr_gamma)`` of ``net`` (``d`` or ``b``)."""
+
         def pick(f: str) -> Any:
             own = getattr(self, "biased_" + f) if net == "b" else None
             return own if own is not None else getattr(self, f)
@@ -86,15 +94,25 @@ def biased_loss(logits: Tensor, y: Tensor, cfg: BiasedTrainConfig) -> Tensor:
 
 def probability_of_label(model: nn.Module, loader: DataLoader, n: int, runtime: Runtime) -> Tensor:
     """``p(y_n | x_n)`` for every sample (positions 0..n-1 of the loader's dataset, sharded across ranks)."""
-    return per_sample(model, loader, n, lambda logits, y: torch.softmax(logits, 1).gather(1, y.view(-1, 1)).squeeze(1),
-                      runtime)
+    return per_sample(
+        model, loader, n, lambda logits, y: torch.softmax(logits, 1).gather(1, y.view(-1, 1)).squeeze(1), runtime
+    )
 
 
 def train_biased_model(
-    model_b: Optional[nn.Module], batches: Iterator[Any], cfg: BiasedTrainConfig, runtime: Optional[Runtime] = None,
-    *, model_d: Optional[nn.Module] = None, score_loader: Optional[DataLoader] = None, num_samples: int = 0,
-    pseudo_every: int = 1, resume: Optional[Dict[str, Any]] = None,
-    evaluate_fn: Optional[EvaluateFn] = None, eval_every: int = 0, select_metric: str = "accuracy",
+    model_b: Optional[nn.Module],
+    batches: Iterator[Any],
+    cfg: BiasedTrainConfig,
+    runtime: Optional[Runtime] = None,
+    *,
+    model_d: Optional[nn.Module] = None,
+    score_loader: Optional[DataLoader] = None,
+    num_samples: int = 0,
+    pseudo_every: int = 1,
+    resume: Optional[Dict[str, Any]] = None,
+    evaluate_fn: Optional[EvaluateFn] = None,
+    eval_every: int = 0,
+    select_metric: str = "accuracy",
 ) -> Dict[str, Any]:
     """Train the biased model f_B (GCE by default) and, if given, f_D (CE) on the same batches.
 
@@ -139,8 +157,9 @@ def train_biased_model(
     iters_d = nets["d"][2] if "d" in nets else 0
     tracker = None
     if evaluate_fn is not None and eval_every > 0 and "d" in nets:
-        tracker = BestOnValid(nets["d"][0], evaluate_fn, select_metric, keep_state=False, log=runtime.log,
-                              stage="biased_d")
+        tracker = BestOnValid(
+            nets["d"][0], evaluate_fn, select_metric, keep_state=False, log=runtime.log, stage="biased_d"
+        )
         engine.track("eval_d", get=tracker.state, set=tracker.load, optional=True)
     at = {it: f for f, it in cfg.snapshot_iterations().items()} if "d" in nets else {}
     snapshots: Dict[str, Dict[str, Tensor]] = {}
@@ -178,14 +197,21 @@ def train_biased_model(
         return logs
 
     def on_eval(done: int) -> None:  # every eval_every iterations of the stage and at its end
-        if tracker is not None and done <= iters_d and not (tracker.history and tracker.history[-1]["iteration"] == done):
+        if (
+            tracker is not None
+            and done <= iters_d
+            and not (tracker.history and tracker.history[-1]["iteration"] == done)
+        ):
             tracker(done)
 
     engine.eval_every = eval_every if tracker is not None else 0
     engine.run(step, on_eval)
     snapshot(iters_d)  # a fraction of 1.0 (or a rounding onto the last step): the trained f_D
-    out: Dict[str, Any] = {"pseudo_scores": None, "best_d": tracker.summary() if tracker else None,
-                           "snapshots": snapshots}
+    out: Dict[str, Any] = {
+        "pseudo_scores": None,
+        "best_d": tracker.summary() if tracker else None,
+        "snapshots": snapshots,
+    }
     if pseudo is not None:
         if int(passes) == 0:  # f_B trained for less than an epoch: score once at the end
             score_pass()

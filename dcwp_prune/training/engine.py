@@ -168,8 +168,15 @@ class Engine:
         self._optional: set = set()
 
     # ------------------------------------------------------------------------------ state
-    def track(self, key: str, obj: Any = None, *, get: Optional[Callable[[], Any]] = None,
-              set: Optional[Callable[[Any], None]] = None, optional: bool = False) -> None:
+    def track(
+        self,
+        key: str,
+        obj: Any = None,
+        *,
+        get: Optional[Callable[[], Any]] = None,
+        set: Optional[Callable[[Any], None]] = None,
+        optional: bool = False,
+    ) -> None:
         """Save ``obj.state_dict()`` (or ``get()``) under ``key`` in checkpoints; restore it on resume.
 
         ``optional``: a checkpoint without ``key`` (written by an earlier release) resumes with its current value."""
@@ -192,8 +199,10 @@ class Engine:
             return self.start
         missing = [k for k in self._state if k not in checkpoint and k not in self._optional]
         if missing:
-            raise InputError(f"the {self.name} progress checkpoint lacks {missing}; it was written by another "
-                             "configuration: resume with the options of the run that wrote it")
+            raise InputError(
+                f"the {self.name} progress checkpoint lacks {missing}; it was written by another "
+                "configuration: resume with the options of the run that wrote it"
+            )
         for key, (_, load) in self._state.items():
             if key in checkpoint:
                 load(checkpoint[key])
@@ -201,8 +210,17 @@ class Engine:
         return self.start
 
     # ------------------------------------------------------------------------------ what trains
-    def optimizer(self, key: str, params: Iterable[Tensor], name: str, lr: float, weight_decay: float = 0.0, *,
-                  decay_step: Optional[int] = None, gamma: float = 1.0) -> torch.optim.Optimizer:
+    def optimizer(
+        self,
+        key: str,
+        params: Iterable[Tensor],
+        name: str,
+        lr: float,
+        weight_decay: float = 0.0,
+        *,
+        decay_step: Optional[int] = None,
+        gamma: float = 1.0,
+    ) -> torch.optim.Optimizer:
         """An optimizer (and a per-iteration StepLR when ``decay_step`` is given), tracked as
         ``opt_KEY`` / ``sched_KEY`` (``opt`` / ``sched`` for the empty key) and stepped by :meth:`update`."""
         opt = make_optimizer(params, name, lr, weight_decay)
@@ -263,14 +281,22 @@ class Engine:
                     logs = step(it)  # detached tensors: read back only at report points (no per-step sync)
                     bar.update(1)
                     done = it + 1
-                    evaluate = on_eval is not None and self.eval_every > 0 and (done % self.eval_every == 0 or done == total)
+                    evaluate = (
+                        on_eval is not None and self.eval_every > 0 and (done % self.eval_every == 0 or done == total)
+                    )
                     periodic = rt.checkpoint_every > 0 and done % rt.checkpoint_every == 0 and done < total
                     stopping = self._stop_agreed(stop, sync=done % STOP_SYNC_EVERY == 0)
                     if done % 10 == 0 or done == total or evaluate or periodic or stopping:
                         values = _finite(name, done, logs, first)  # before any evaluation or checkpoint of this state
                         bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
-                        rt.log({"stage": name, "iteration": done, **values,
-                                "elapsed_s": round(time.perf_counter() - started, 3)})
+                        rt.log(
+                            {
+                                "stage": name,
+                                "iteration": done,
+                                **values,
+                                "elapsed_s": round(time.perf_counter() - started, 3),
+                            }
+                        )
                     if evaluate:
                         on_eval(done)  # type: ignore[misc]
                     if periodic or stopping:
@@ -308,12 +334,22 @@ def unpack(batch: Any) -> Tuple[Tensor, Tensor, Optional[Tensor], Optional[Seque
     raise InputTypeError("batches must be BiasSample batches or (images, labels[, biases[, ids]]) tuples")
 
 
-def make_loader(dataset: Dataset, *, batch_size: Optional[int] = None, batch_sampler: Optional[Sampler] = None,
-                sampler: Optional[Sampler] = None, num_workers: int = 0, device: Optional[torch.device] = None,
-                seed: int = 0) -> DataLoader:
+def make_loader(
+    dataset: Dataset,
+    *,
+    batch_size: Optional[int] = None,
+    batch_sampler: Optional[Sampler] = None,
+    sampler: Optional[Sampler] = None,
+    num_workers: int = 0,
+    device: Optional[torch.device] = None,
+    seed: int = 0,
+) -> DataLoader:
     """A DataLoader with its own generator, so creating it never consumes the global RNG (exact resume)."""
-    kwargs: Dict[str, Any] = dict(num_workers=num_workers, pin_memory=bool(device is not None and device.type == "cuda"),
-                                  generator=torch.Generator().manual_seed(seed))
+    kwargs: Dict[str, Any] = dict(
+        num_workers=num_workers,
+        pin_memory=bool(device is not None and device.type == "cuda"),
+        generator=torch.Generator().manual_seed(seed),
+    )
     if num_workers > 0:
         kwargs.update(persistent_workers=True, prefetch_factor=4)
     if batch_sampler is not None:

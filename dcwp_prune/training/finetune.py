@@ -42,9 +42,15 @@ class FinetuneConfig(Options):
 
 
 def finetune(
-    model: nn.Module, batches: Iterator[Any], flags_of: Callable[[Sequence[str]], Tensor], cfg: FinetuneConfig,
-    runtime: Optional[Runtime] = None, *, evaluate_fn: Optional[Callable[[nn.Module], Dict[str, Dict[str, Any]]]] = None,
-    select_metric: str = "accuracy", resume: Optional[Dict[str, Any]] = None,
+    model: nn.Module,
+    batches: Iterator[Any],
+    flags_of: Callable[[Sequence[str]], Tensor],
+    cfg: FinetuneConfig,
+    runtime: Optional[Runtime] = None,
+    *,
+    evaluate_fn: Optional[Callable[[nn.Module], Dict[str, Dict[str, Any]]]] = None,
+    select_metric: str = "accuracy",
+    resume: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Fine-tune a pruned ``model`` (``torch.nn.utils.prune`` masks, or a physically smaller model).
 
@@ -64,20 +70,32 @@ def finetune(
     model.train()
     engine = Engine("finetune", runtime, cfg.iterations, eval_every=cfg.eval_every)
     engine.track("model", model)
-    engine.optimizer("", model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay, decay_step=cfg.lr_decay_step,
-                     gamma=cfg.lr_gamma)
+    engine.optimizer(
+        "",
+        model.parameters(),
+        cfg.optimizer,
+        cfg.lr,
+        cfg.weight_decay,
+        decay_step=cfg.lr_decay_step,
+        gamma=cfg.lr_gamma,
+    )
     tracker = BestOnValid(model, evaluate_fn, select_metric, log=runtime.log, stage="finetune") if evaluate_fn else None
     if tracker is not None:
         for key in ("history", "best", "best_state"):  # the checkpoint keys of earlier releases
-            engine.track(key, get=lambda key=key: tracker.state()[key],  # type: ignore[union-attr]
-                         set=lambda v, key=key: tracker.load({**tracker.state(), key: v}))  # type: ignore[union-attr]
+            engine.track(
+                key,
+                get=lambda key=key: tracker.state()[key],  # type: ignore[union-attr]
+                set=lambda v, key=key: tracker.load({**tracker.state(), key: v}),
+            )  # type: ignore[union-attr]
     engine.resume(resume)
     forward = engine.prepare(model)
     tap = FeatureTap(model)
     positives = cfg.positives or "official"
 
     def step(it: int) -> Dict[str, Tensor]:
-        loss, logs = task_loss(forward, tap, next(batches), flags_of, cfg.lambda_con, cfg.temperature, positives, runtime)
+        loss, logs = task_loss(
+            forward, tap, next(batches), flags_of, cfg.lambda_con, cfg.temperature, positives, runtime
+        )
         logs["loss"] = engine.update(loss)
         return logs
 

@@ -54,8 +54,14 @@ def kept_fraction(scores: MaskScores, warn: bool = True) -> Dict[str, float]:
 
 
 def learn_mask_scores(
-    model: nn.Module, batches: Iterator[Any], flags_of: Callable[[Sequence[str]], Tensor], cfg: MaskLearnConfig,
-    runtime: Optional[Runtime] = None, *, scores: Optional[MaskScores] = None, resume: Optional[Dict[str, Any]] = None,
+    model: nn.Module,
+    batches: Iterator[Any],
+    flags_of: Callable[[Sequence[str]], Tensor],
+    cfg: MaskLearnConfig,
+    runtime: Optional[Runtime] = None,
+    *,
+    scores: Optional[MaskScores] = None,
+    resume: Optional[Dict[str, Any]] = None,
     on_eval: Optional[Callable[[int, MaskScores], Optional[Dict[str, Any]]]] = None,
 ) -> MaskScores:
     """Learn DCWP mask logits on a trained ``model`` (its weights are not changed).
@@ -87,7 +93,9 @@ def learn_mask_scores(
     engine = Engine("mask", runtime, cfg.iterations, eval_every=cfg.eval_every)
     engine.track("model", get=lambda: unmasked_state_dict(model), set=model.load_state_dict)
     engine.track("scores", scores)
-    engine.add_optimizer("", torch.optim.Adam(scores.parameters(), lr=cfg.lr))  # torch's default betas, as the official code
+    engine.add_optimizer(
+        "", torch.optim.Adam(scores.parameters(), lr=cfg.lr)
+    )  # torch's default betas, as the official code
     engine.resume(resume)  # before the masks are attached: the model takes plain keys
     attach_masks(model, scores, mode="sample", variant=gumbel, temperature=cfg.gumbel_temperature)  # type: ignore[arg-type]
     model.train()
@@ -102,7 +110,9 @@ def learn_mask_scores(
         add_sparsity_grad_(scores.parameters(), cfg.lambda_sparse)  # the linear term's gradient, in place
 
     def step(it: int) -> Dict[str, Tensor]:
-        loss, logs = task_loss(forward, tap, next(batches), flags_of, cfg.lambda_con, cfg.temperature, positives, runtime)
+        loss, logs = task_loss(
+            forward, tap, next(batches), flags_of, cfg.lambda_con, cfg.temperature, positives, runtime
+        )
         with torch.no_grad():
             penalty = sparsity_penalty(scores.parameters())
         logs["loss"] = engine.update(loss, before_step=sparsity_grad) + cfg.lambda_sparse * penalty

@@ -10,7 +10,7 @@ Modes:
     ``deterministic``: ``1[pi >= 0]`` (DCWP's fixed mask).
     ``soft``: ``sigmoid(pi)``.
 
-Variants of the sampling (``../shared/DCWP.md`` section 2.1):
+Variants of the sampling (the official code's ``prune/GumbelSigmoid.py`` and ``prune/GateLayer.py``):
     ``official``: the official code feeds ``sigmoid(pi)`` as the Gumbel-sigmoid logit, so
         ``P(m = 1) = sigmoid(sigmoid(pi))``, always in (0.5, 0.731).
     ``clean``: the textbook form, ``P(m = 1) = sigmoid(pi / t)``.
@@ -178,11 +178,14 @@ def attach_masks(
         raise RuntimeError("masks are already attached to this model; call detach_masks(model) first")
     scores.check_model(model)
     logit_ids = {id(p) for p in scores.parameters()}
-    others: List[Tuple[nn.Parameter, bool]] = [(p, p.requires_grad) for p in model.parameters() if id(p) not in logit_ids]
+    others: List[Tuple[nn.Parameter, bool]] = [
+        (p, p.requires_grad) for p in model.parameters() if id(p) not in logit_ids
+    ]
     for fqn, (module, name) in scores.resolve(model).items():
         if hasattr(module, f"{name}_orig"):
             raise RuntimeError(
-                f"{fqn!r} is pruned with torch.nn.utils.prune; call prune.remove(module, {name!r}) before attaching masks"
+                f"{fqn!r} is pruned with torch.nn.utils.prune; call prune.remove(module, {name!r}) before "
+                "attaching masks"
             )
         logit = scores[fqn]
         if logit.device != getattr(module, name).device:

@@ -10,8 +10,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from ..errors import InputError, UnknownNameError
 from .._atomic import write_json
+from ..errors import InputError, UnknownNameError
 from ..options import Options, choices
 from .engine import Runtime
 from .passes import per_sample
@@ -54,11 +54,19 @@ class MinedSet:
         try:
             return self.flags[[self._index[i] for i in ids]]
         except KeyError as err:
-            raise UnknownNameError(f"sample id {err.args[0]!r} was not mined; mined ids come from another dataset?") from None
+            raise UnknownNameError(
+                f"sample id {err.args[0]!r} was not mined; mined ids come from another dataset?"
+            ) from None
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"method": self.method, "precision": self.precision, "recall": self.recall, "count": self.count,
-                "conflicting_ids": [i for i, f in zip(self.ids, self.flags.tolist()) if f], "num_samples": len(self.ids)}
+        return {
+            "method": self.method,
+            "precision": self.precision,
+            "recall": self.recall,
+            "count": self.count,
+            "conflicting_ids": [i for i, f in zip(self.ids, self.flags.tolist()) if f],
+            "num_samples": len(self.ids),
+        }
 
     def save(self, path: str, all_ids: bool = True) -> None:
         data = self.to_dict()
@@ -74,8 +82,10 @@ class MinedSet:
                 data = json.load(f)
             ids, method, conflicting = list(data["ids"]), str(data["method"]), set(data["conflicting_ids"])
         except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
-            raise InputError(f"{path!r} is damaged ({type(err).__name__}: {err}); delete it so that the run mines "
-                             "again (dcwp-prune ... --resume)") from None
+            raise InputError(
+                f"{path!r} is damaged ({type(err).__name__}: {err}); delete it so that the run mines "
+                "again (dcwp-prune ... --resume)"
+            ) from None
         flags = torch.tensor([i in conflicting for i in ids], dtype=torch.bool)
         return cls(ids, flags, method, data.get("precision"), data.get("recall"))
 
@@ -90,8 +100,14 @@ def _quality(flags: Tensor, truth: Optional[Tensor]) -> tuple[Optional[float], O
 
 
 def mine_conflicting(
-    method: str, ids: Sequence[str], *, labels_loader: Optional[DataLoader] = None, model_b: Optional[nn.Module] = None,
-    pseudo_scores: Optional[Tensor] = None, tau: float = 0.8, truth: Optional[Tensor] = None,
+    method: str,
+    ids: Sequence[str],
+    *,
+    labels_loader: Optional[DataLoader] = None,
+    model_b: Optional[nn.Module] = None,
+    pseudo_scores: Optional[Tensor] = None,
+    tau: float = 0.8,
+    truth: Optional[Tensor] = None,
     runtime: Optional[Runtime] = None,
 ) -> MinedSet:
     """Flag bias-conflicting training samples.
@@ -113,7 +129,9 @@ def mine_conflicting(
         flags = _misclassified(model_b, labels_loader, n, runtime)
     elif method == "ensemble":
         if pseudo_scores is None:
-            raise InputError("mining 'ensemble' needs the epoch-averaged scores of stage 1 (biased.loss='confident_ce')")
+            raise InputError(
+                "mining 'ensemble' needs the epoch-averaged scores of stage 1 (biased.loss='confident_ce')"
+            )
         flags = pseudo_scores > tau
     elif method == "oracle":
         if truth is None:

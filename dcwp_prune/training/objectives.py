@@ -13,8 +13,16 @@ from ..models import FeatureTap
 from ..options import choices
 from .engine import Runtime, unpack
 
-__all__ = ["POSITIVES", "GCELoss", "Positives", "add_sparsity_grad_", "gce_loss", "sparsity_penalty", "supcon_loss",
-           "task_loss"]
+__all__ = [
+    "POSITIVES",
+    "GCELoss",
+    "Positives",
+    "add_sparsity_grad_",
+    "gce_loss",
+    "sparsity_penalty",
+    "supcon_loss",
+    "task_loss",
+]
 
 #: Which pairs the contrastive term pulls together: ``official`` (the executed, asymmetric rule of the
 #: official code: anchor and positive of the same class, the positive mined) or ``symmetric``.
@@ -22,7 +30,9 @@ Positives = Literal["official", "symmetric"]
 POSITIVES = choices(Positives)
 
 
-def gce_loss(logits: Tensor, targets: Tensor, q: float = 0.7, form: Literal["official", "textbook"] = "official") -> Tensor:
+def gce_loss(
+    logits: Tensor, targets: Tensor, q: float = 0.7, form: Literal["official", "textbook"] = "official"
+) -> Tensor:
     """Generalized cross-entropy (Zhang & Sabuncu 2018), mean over the batch.
 
     ``official`` (LfF's and DCWP's code): ``CE * q * p_y^q`` with ``p_y`` detached; its gradient is
@@ -58,7 +68,10 @@ class GCELoss(nn.Module):
 
 
 def supcon_loss(
-    features: Tensor, labels: Tensor, flags: Tensor, temperature: float = 0.07,
+    features: Tensor,
+    labels: Tensor,
+    flags: Tensor,
+    temperature: float = 0.07,
     positives: Positives = "official",
 ) -> Tensor:
     """DCWP's debiased supervised contrastive loss on L2-normalised features (one view).
@@ -105,8 +118,16 @@ def add_sparsity_grad_(logits: Iterable[Tensor], lambda_sparse: float) -> None:
             p.grad.add_(lambda_sparse)
 
 
-def task_loss(model: nn.Module, tap: FeatureTap, batch: Any, flags_of: Callable[[Sequence[str]], Tensor],
-              lambda_con: float, temperature: float, positives: str, runtime: Runtime) -> Tuple[Tensor, Dict[str, Tensor]]:
+def task_loss(
+    model: nn.Module,
+    tap: FeatureTap,
+    batch: Any,
+    flags_of: Callable[[Sequence[str]], Tensor],
+    lambda_con: float,
+    temperature: float,
+    positives: str,
+    runtime: Runtime,
+) -> Tuple[Tensor, Dict[str, Tensor]]:
     """Forward one batch; return the loss and its logged parts (``ce``, ``con``)."""
     x, y, _, ids = unpack(batch)
     x, y = x.to(runtime.device, non_blocking=True), y.to(runtime.device, non_blocking=True)

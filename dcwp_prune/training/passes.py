@@ -15,8 +15,13 @@ __all__ = ["per_sample"]
 
 
 @torch.no_grad()
-def per_sample(model: nn.Module, loader: DataLoader, n: int, value: Callable[[Tensor, Tensor], Tensor],
-               runtime: Runtime | None = None) -> Tensor:
+def per_sample(
+    model: nn.Module,
+    loader: DataLoader,
+    n: int,
+    value: Callable[[Tensor, Tensor], Tensor],
+    runtime: Runtime | None = None,
+) -> Tensor:
     """``value(logits, labels)`` for every sample, as a float64 vector over dataset positions 0..n-1.
 
     The loader's sampler says which positions it visits (a :class:`ShardSampler` per rank); the
@@ -34,7 +39,7 @@ def per_sample(model: nn.Module, loader: DataLoader, n: int, value: Callable[[Te
         with runtime.autocast():
             logits = model(x.to(runtime.device, non_blocking=True))
         v = value(logits.float().cpu(), y.cpu()).double()
-        idx = torch.as_tensor(positions[offset:offset + len(v)])
+        idx = torch.as_tensor(positions[offset : offset + len(v)])
         out[idx] = v
         seen[idx] = 1
         offset += len(v)

@@ -17,8 +17,9 @@ class LineProgress:
     rather than every refresh of a bar joined by carriage returns.
     """
 
-    def __init__(self, desc: str, total: int, initial: int = 0, every: float = 10.0, stream: Any = None,
-                 first: int = 3) -> None:
+    def __init__(
+        self, desc: str, total: int, initial: int = 0, every: float = 10.0, stream: Any = None, first: int = 3
+    ) -> None:
         self.desc, self.total, self.n, self.every = desc, total, initial, every
         self.stream = stream if stream is not None else sys.stderr
         self.postfix: Dict[str, str] = {}
@@ -45,8 +46,12 @@ class LineProgress:
         eta = (self.total - self.n) / rate if rate > 0 else 0.0
         pct = 100.0 * self.n / max(self.total, 1)
         extra = "".join(f", {k}={v}" for k, v in self.postfix.items())
-        print(f"{self.desc}: {self.n}/{self.total} ({pct:.0f}%) {rate:.3g} it/s, elapsed {_hms(elapsed)}, "
-              f"ETA {_hms(eta)}{extra}", file=self.stream, flush=True)
+        print(
+            f"{self.desc}: {self.n}/{self.total} ({pct:.0f}%) {rate:.3g} it/s, elapsed {_hms(elapsed)}, "
+            f"ETA {_hms(eta)}{extra}",
+            file=self.stream,
+            flush=True,
+        )
 
     def close(self) -> None:
         pass

@@ -44,9 +44,11 @@ def rewind_weights(model: nn.Module, state: Mapping[str, Tensor]) -> Dict[str, i
             raise InputError(f"rewind: the state has no {source_key!r} (it belongs to another architecture)")
         source = state[source_key]
         if tuple(source.shape) != tuple(target.shape):
-            raise InputError(f"rewind: {source_key!r} is {tuple(source.shape)} in the state and {tuple(target.shape)} "
-                             "in the model; rewinding needs the dense architecture (unstructured pruning), not a "
-                             "structurally pruned one")
+            raise InputError(
+                f"rewind: {source_key!r} is {tuple(source.shape)} in the state and {tuple(target.shape)} "
+                "in the model; rewinding needs the dense architecture (unstructured pruning), not a "
+                "structurally pruned one"
+            )
         target.copy_(source.to(target.device, target.dtype))
         copied += 1
         pruned += key.endswith("_orig")

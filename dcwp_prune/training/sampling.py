@@ -40,8 +40,16 @@ class InfiniteBatchSampler(Sampler[List[int]]):
         rank, world_size: this process's slice.
     """
 
-    def __init__(self, n: int, batch_size: int, weights: Optional[Tensor] = None, seed: int = 0,
-                 start_batch: int = 0, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        weights: Optional[Tensor] = None,
+        seed: int = 0,
+        start_batch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         if n <= 0:
             raise InputError("cannot sample from an empty dataset")
         if batch_size % world_size:

@@ -32,8 +32,16 @@ class BestOnValid:
     Ties keep the earlier iterate. Track ``state()`` / ``load()`` in an engine so a resumed run keeps its history.
     """
 
-    def __init__(self, model: nn.Module, evaluate_fn: EvaluateFn, metric: str = "accuracy", *, keep_state: bool = True,
-                 log: Optional[Callable[[Dict[str, Any]], None]] = None, stage: str = "") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        evaluate_fn: EvaluateFn,
+        metric: str = "accuracy",
+        *,
+        keep_state: bool = True,
+        log: Optional[Callable[[Dict[str, Any]], None]] = None,
+        stage: str = "",
+    ) -> None:
         self.model, self.evaluate_fn, self.metric, self.keep_state = model, evaluate_fn, metric, keep_state
         self.log, self.stage = log, stage
         self.history: List[Dict[str, Any]] = []
@@ -66,10 +74,13 @@ class BestOnValid:
         """Warn when the selection metric never changed: the best-on-valid iterate is then simply the first."""
         scores = [(r.get("valid") or {}).get(self.metric) for r in self.history]
         if len(scores) > 1 and None not in scores and len(set(scores)) == 1:
-            warnings.warn(f"the selection metric {self.metric!r} on valid was {scores[0]:.4g} at every one of "
-                          f"{len(scores)} evaluations, so the best-on-valid iterate is simply the first; select on "
-                          "another metric (register_dataset(..., select_metric='unbiased'))", RuntimeWarning,
-                          stacklevel=3)
+            warnings.warn(
+                f"the selection metric {self.metric!r} on valid was {scores[0]:.4g} at every one of "
+                f"{len(scores)} evaluations, so the best-on-valid iterate is simply the first; select on "
+                "another metric (register_dataset(..., select_metric='unbiased'))",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def summary(self) -> Optional[Dict[str, Any]]:
         """``{"valid", "test", "iteration"}`` of the best iterate, or None before any evaluation."""
