@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, Optional
 
 import torch
@@ -135,6 +135,10 @@ DCWP_CONFIGS: Dict[str, Dict[str, Any]] = {
     # valid accuracy peaks before the first evaluation of the schedule (one epoch in); evaluating four
     # times as often lets the best-on-valid selection see the peak
     "clean-fix-early-select": {"variant": "clean"},
+    # DCWP+ (--variant plus) and its random-mask control: the same runs with each layer's kept weights drawn at
+    # random (its sparsity kept), so the difference is what the learned mask adds
+    "dcwp-plus": {"variant": "plus"},
+    "dcwp-plus-shuffle": {"variant": "plus", "prune": {"shuffle": True}},
     # the DCWP+ candidates (issue 21), each alone on top of official with the best-on-valid selection
     # (official-select-best-valid is their reference), then combined; chosen on valid, reported on test
     "plus-rewind-init": {
@@ -158,6 +162,17 @@ DCWP_CONFIGS: Dict[str, Dict[str, Any]] = {
         "finetune": {"select": "best_valid", "lambda_con": 0.2},
     },
     "plus-mask-drift": {"variant": "official", "mask": {"lr": 5e-2}, "finetune": {"select": "best_valid"}},
+    # combinations of the candidates that gained on valid alone
+    "plus-rewind-init-con-0.2": {
+        "variant": "official",
+        "mask": {"lambda_con": 0.2},
+        "finetune": {"select": "best_valid", "rewind": "stage1", "rewind_point": 0.0, "lambda_con": 0.2},
+    },
+    "plus-rewind-fresh-con-0.2": {
+        "variant": "official",
+        "mask": {"lambda_con": 0.2},
+        "finetune": {"select": "best_valid", "rewind": "fresh", "lambda_con": 0.2},
+    },
 }
 
 #: Schedule fields a method sets after the schedule is derived (``--quick`` derives the evaluation cadence).
@@ -187,7 +202,7 @@ class Cell:
             shutil.rmtree(self.tmp)
         os.makedirs(os.path.join(self.tmp, "checkpoints"))
         self.recorder = RunRecorder(self.tmp)
-        self.rt.log_fn = self.recorder.log
+        self.rt = replace(self.rt, log_fn=self.recorder.log)
         self.select_metric = dataset_spec(self.config.data.name).select_metric
         self.eval_every = self.config.finetune.eval_every  # every method is evaluated at DCWP's stage-4 cadence
 

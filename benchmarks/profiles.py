@@ -20,6 +20,8 @@ __all__ = ["MAIN_METHODS", "ABLATIONS", "CLEAN_STUDY", "PLUS_STUDY", "PROFILES",
 MAIN_METHODS = (
     "dcwp-official",
     "erm",
+    "dcwp-plus",
+    "dcwp-plus-shuffle",
     "dcwp-clean",
     "dcwp-structured",
     "mrm",
@@ -59,6 +61,8 @@ PLUS_STUDY = (
     "plus-rewind-init-shuffle",
     "plus-con-0.2",
     "plus-mask-drift",
+    "plus-rewind-init-con-0.2",
+    "plus-rewind-fresh-con-0.2",
 )
 
 #: The sparsity sweep: DCWP's scores, magnitude and random at 50-98 % sparsity and 2x / 4x fewer MACs.

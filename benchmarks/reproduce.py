@@ -36,8 +36,12 @@ def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
         # the results the grid itself appends to are not a change of the code that produced them
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)benchmarks/results"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else "unknown"
     except OSError:
         return "unknown"
@@ -90,13 +94,21 @@ def _scaled(config: Any, scale: Any) -> Any:
 
     b, m, ft = config.biased, config.mask, config.finetune
     return config.replace(
-        biased=b.replace(iterations=s(b.iterations, "f_d"), lr_decay_step=s(b.lr_decay_step, "f_d"),
-                         biased_iterations=s(b.biased_iterations, "f_b"),
-                         biased_lr_decay_step=s(b.biased_lr_decay_step, "f_b")),
+        biased=b.replace(
+            iterations=s(b.iterations, "f_d"),
+            lr_decay_step=s(b.lr_decay_step, "f_d"),
+            biased_iterations=s(b.biased_iterations, "f_b"),
+            biased_lr_decay_step=s(b.biased_lr_decay_step, "f_b"),
+        ),
         mask=m.replace(iterations=s(m.iterations, "mask"), eval_every=s(m.eval_every, "mask")),
-        finetune=ft.replace(iterations=s(ft.iterations, "finetune"), eval_every=s(ft.eval_every, "finetune"),
-                            lr_decay_step=max(ft.lr_decay_step, s(ft.iterations, "finetune"))),
-        checkpoint_every=s(config.checkpoint_every, "mask"), quick=False)
+        finetune=ft.replace(
+            iterations=s(ft.iterations, "finetune"),
+            eval_every=s(ft.eval_every, "finetune"),
+            lr_decay_step=max(ft.lr_decay_step, s(ft.iterations, "finetune")),
+        ),
+        checkpoint_every=s(config.checkpoint_every, "mask"),
+        quick=False,
+    )
 
 
 class Runner:
@@ -121,9 +133,19 @@ class Runner:
             data["root"] = self.args.data_root
         if cell["dataset"] == "cmnist" and self.args.mnist_root:  # full MNIST when it is there (labelled in info)
             data.update(mnist_root=self.args.mnist_root, source="auto")
-        base = merge_options(self.profile.overrides.get(cell["dataset"], {}), {
-            "model": cell["backbone"], "data": data, "seed": cell["seed"], "out": run_dir, "progress": False,
-            "device": self.args.device or self.profile.device, "amp": self.profile.amp, "quick": self.profile.quick})
+        base = merge_options(
+            self.profile.overrides.get(cell["dataset"], {}),
+            {
+                "model": cell["backbone"],
+                "data": data,
+                "seed": cell["seed"],
+                "out": run_dir,
+                "progress": False,
+                "device": self.args.device or self.profile.device,
+                "amp": self.profile.amp,
+                "quick": self.profile.quick,
+            },
+        )
         config = build_config(cell["dataset"], merge_options(base, overrides))
         scale = self.profile.scale.get(cell["backbone"], 1.0)
         late = SCHEDULE_OVERRIDES.get(cell["method"])
@@ -145,15 +167,20 @@ class Runner:
 
     # ------------------------------------------------------------------------------ one cell
     def group_dir(self, cell: Dict[str, Any]) -> str:
-        return os.path.join(self.out, "runs", f"{cell['dataset']}-{cell['ratio']:g}pct-{cell['backbone']}-seed{cell['seed']}")
+        return os.path.join(
+            self.out, "runs", f"{cell['dataset']}-{cell['ratio']:g}pct-{cell['backbone']}-seed{cell['seed']}"
+        )
 
     def ensure_base(self, cell: Dict[str, Any]) -> None:
         """The group's dcwp-official run folder, rebuilt (deterministically, not recorded again) when its cell is
         recorded but the folder is gone: run folders are not committed, so a fresh clone has none."""
         base = os.path.join(self.group_dir(cell), "dcwp-official")
         if not os.path.isfile(os.path.join(base, "results.json")):
-            print(f"rebuilding the group's dcwp-official run {os.path.relpath(base, self.out)} (its folder is missing)",
-                  file=sys.stderr, flush=True)
+            print(
+                f"rebuilding the group's dcwp-official run {os.path.relpath(base, self.out)} (its folder is missing)",
+                file=sys.stderr,
+                flush=True,
+            )
             self.run_cell({**cell, "method": "dcwp-official"})
 
     def run_cell(self, cell: Dict[str, Any]) -> Dict[str, Any]:
@@ -180,10 +207,14 @@ class Runner:
             selected = "dcwp_best_valid" if result["selected"] == "best_valid" else "dcwp_last"
             metrics = result["metrics"][selected]
             both = (result["metrics"]["dcwp_last"], result["metrics"].get("dcwp_best_valid"))
-            info = {"selection": result["selected"], "variant": config.variant, "sparsity": result["sparsity"],
-                    "kept": result.get("kept"),
-                    "mined": {k: result["mined"].get(k) for k in ("count", "precision", "recall")},
-                    "vanilla": result["metrics"]["vanilla"]}
+            info = {
+                "selection": result["selected"],
+                "variant": config.variant,
+                "sparsity": result["sparsity"],
+                "kept": result.get("kept"),
+                "mined": {k: result["mined"].get(k) for k in ("count", "precision", "recall")},
+                "vanilla": result["metrics"]["vanilla"],
+            }
             if result.get("structured"):
                 info["structured"] = {k: result["structured"][k] for k in ("macs_ratio", "pruning_ratio")}
         else:
@@ -191,8 +222,14 @@ class Runner:
             result = run_baseline(cell["method"], config, run_dir, base)
             metrics = result["metrics"]["last"]
             both = (metrics, result["metrics"].get("best_valid"))
-            info = {"selection": "last", "variant": None, "sparsity": result.get("sparsity", 0.0),
-                    "mined": result.get("mined"), "kept": result.get("kept"), "sweep": result.get("sweep")}
+            info = {
+                "selection": "last",
+                "variant": None,
+                "sparsity": result.get("sparsity", 0.0),
+                "mined": result.get("mined"),
+                "kept": result.get("kept"),
+                "sweep": result.get("sweep"),
+            }
             if result.get("structured"):
                 info["structured"] = result["structured"]
         wall = time.perf_counter() - start
@@ -200,10 +237,19 @@ class Runner:
         # both iterates of every method, whichever one its own rule selects (the table shows both, labelled)
         info["last"] = {"valid": _groups(last["valid"]), "test": _groups(last["test"])}
         if best is not None:
-            info["best_valid"] = {"valid": _groups(best["valid"]), "test": _groups(best["test"]),
-                                  "iteration": best.get("iteration")}
-        return {**info, "valid": _groups(metrics["valid"]), "test": _groups(metrics["test"]),
-                **self.extra_metrics(cell, run_dir, config), "wall_s": round(wall, 1), "run_dir": os.path.relpath(run_dir, self.out)}
+            info["best_valid"] = {
+                "valid": _groups(best["valid"]),
+                "test": _groups(best["test"]),
+                "iteration": best.get("iteration"),
+            }
+        return {
+            **info,
+            "valid": _groups(metrics["valid"]),
+            "test": _groups(metrics["test"]),
+            **self.extra_metrics(cell, run_dir, config),
+            "wall_s": round(wall, 1),
+            "run_dir": os.path.relpath(run_dir, self.out),
+        }
 
     def extra_metrics(self, cell: Dict[str, Any], run_dir: str, config: Any) -> Dict[str, Any]:
         """MACs of the saved model and, on Colored MNIST, the balanced all-colours test view."""
@@ -222,8 +268,15 @@ class Runner:
         out: Dict[str, Any] = {"macs": macs, "params": params}
         d = config.data
         if cell["dataset"] == "cmnist" and d.root is None:
-            view = generate_cmnist("test", d.ratio, d.source, d.mnist_root, seed=config.seed, all_colors=True,
-                                   transform=default_transform("cmnist", "test", d.image_size))
+            view = generate_cmnist(
+                "test",
+                d.ratio,
+                d.source,
+                d.mnist_root,
+                seed=config.seed,
+                all_colors=True,
+                transform=default_transform("cmnist", "test", d.image_size),
+            )
             rt = Runtime(device=resolve_device(config.device))
             loader = make_loader(view, batch_size=d.eval_batch_size, device=rt.device)
             out["test_all_colors"] = _groups(evaluate(model.to(rt.device), loader, view.num_classes, rt))
@@ -234,8 +287,11 @@ class Runner:
         """The cells of ``cells`` that ``results.jsonl`` does not hold as finished (``ok``); with ``--redo-before T``
         also those whose latest finished record is older than ``T`` (or carries no time): a redo can be resumed."""
         before = getattr(self.args, "redo_before", None)
-        done = {cell_key(r, r["schedule"]) for r in read_results(self.results_path) if r.get("status") == "ok"
-                and not (before and str(r.get("finished_at") or "") < before)}
+        done = {
+            cell_key(r, r["schedule"])
+            for r in read_results(self.results_path)
+            if r.get("status") == "ok" and not (before and str(r.get("finished_at") or "") < before)
+        }
         return [c for c in cells if cell_key(c, self.schedule_name(c["backbone"])) not in done]
 
     def redo(self, cell: Dict[str, Any]) -> bool:
@@ -244,22 +300,30 @@ class Runner:
         if not before:
             return False
         key = cell_key(cell, self.schedule_name(cell["backbone"]))
-        return any(cell_key(r, r["schedule"]) == key and r.get("status") == "ok"
-                   for r in read_results(self.results_path))
+        return any(
+            cell_key(r, r["schedule"]) == key and r.get("status") == "ok" for r in read_results(self.results_path)
+        )
 
     def execute(self, cell: Dict[str, Any]) -> Dict[str, Any]:
         """Run one cell and return its ``results.jsonl`` record (``status`` ok or failed, never raises)."""
         import torch
 
-        record: Dict[str, Any] = {**cell, "schedule": self.schedule_name(cell["backbone"]), "profile": self.profile.name,
-                                  "commit": self.commit, "threads": torch.get_num_threads()}
+        record: Dict[str, Any] = {
+            **cell,
+            "schedule": self.schedule_name(cell["backbone"]),
+            "profile": self.profile.name,
+            "commit": self.commit,
+            "threads": torch.get_num_threads(),
+        }
         # CPU results are bit-reproducible at the same thread count (summation order follows the threads)
         try:
             if self.redo(cell):
                 shutil.rmtree(os.path.join(self.group_dir(cell), cell["method"]), ignore_errors=True)
             record.update(self.run_cell(cell), status="ok")
         except Exception as err:  # a failed cell is recorded, the grid goes on
-            record.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc(limit=6))
+            record.update(
+                status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc(limit=6)
+            )
         record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
         return record
 
@@ -271,8 +335,12 @@ class Runner:
     def run(self, cells: List[Dict[str, Any]], deadline: Optional[float] = None) -> int:
         os.makedirs(self.out, exist_ok=True)
         todo = self.todo(cells)
-        print(f"{self.profile.name}: {len(cells)} cells, {len(cells) - len(todo)} finished, {len(todo)} to run "
-              f"-> {self.out}", file=sys.stderr, flush=True)
+        print(
+            f"{self.profile.name}: {len(cells)} cells, {len(cells) - len(todo)} finished, {len(todo)} to run "
+            f"-> {self.out}",
+            file=sys.stderr,
+            flush=True,
+        )
         failed, times = 0, []
         for k, cell in enumerate(todo):
             if deadline is not None and time.monotonic() > deadline:
@@ -285,8 +353,11 @@ class Runner:
             times.append(took)
             self.record(record)
             eta = sum(times) / len(times) * (len(todo) - k - 1)
-            print(f"[{k + 1}/{len(todo)}] {cell_label(record)} ({took:.0f} s; ETA {_hms(eta)})", file=sys.stderr,
-                  flush=True)
+            print(
+                f"[{k + 1}/{len(todo)}] {cell_label(record)} ({took:.0f} s; ETA {_hms(eta)})",
+                file=sys.stderr,
+                flush=True,
+            )
         return failed
 
 
@@ -294,8 +365,10 @@ def cell_label(record: Dict[str, Any]) -> str:
     """``cmnist 1% mlp seed 0 erm: ok test 41.2%`` (or the error of a failed cell)."""
     test = (record.get("test") or {}).get("accuracy")
     shown = f"test {100 * test:.1f}%" if test is not None else record.get("error", "")[:120]
-    return (f"{record['dataset']} {record['ratio']:g}% {record['backbone']} seed {record['seed']} {record['method']}: "
-            f"{record['status']} {shown}")
+    return (
+        f"{record['dataset']} {record['ratio']:g}% {record['backbone']} seed {record['seed']} {record['method']}: "
+        f"{record['status']} {shown}"
+    )
 
 
 def _groups(metrics: Dict[str, Any]) -> Dict[str, Any]:
@@ -308,10 +381,11 @@ def _hms(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m benchmarks.reproduce``."""
     from benchmarks.profiles import PROFILES
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.reproduce", description=__doc__.split("\n")[0])
     parser.add_argument("--profile", required=True, choices=sorted(PROFILES))
     parser.add_argument("--out", help="results folder (default benchmarks/results/PROFILE)")
     parser.add_argument("--data-root", help="folder holding the DisEnt releases (cifar10c/, bffhq/, cmnist/)")
@@ -322,18 +396,42 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--backbones", nargs="+")
     parser.add_argument("--device", help="override the profile's device (cpu, cuda)")
     parser.add_argument("--budget-s", type=float, default=0, help="stop starting new cells after this many seconds")
-    parser.add_argument("--executor", choices=("local", "ray"), default="local",
-                        help="local: one cell after another in this process; ray: one Ray task per cell (pip install "
-                        "-e '.[bench]')")
-    parser.add_argument("--address", help="--executor ray: the Ray cluster to join (default: start Ray on this machine)")
-    parser.add_argument("--threads", type=int, help="torch threads per cell (default: torch's own locally, 1 on Ray; a "
-                        "cell's numbers are bit-reproducible at one thread count); Ray reserves this many CPUs per "
-                        "CPU cell, and one GPU per cell on GPU profiles")
-    parser.add_argument("--redo-before", metavar="UTC_TIME", help="also re-run the selected cells whose latest finished "
-                        "record is older than this UTC time (2026-12-03T18:00), e.g. after a change to what cells "
-                        "record; the older records stay in results.jsonl, the newest counts; resumable")
+    parser.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local: one cell after another in this process; ray: one Ray task per cell (pip install -e '.[bench]')",
+    )
+    parser.add_argument(
+        "--address", help="--executor ray: the Ray cluster to join (default: start Ray on this machine)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads per cell (default: torch's own locally, 1 on Ray; a "
+        "cell's numbers are bit-reproducible at one thread count); Ray reserves this many CPUs per "
+        "CPU cell, and one GPU per cell on GPU profiles",
+    )
+    parser.add_argument(
+        "--redo-before",
+        metavar="UTC_TIME",
+        help="also re-run the selected cells whose latest finished "
+        "record is older than this UTC time (2026-12-03T18:00), e.g. after a change to what cells "
+        "record; the older records stay in results.jsonl, the newest counts; resumable",
+    )
     parser.add_argument("--render", action="store_true", help="only rebuild table.md and the plots")
-    parser.add_argument("--readme", action="store_true", help="also copy table.md into the README's results block")
+    parser.add_argument(
+        "--readme",
+        action="store_true",
+        help="also copy table.md into docs/benchmarks.md's results block and the headline table into the README's",
+    )
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from benchmarks.profiles import PROFILES
+
+    parser = build_parser()
     args = parser.parse_args(argv)
     profile = PROFILES[args.profile]
     out = args.out or os.path.join(ROOT, "benchmarks", "results", profile.name)
@@ -371,9 +469,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     text = render(out, profile)
     print(f"table: {os.path.join(out, 'table.md')}", file=sys.stderr)
     if args.readme:
-        from benchmarks.table import readme_block, rewrite_readme
+        from benchmarks.table import headline_block, readme_block, rewrite_readme
 
-        rewrite_readme(profile.name, readme_block(text))
+        rewrite_readme(profile.name, readme_block(text), headline_block(out, profile))
     return 0
 
 
@@ -386,9 +484,11 @@ def _check_selection(profile: Any, args: argparse.Namespace) -> Optional[str]:
     import torch
 
     grid = profile.cells()
-    given = {"--methods": (args.methods, {c["method"] for c in grid}),
-             "--backbones": (args.backbones, {c["backbone"] for c in grid}),
-             "--ratios": (args.ratios, {c["ratio"] for c in grid})}  # any seed is a valid seed
+    given = {
+        "--methods": (args.methods, {c["method"] for c in grid}),
+        "--backbones": (args.backbones, {c["backbone"] for c in grid}),
+        "--ratios": (args.ratios, {c["ratio"] for c in grid}),
+    }  # any seed is a valid seed
     for flag, (values, known) in given.items():
         unknown = [v for v in values or () if v not in known]
         if unknown:
@@ -396,9 +496,11 @@ def _check_selection(profile: Any, args: argparse.Namespace) -> Optional[str]:
             return f"{flag} {' '.join(map(str, unknown))}: not in profile {profile.name!r} (it has: {names})"
     device = args.device or profile.device
     if device.startswith("cuda") and not torch.cuda.is_available():
-        return (f"profile {profile.name!r} runs on {device}, and this machine has no CUDA device: run it on a GPU "
-                "machine, or pass --device cpu to run it here (the paper's schedules take days on a CPU), or use "
-                "--profile cpu-quick")
+        return (
+            f"profile {profile.name!r} runs on {device}, and this machine has no CUDA device: run it on a GPU "
+            "machine, or pass --device cpu to run it here (the paper's schedules take days on a CPU), or use "
+            "--profile cpu-quick"
+        )
     return None
 
 

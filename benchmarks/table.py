@@ -10,20 +10,37 @@ import json
 import os
 import statistics
 from collections import defaultdict
-from typing import Any, Dict, Iterable, List
+from typing import Any, Dict, Iterable, List, Optional
 
 from benchmarks.profiles import CLEAN_STUDY, PLUS_STUDY
 from benchmarks.published import PUBLISHED
 
-__all__ = ["readme_block", "render", "rewrite_readme", "summarise"]
+__all__ = ["headline_block", "readme_block", "render", "rewrite_readme", "summarise"]
 
 #: The headline metric per dataset (the papers' numbers): pooled accuracy on the unbiased test set for
 #: Colored MNIST / CIFAR10-C, the mean of the bias-conflicting groups for BFFHQ (DCWP protocol).
 HEADLINE = {"cmnist": "accuracy", "cifar10c": "accuracy", "bffhq": "conflicting"}
 BACKBONE_NAMES = {"mlp": "LfF's 3 x 100 MLP", "cnn": "DCWP's CNN", "resnet18": "ResNet-18 (random init)"}
-ORDER = ("erm", "lff", "jtt", "lc", "denetdm", "mrm", "magnitude", "random", "dcwp-official", "dcwp-clean", "structured-magnitude",
-         "structured-random", "dcwp-structured", "dcwp-structured-meannorm", "structured-random-local",
-         "dcwp-structured-local")
+ORDER = (
+    "erm",
+    "lff",
+    "jtt",
+    "lc",
+    "denetdm",
+    "mrm",
+    "magnitude",
+    "random",
+    "dcwp-official",
+    "dcwp-clean",
+    "dcwp-plus",
+    "dcwp-plus-shuffle",
+    "structured-magnitude",
+    "structured-random",
+    "dcwp-structured",
+    "dcwp-structured-meannorm",
+    "structured-random-local",
+    "dcwp-structured-local",
+)
 
 
 def _latest(records: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -80,66 +97,115 @@ def render(out: str, profile: Any) -> str:
     records = [json.loads(line) for line in open(path)] if os.path.isfile(path) else []
     summary = summarise(records)
     n_seeds = len(profile.seeds)
-    lines = [f"# Benchmark `{profile.name}`", "", f"Profile: {profile.note}.", "",
-             "Produced by `python -m benchmarks.reproduce --profile " + profile.name + "` (rows: ours, mean ± std over "
-             "the seeds that finished, (n=k) when fewer than the profile's seeds finished; rows marked *published* are the papers' numbers under "
-             "the protocol named beside them and are never mixed into ours). Selection: *last* = last iterate, "
-             "*best_valid* = best iterate on the validation split; never on test. Sparsity: zero fraction of the "
-             "scored weights; MACs: Torch-Pruning's count of the saved model (unstructured zeros do not reduce it, "
-             "structured pruning does).", ""]
+    lines = [
+        f"# Benchmark `{profile.name}`",
+        "",
+        f"Profile: {profile.note}.",
+        "",
+        "Produced by `python -m benchmarks.reproduce --profile " + profile.name + "` (rows: ours, mean ± std over "
+        "the seeds that finished, (n=k) when fewer than the profile's seeds finished; rows marked *published* are "
+        "the papers' numbers under "
+        "the protocol named beside them and are never mixed into ours). Selection: *last* = last iterate, "
+        "*best_valid* = best iterate on the validation split; never on test. Sparsity: zero fraction of the "
+        "scored weights; MACs: Torch-Pruning's count of the saved model (unstructured zeros do not reduce it, "
+        "structured pruning does).",
+        "",
+    ]
     groups = sorted({(k[0], k[1], k[2]) for k in summary})
     for dataset, backbone, schedule in groups:
         ratios = sorted({k[4] for k in summary if k[:3] == (dataset, backbone, schedule)})
         metric = HEADLINE.get(dataset, "accuracy")
-        methods = [m for m in ORDER if (dataset, backbone, schedule, m, ratios[0]) in summary or
-                   any((dataset, backbone, schedule, m, r) in summary for r in ratios)]
-        ablations = sorted({k[3] for k in summary if k[:3] == (dataset, backbone, schedule) and k[3].startswith("abl-")})
-        lines += [f"## {dataset}, {BACKBONE_NAMES.get(backbone, backbone)}, schedule: {schedule}", "",
-                  f"Test {metric} (%) at each conflict ratio; Colored MNIST also on the balanced all-colours view "
-                  "(every test digit in all ten colours, 10x the images) in the second table.", ""]
+        methods = [
+            m
+            for m in ORDER
+            if (dataset, backbone, schedule, m, ratios[0]) in summary
+            or any((dataset, backbone, schedule, m, r) in summary for r in ratios)
+        ]
+        ablations = sorted(
+            {k[3] for k in summary if k[:3] == (dataset, backbone, schedule) and k[3].startswith("abl-")}
+        )
+        lines += [
+            f"## {dataset}, {BACKBONE_NAMES.get(backbone, backbone)}, schedule: {schedule}",
+            "",
+            f"Test {metric} (%) at each conflict ratio; Colored MNIST also on the balanced all-colours view "
+            "(every test digit in all ten colours, 10x the images) in the second table.",
+            "",
+        ]
         lines += _table(summary, dataset, backbone, schedule, methods, ratios, "test", n_seeds)
         lines += _published(dataset, backbone, ratios)
         lines += _selection_table(summary, dataset, backbone, schedule, methods, ratios, n_seeds)
-        if any(summary[(dataset, backbone, schedule, m, r)].get("all_colors") for m in methods for r in ratios
-               if (dataset, backbone, schedule, m, r) in summary):
+        if any(
+            summary[(dataset, backbone, schedule, m, r)].get("all_colors")
+            for m in methods
+            for r in ratios
+            if (dataset, backbone, schedule, m, r) in summary
+        ):
             lines += ["", "Balanced all-colours test view:", ""]
             lines += _table(summary, dataset, backbone, schedule, methods, ratios, "all_colors", n_seeds)
-        lines += ["", "DCWP (official) internals: mined bias-conflicting set and sparsity reached:", "",
-                  "| ratio | mined | precision | recall | sparsity | valid " + metric + " |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "DCWP (official) internals: mined bias-conflicting set and sparsity reached:",
+            "",
+            "| ratio | mined | precision | recall | sparsity | valid " + metric + " |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in ratios:
             c = summary.get((dataset, backbone, schedule, "dcwp-official", r))
             if c:
-                lines.append(f"| {r:g} % | {_fmt(c.get('mined_count', []), 1)} | {_fmt(c.get('mined_precision', []))} | "
-                             f"{_fmt(c.get('mined_recall', []))} | {_fmt(c['sparsity'])} | {_fmt(c['valid'])} |")
+                lines.append(
+                    f"| {r:g} % | {_fmt(c.get('mined_count', []), 1)} | {_fmt(c.get('mined_precision', []))} | "
+                    f"{_fmt(c.get('mined_recall', []))} | {_fmt(c['sparsity'])} | {_fmt(c['valid'])} |"
+                )
         lines += _sweep_tables(summary, dataset, backbone, schedule, ratios, records, n_seeds)
         if ablations:
             lines += ["", "Ablations of DCWP (official):", ""]
-            lines += _table(summary, dataset, backbone, schedule, ["dcwp-official"] + ablations, ratios, "test", n_seeds)
+            lines += _table(
+                summary, dataset, backbone, schedule, ["dcwp-official"] + ablations, ratios, "test", n_seeds
+            )
         study = [m for m in CLEAN_STUDY if any((dataset, backbone, schedule, m, r) in summary for r in ratios)]
         if study:
-            lines += ["", "The variants one setting at a time: official with clean's best-on-valid selection "
-                      "(`official-select-best-valid`), clean with one of its settings back to official "
-                      "(`clean-<setting>-official`, `clean-mask-upweight-80`), and clean's fixes (`clean-fix-*`); "
-                      "same seeds, same stage 1 (but `official-cpu-bf16`: official with bf16 autocast on the CPU in "
-                      "every stage, stage 1 included):", ""]
-            lines += _table(summary, dataset, backbone, schedule, ["dcwp-official", "dcwp-clean"] + study, ratios, "test",
-                            n_seeds)
+            lines += [
+                "",
+                "The variants one setting at a time: official with clean's best-on-valid selection "
+                "(`official-select-best-valid`), clean with one of its settings back to official "
+                "(`clean-<setting>-official`, `clean-mask-upweight-80`), and clean's fixes (`clean-fix-*`); "
+                "same seeds, same stage 1 (but `official-cpu-bf16`: official with bf16 autocast on the CPU in "
+                "every stage, stage 1 included):",
+                "",
+            ]
+            lines += _table(
+                summary, dataset, backbone, schedule, ["dcwp-official", "dcwp-clean"] + study, ratios, "test", n_seeds
+            )
         plus = [m for m in PLUS_STUDY if any((dataset, backbone, schedule, m, r) in summary for r in ratios)]
-        plus = ["dcwp-official"] + plus + [m for m in ("dcwp-plus",) if any(
-            (dataset, backbone, schedule, m, r) in summary for r in ratios)]
+        plus = (
+            ["dcwp-official"]
+            + plus
+            + [
+                m
+                for m in ("dcwp-plus", "dcwp-plus-shuffle")
+                if any((dataset, backbone, schedule, m, r) in summary for r in ratios)
+            ]
+        )
         if len(plus) > 1:
-            lines += ["", "DCWP+ candidates (issue 21): each setting alone on top of official with the best-on-valid "
-                      "selection (`official-select-best-valid`), same seeds and stage 1; `plus-rewind-init-shuffle` is "
-                      "the random-mask control of `plus-rewind-init` (each layer's kept weights drawn at random, its "
-                      "sparsity kept). Settings are chosen on **valid** (second table), never on test:", ""]
+            lines += [
+                "",
+                "DCWP+ candidates (issue 21): each setting alone on top of official with the best-on-valid "
+                "selection (`official-select-best-valid`), same seeds and stage 1; `plus-rewind-init-shuffle` is "
+                "the random-mask control of `plus-rewind-init` (each layer's kept weights drawn at random, its "
+                "sparsity kept). Settings are chosen on **valid** (second table), never on test:",
+                "",
+            ]
             lines += _table(summary, dataset, backbone, schedule, plus, ratios, "test", n_seeds)
             lines += ["", "The same cells on valid (the split the candidates are chosen on):", ""]
             lines += _table(summary, dataset, backbone, schedule, plus, ratios, "valid", n_seeds)
         lines.append("")
     failed = [r for r in _latest(records) if r.get("status") != "ok"]
     if failed:
-        lines += ["## Failed cells", ""] + [f"- {r['dataset']} {r['ratio']:g}% {r['backbone']} seed {r['seed']} "
-                                            f"{r['method']}: {r.get('error', '')[:200]}" for r in failed]
+        lines += ["## Failed cells", ""] + [
+            f"- {r['dataset']} {r['ratio']:g}% {r['backbone']} seed {r['seed']} "
+            f"{r['method']}: {r.get('error', '')[:200]}"
+            for r in failed
+        ]
     text = "\n".join(lines).rstrip() + "\n"
     from dcwp_prune._atomic import write_text
 
@@ -148,8 +214,15 @@ def render(out: str, profile: Any) -> str:
     return text
 
 
-def _sweep_tables(summary: Dict[tuple, Any], dataset: str, backbone: str, schedule: str, ratios: List[float],
-                  records: List[Dict[str, Any]], expected: int) -> List[str]:
+def _sweep_tables(
+    summary: Dict[tuple, Any],
+    dataset: str,
+    backbone: str,
+    schedule: str,
+    ratios: List[float],
+    records: List[Dict[str, Any]],
+    expected: int,
+) -> List[str]:
     """The mask on trial: test accuracy after pruning f_D to each level with DCWP's scores, weight magnitude or
     at random and running DCWP's stage 4 (last iterate); and where DCWP's own run pruned, layer by layer."""
     from benchmarks.methods import SWEEP_KINDS, SWEEP_MACS, SWEEP_SPARSITIES, sweep_name
@@ -158,13 +231,19 @@ def _sweep_tables(summary: Dict[tuple, Any], dataset: str, backbone: str, schedu
     if not any(have(m) for m in _sweep_methods()):
         return []
     metric = HEADLINE.get(dataset, "accuracy")
-    out = ["", f"The mask on trial (sweep): f_D pruned to each total sparsity of the scored weights (unstructured) or "
-           "MACs reduction (structured, channels ranked within each layer) by DCWP's learned scores, by weight "
-           f"magnitude or at random, then exactly DCWP's stage 4; test {metric} (%), last iterate. At each level only "
-           "the choice of weights differs.", "",
-           "| level | ranked by | " + " | ".join(f"{r:g} %" for r in ratios) + " |", "|" + "---|" * (len(ratios) + 2)]
-    levels = [(s, False, f"{100 * s:g} % sparse") for s in SWEEP_SPARSITIES] + [(m, True, f"{m:g}x fewer MACs")
-                                                                               for m in SWEEP_MACS]
+    out = [
+        "",
+        f"The mask on trial (sweep): f_D pruned to each total sparsity of the scored weights (unstructured) or "
+        "MACs reduction (structured, channels ranked within each layer) by DCWP's learned scores, by weight "
+        f"magnitude or at random, then exactly DCWP's stage 4; test {metric} (%), last iterate. At each level only "
+        "the choice of weights differs.",
+        "",
+        "| level | ranked by | " + " | ".join(f"{r:g} %" for r in ratios) + " |",
+        "|" + "---|" * (len(ratios) + 2),
+    ]
+    levels = [(s, False, f"{100 * s:g} % sparse") for s in SWEEP_SPARSITIES] + [
+        (m, True, f"{m:g}x fewer MACs") for m in SWEEP_MACS
+    ]
     for level, structured, label in levels:
         for kind in SWEEP_KINDS:
             m = sweep_name(kind, level, structured)
@@ -178,36 +257,64 @@ def _sweep_tables(summary: Dict[tuple, Any], dataset: str, backbone: str, schedu
     kept: Dict[float, Dict[str, List[float]]] = defaultdict(lambda: defaultdict(list))
     order: List[str] = []
     for r in _latest(records):
-        if (r.get("status") == "ok" and r["method"] == "dcwp-official" and r.get("kept")
-                and (r["dataset"], r["backbone"], r["schedule"]) == (dataset, backbone, schedule)):
+        if (
+            r.get("status") == "ok"
+            and r["method"] == "dcwp-official"
+            and r.get("kept")
+            and (r["dataset"], r["backbone"], r["schedule"]) == (dataset, backbone, schedule)
+        ):
             for layer, v in r["kept"].items():
                 if layer != "total":
                     kept[float(r["ratio"])][layer].append(float(v))
                     order += [] if layer in order else [layer]
     by_level: Dict[float, Dict[str, List[float]]] = defaultdict(lambda: defaultdict(list))
     for r in _latest(records):  # where DCWP's scores put the pruning at each sweep level (random: uniform)
-        if (r.get("status") == "ok" and r["method"].startswith("sweep-scores-") and r.get("kept")
-                and (r["dataset"], r["backbone"], r["schedule"]) == (dataset, backbone, schedule)):
+        if (
+            r.get("status") == "ok"
+            and r["method"].startswith("sweep-scores-")
+            and r.get("kept")
+            and (r["dataset"], r["backbone"], r["schedule"]) == (dataset, backbone, schedule)
+        ):
             for layer, v in r["kept"].items():
                 by_level[float(r["sweep"]["level"])][layer].append(float(v))
                 order += [] if layer in order else [layer]
     order = _network_order(backbone, order)
     if by_level:
         levels = sorted(by_level)
-        out += ["", "Where DCWP's learned scores prune at each sweep level: kept fraction of each scored layer (%), mean "
-                "over ratios and seeds (random pruning keeps the same fraction of every layer, magnitude ranks "
-                "all layers together):", "",
-                "| layer | " + " | ".join(f"{100 * v:g} % sparse" for v in levels) + " |", "|" + "---|" * (len(levels) + 1)]
+        out += [
+            "",
+            "Where DCWP's learned scores prune at each sweep level: kept fraction of each scored layer (%), mean "
+            "over ratios and seeds (random pruning keeps the same fraction of every layer, magnitude ranks "
+            "all layers together):",
+            "",
+            "| layer | " + " | ".join(f"{100 * v:g} % sparse" for v in levels) + " |",
+            "|" + "---|" * (len(levels) + 1),
+        ]
         for layer in order:
-            out.append(f"| {layer.removesuffix('.weight')} | " + " | ".join(
-                f"{100 * statistics.fmean(by_level[v][layer]):.1f}" if by_level[v].get(layer) else "-" for v in levels)
-                + " |")
+            out.append(
+                f"| {layer.removesuffix('.weight')} | "
+                + " | ".join(
+                    f"{100 * statistics.fmean(by_level[v][layer]):.1f}" if by_level[v].get(layer) else "-"
+                    for v in levels
+                )
+                + " |"
+            )
     if kept:
-        out += ["", "Where DCWP (official) prunes: kept fraction of each scored layer (%), mean over seeds:", "",
-                "| layer | " + " | ".join(f"{r:g} %" for r in ratios) + " |", "|" + "---|" * (len(ratios) + 1)]
+        out += [
+            "",
+            "Where DCWP (official) prunes: kept fraction of each scored layer (%), mean over seeds:",
+            "",
+            "| layer | " + " | ".join(f"{r:g} %" for r in ratios) + " |",
+            "|" + "---|" * (len(ratios) + 1),
+        ]
         for layer in order:
-            out.append(f"| {layer.removesuffix('.weight')} | " + " | ".join(
-                f"{100 * statistics.fmean(kept[r][layer]):.1f}" if kept[r].get(layer) else "-" for r in ratios) + " |")
+            out.append(
+                f"| {layer.removesuffix('.weight')} | "
+                + " | ".join(
+                    f"{100 * statistics.fmean(kept[r][layer]):.1f}" if kept[r].get(layer) else "-" for r in ratios
+                )
+                + " |"
+            )
     return out
 
 
@@ -229,8 +336,16 @@ def _sweep_methods() -> List[str]:
     return list(SWEEP)
 
 
-def _table(summary: Dict[tuple, Any], dataset: str, backbone: str, schedule: str, methods: List[str],
-           ratios: List[float], field: str, expected: int = 0) -> List[str]:
+def _table(
+    summary: Dict[tuple, Any],
+    dataset: str,
+    backbone: str,
+    schedule: str,
+    methods: List[str],
+    ratios: List[float],
+    field: str,
+    expected: int = 0,
+) -> List[str]:
     head = "| method | selection | " + " | ".join(f"{r:g} %" for r in ratios) + " | sparsity | MACs |"
     rows = [head, "|" + "---|" * (len(ratios) + 4)]
     dense = [v for r in ratios for v in (summary.get((dataset, backbone, schedule, "erm", r)) or {}).get("macs", [])]
@@ -251,8 +366,15 @@ def _table(summary: Dict[tuple, Any], dataset: str, backbone: str, schedule: str
     return rows
 
 
-def _selection_table(summary: Dict[tuple, Any], dataset: str, backbone: str, schedule: str, methods: List[str],
-                     ratios: List[float], expected: int) -> List[str]:
+def _selection_table(
+    summary: Dict[tuple, Any],
+    dataset: str,
+    backbone: str,
+    schedule: str,
+    methods: List[str],
+    ratios: List[float],
+    expected: int,
+) -> List[str]:
     """Every method's last iterate and its best-on-valid iterate (each evaluated on valid at DCWP's stage-4
     cadence), so no method is compared under a selection the others were not allowed."""
     rows = []
@@ -267,10 +389,14 @@ def _selection_table(summary: Dict[tuple, Any], dataset: str, backbone: str, sch
             rows.append(f"| {m} | {label}{where} | " + " | ".join(values) + " |")
     if not rows:
         return []
-    return ["", "Both iterates of every method (each evaluated on valid, and test beside it, at DCWP's stage-4 cadence; "
-            "*best on valid* chosen on valid only; methods recorded before this was measured are left out):", "",
-            "| method | iterate | " + " | ".join(f"{r:g} %" for r in ratios) + " |",
-            "|" + "---|" * (len(ratios) + 2)] + rows
+    return [
+        "",
+        "Both iterates of every method (each evaluated on valid, and test beside it, at DCWP's stage-4 cadence; "
+        "*best on valid* chosen on valid only; methods recorded before this was measured are left out):",
+        "",
+        "| method | iterate | " + " | ".join(f"{r:g} %" for r in ratios) + " |",
+        "|" + "---|" * (len(ratios) + 2),
+    ] + rows
 
 
 def _published(dataset: str, backbone: str, ratios: List[float]) -> List[str]:
@@ -283,8 +409,13 @@ def _published(dataset: str, backbone: str, ratios: List[float]) -> List[str]:
         rows.append(f"| *published* {entry['method']} | {entry['selection']} | {cells} | | |")
     if rows:
         protocol = PUBLISHED[(dataset, backbone)][0]["protocol"]
-        rows = ["", f"*Published*, {protocol}:", "", "| method | selection | " +
-                " | ".join(f"{r:g} %" for r in ratios) + " | | |", "|" + "---|" * (len(ratios) + 4)] + rows
+        rows = [
+            "",
+            f"*Published*, {protocol}:",
+            "",
+            "| method | selection | " + " | ".join(f"{r:g} %" for r in ratios) + " | | |",
+            "|" + "---|" * (len(ratios) + 4),
+        ] + rows
     return rows
 
 
@@ -308,7 +439,9 @@ def _plots(summary: Dict[tuple, Any], out: str) -> None:
     if not groups:
         return
     # one colour and marker per method, the same in every panel and plot (more methods than a 10-colour cycle)
-    style = {m: {"color": plt.get_cmap("tab20")(i % 20), "marker": "os^vDP<>Xph*d"[i % 13]} for i, m in enumerate(ORDER)}
+    style = {
+        m: {"color": plt.get_cmap("tab20")(i % 20), "marker": "os^vDP<>Xph*d"[i % 13]} for i, m in enumerate(ORDER)
+    }
     fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 4.5), squeeze=False)
     for ax, (dataset, backbone, schedule) in zip(axes[0], groups):
         for m in ORDER:
@@ -329,12 +462,47 @@ def _plots(summary: Dict[tuple, Any], out: str) -> None:
         ax.legend(fontsize=6, ncol=2, loc="upper left")
     _save(plt, fig, os.path.join(out, "accuracy_by_ratio.png"))
 
+    # the README's plot: the headline methods at their best-on-valid iterate
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), squeeze=False)
     for ax, (dataset, backbone, schedule) in zip(axes[0], groups):
-        for m in ("dcwp-official", "dcwp-clean", "dcwp-structured", "dcwp-structured-local", "mrm", "magnitude", "random",
-                  "erm"):
-            pts = [(100 * statistics.fmean(v["sparsity"]), 100 * statistics.fmean(v["test"]))
-                   for k, v in summary.items() if k[:4] == (dataset, backbone, schedule, m)]
+        for m in HEADLINE_METHODS:
+            pts = sorted(
+                (k[4], v["best_valid"])
+                for k, v in summary.items()
+                if k[:4] == (dataset, backbone, schedule, m) and v.get("best_valid")
+            )
+            if not pts:
+                continue
+            means = [100 * statistics.fmean(p[1]) for p in pts]
+            errs = [100 * statistics.stdev(p[1]) if len(p[1]) > 1 else 0.0 for p in pts]
+            ax.errorbar([p[0] for p in pts], means, yerr=errs, capsize=3, label=m, **style[m])
+        ax.set_xscale("log")
+        ax.minorticks_off()
+        ax.set_xticks([k[4] for k in summary if k[:3] == (dataset, backbone, schedule)])
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.set_xlabel("conflict ratio (%)")
+        ax.set_ylabel(f"test {HEADLINE.get(dataset, 'accuracy')} (%), best-on-valid iterate")
+        ax.set_title(f"{dataset} {backbone} ({schedule})")
+        ax.legend(fontsize=7, loc="upper left")
+    _save(plt, fig, os.path.join(out, "headline.png"))
+
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), squeeze=False)
+    for ax, (dataset, backbone, schedule) in zip(axes[0], groups):
+        for m in (
+            "dcwp-official",
+            "dcwp-clean",
+            "dcwp-structured",
+            "dcwp-structured-local",
+            "mrm",
+            "magnitude",
+            "random",
+            "erm",
+        ):
+            pts = [
+                (100 * statistics.fmean(v["sparsity"]), 100 * statistics.fmean(v["test"]))
+                for k, v in summary.items()
+                if k[:4] == (dataset, backbone, schedule, m)
+            ]
             if pts:
                 ax.scatter(*zip(*pts), label=m, s=18, **style[m])
         ax.set_xlabel("sparsity (%)")
@@ -376,8 +544,15 @@ def _sweep_plot(summary: Dict[tuple, Any], groups: List[tuple], out: str) -> Non
                 ax.errorbar(xs, ys, yerr=es, capsize=3, marker="o", color=colors[kind], label=f"{kind} + DCWP stage 4")
         base = summary.get((dataset, backbone, schedule, "dcwp-official", ratio))
         if base:
-            ax.scatter([100 * statistics.fmean(base["sparsity"])], [100 * statistics.fmean(base["test"])], marker="*",
-                       s=120, color="#d62728", zorder=5, label="DCWP (official run)")
+            ax.scatter(
+                [100 * statistics.fmean(base["sparsity"])],
+                [100 * statistics.fmean(base["test"])],
+                marker="*",
+                s=120,
+                color="#d62728",
+                zorder=5,
+                label="DCWP (official run)",
+            )
         erm = summary.get((dataset, backbone, schedule, "erm", ratio))
         if erm:
             ax.axhline(100 * statistics.fmean(erm["test"]), color="black", linestyle=":", linewidth=1, label="ERM")
@@ -385,35 +560,90 @@ def _sweep_plot(summary: Dict[tuple, Any], groups: List[tuple], out: str) -> Non
         ax.set_xlabel("total sparsity of the scored weights (%)")
         ax.set_ylabel(f"test {HEADLINE.get(dataset, 'accuracy')} (%)")
         ax.legend(fontsize=6)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     _save(plt, fig, os.path.join(out, "accuracy_vs_sparsity.png"))
 
 
-README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = os.path.join(ROOT, "README.md")
+DOCS = os.path.join(ROOT, "docs", "benchmarks.md")
+#: The README's one table and plot: the baselines and peers against DCWP, each at its best-on-valid iterate.
+HEADLINE_METHODS = ("erm", "lff", "jtt", "lc", "denetdm", "dcwp-official", "dcwp-plus")
 
 
 def readme_block(table_md: str) -> str:
-    """``table.md`` as the README shows it: headings nested two levels down, nothing else changed."""
+    """``table.md`` as ``docs/benchmarks.md`` shows it: headings nested one level down, nothing else changed."""
     import re
 
-    body = table_md.split("\n", 1)[1].lstrip("\n")  # the title line is the README section's own
-    return re.sub(r"^(#+) ", lambda m: "#" * (len(m.group(1)) + 2) + " ", body, flags=re.M)
+    body = table_md.split("\n", 1)[1].lstrip("\n")  # the title line is the docs section's own
+    return re.sub(r"^(#+) ", lambda m: "#" * (len(m.group(1)) + 1) + " ", body, flags=re.M)
 
 
-def rewrite_readme(profile: str, block: str) -> bool:
-    """Replace the README's ``<!-- figures:bench-PROFILE -->`` block; True if it changed."""
+def headline_block(out: str, profile: Any) -> str:
+    """The README's results table: :data:`HEADLINE_METHODS` at their best-on-valid iterate, per backbone."""
+    path = os.path.join(out, "results.jsonl")
+    records = [json.loads(line) for line in open(path)] if os.path.isfile(path) else []
+    summary = summarise(records)
+    lines = [
+        f"Test accuracy (%) on `{profile.name}` ({profile.note}), mean ± std over {len(profile.seeds)} seeds; "
+        "every method at its iterate that is best on the **valid** split (evaluated at DCWP's stage-4 cadence), "
+        "so none selects under a rule the others were not allowed. `dcwp-plus` is this library's variant "
+        "(`--variant plus`), `dcwp-official` the faithful reproduction; LC and DeNetDM are the strongest "
+        "published peers, run in the same harness. All rows, both iterates and the controls: "
+        "[docs/benchmarks.md](docs/benchmarks.md).",
+        "",
+    ]
+    for dataset, backbone, schedule in sorted({k[:3] for k in summary}):
+        ratios = sorted({k[4] for k in summary if k[:3] == (dataset, backbone, schedule)})
+        rows = []
+        for m in HEADLINE_METHODS:
+            cells = [summary.get((dataset, backbone, schedule, m, r)) or {} for r in ratios]
+            if not any(c.get("best_valid") for c in cells):
+                continue
+            sparsity = [v for c in cells for v in c.get("sparsity", [])]
+            sp = f"{100 * statistics.fmean(sparsity):.0f} %" if sparsity else "-"
+            rows.append(
+                f"| {m} | "
+                + " | ".join(
+                    _fmt(c["best_valid"], expected=len(profile.seeds)) if c.get("best_valid") else "-" for c in cells
+                )
+                + f" | {sp} |"
+            )
+        if rows:
+            lines += (
+                [
+                    f"**{dataset}, {BACKBONE_NAMES.get(backbone, backbone)}** (schedule: {schedule})",
+                    "",
+                    "| method | " + " | ".join(f"{r:g} %" for r in ratios) + " | sparsity |",
+                    "|" + "---|" * (len(ratios) + 2),
+                ]
+                + rows
+                + [""]
+            )
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _replace_block(path: str, name: str, block: str) -> bool:
     import re
 
-    with open(README) as f:
+    with open(path) as f:
         old = f.read()
-    pattern = re.compile(rf"(<!-- figures:bench-{re.escape(profile)} -->\n)(.*?)(<!-- /figures:bench-{re.escape(profile)} -->)",
-                         re.S)
+    pattern = re.compile(rf"(<!-- figures:{re.escape(name)} -->\n)(.*?)(<!-- /figures:{re.escape(name)} -->)", re.S)
     if not pattern.search(old):
-        raise SystemExit(f"README.md has no <!-- figures:bench-{profile} --> block")
+        raise SystemExit(f"{os.path.relpath(path, ROOT)} has no <!-- figures:{name} --> block")
     new = pattern.sub(lambda m: m.group(1) + block + m.group(3), old)
     if new != old:
         from dcwp_prune._atomic import write_text
 
-        write_text(README, new)
+        write_text(path, new)
     return new != old
+
+
+def rewrite_readme(profile: str, block: str, headline: Optional[str] = None) -> bool:
+    """Replace ``docs/benchmarks.md``'s ``<!-- figures:bench-PROFILE -->`` block with ``block`` (and, given
+    ``headline``, the README's ``<!-- figures:headline-PROFILE -->`` block); True if anything changed."""
+    changed = _replace_block(DOCS, f"bench-{profile}", block)
+    if headline is not None:
+        changed = _replace_block(README, f"headline-{profile}", headline) or changed
+    return changed

@@ -8,12 +8,12 @@ kept fraction (checked where the group has no channel grouping). Architectures t
 
 Usage::
 
-    python -m benchmarks.zoo                  # all models -> benchmarks/results/zoo.json + the README list
+    python -m benchmarks.zoo                  # all models -> benchmarks/results/zoo.json + docs/python-api.md
                                               # (resumes: models already in zoo.json are kept; --fresh redoes all)
     python -m benchmarks.zoo --models resnet18 vit_b_16
-    python -m benchmarks.zoo --readme          # only rewrite the README list from zoo.json
+    python -m benchmarks.zoo --readme          # only rewrite that list from zoo.json
 
-``tests/test_zoo.py`` runs ``check_model`` on a fast subset and checks that the README list is the
+``tests/test_zoo.py`` runs ``check_model`` on a fast subset and checks that the docs list is the
 rendering of ``zoo.json`` (so the list is never hand-written).
 """
 
@@ -33,7 +33,7 @@ import torchvision
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results", "zoo.json")
-README = os.path.join(ROOT, "README.md")
+PAGE = os.path.join(ROOT, "docs", "python-api.md")  # the docs page that lists the zoo
 RATIO = 0.3
 
 
@@ -68,8 +68,9 @@ def _random_scores(model: torch.nn.Module, seed: int = 0) -> Any:
     return scores
 
 
-def _lowest_removed(ref: torch.nn.Module, scores_state: Dict[str, torch.Tensor], example: torch.Tensor,
-                    history: List[Any]) -> Optional[bool]:
+def _lowest_removed(
+    ref: torch.nn.Module, scores_state: Dict[str, torch.Tensor], example: torch.Tensor, history: List[Any]
+) -> Optional[bool]:
     """Whether the first pruned group removed exactly its lowest-importance channels (None: not checkable)."""
     import torch_pruning as tp
 
@@ -83,7 +84,11 @@ def _lowest_removed(ref: torch.nn.Module, scores_state: Dict[str, torch.Tensor],
         module = dg.model.get_submodule(name) if name else dg.model
     except AttributeError:  # an unwrapped parameter (e.g. a ViT's class token) rooted the group
         return None
-    fn = dg.get_pruner_of_module(module).prune_out_channels if is_out else dg.get_pruner_of_module(module).prune_in_channels
+    fn = (
+        dg.get_pruner_of_module(module).prune_out_channels
+        if is_out
+        else dg.get_pruner_of_module(module).prune_in_channels
+    )
     n = dg.get_out_channels(module) if is_out else dg.get_in_channels(module)
     group = dg.get_pruning_group(module, fn, list(range(n)))
     if _channel_groups(group) > 1:
@@ -109,9 +114,13 @@ def check_model(name: str, global_pruning: bool, ratio: float = RATIO, max_param
         return {"model": name, "global": global_pruning, "status": "refused", "reason": reason}
     n_params = sum(p.numel() for p in model.parameters())
     if n_params > max_params:
-        return {"model": name, "global": global_pruning, "status": "skipped",
-                "reason": f"{n_params / 1e6:.0f} M parameters: more than this zoo run's memory allows "
-                          f"(--max-params {max_params / 1e6:.0f}M)"}
+        return {
+            "model": name,
+            "global": global_pruning,
+            "status": "skipped",
+            "reason": f"{n_params / 1e6:.0f} M parameters: more than this zoo run's memory allows "
+            f"(--max-params {max_params / 1e6:.0f}M)",
+        }
     size = input_size(name)
     x = torch.randn(2, 3, size, size)
     scores = _random_scores(model)
@@ -131,12 +140,24 @@ def check_model(name: str, global_pruning: bool, ratio: float = RATIO, max_param
         torch.manual_seed(0)
         checks["lowest_removed"] = _lowest_removed(build(name), state, x[:1], result.history)  # the same init again
         ok = all(v is not False for v in checks.values())
-        return {"model": name, "global": global_pruning, "status": "pruned" if ok else "failed", **checks,
-                "macs_ratio": round(result.macs_ratio, 3), "params_ratio": round(result.params_ratio, 3),
-                "input": size, "seconds": round(time.perf_counter() - start, 1)}
+        return {
+            "model": name,
+            "global": global_pruning,
+            "status": "pruned" if ok else "failed",
+            **checks,
+            "macs_ratio": round(result.macs_ratio, 3),
+            "params_ratio": round(result.params_ratio, 3),
+            "input": size,
+            "seconds": round(time.perf_counter() - start, 1),
+        }
     except Exception as err:  # recorded, the zoo goes on
-        return {"model": name, "global": global_pruning, "status": "failed", "reason": f"{type(err).__name__}: {err}"[:300],
-                "traceback": traceback.format_exc(limit=4)}
+        return {
+            "model": name,
+            "global": global_pruning,
+            "status": "failed",
+            "reason": f"{type(err).__name__}: {err}"[:300],
+            "traceback": traceback.format_exc(limit=4),
+        }
 
 
 def render(results: List[Dict[str, Any]]) -> str:
@@ -151,32 +172,39 @@ def render(results: List[Dict[str, Any]]) -> str:
     reasons: Dict[str, List[str]] = {}
     for m in refused:
         reasons.setdefault(by_model[m][0]["reason"], []).append(m)
-    lines = [f"Pruned structurally with `DCWPImportance`, local and global, checked (forward, backward, output shape, "
-             f"MACs and params down, lowest-kept channels removed) by `python -m benchmarks.zoo` "
-             f"({len(supported)} of {len(by_model)} torchvision classification models):", "",
-             ", ".join(f"`{m}`" for m in supported), ""]
+    lines = [
+        f"Pruned structurally with `DCWPImportance`, local and global, checked (forward, backward, output shape, "
+        f"MACs and params down, lowest-kept channels removed) by `python -m benchmarks.zoo` "
+        f"({len(supported)} of {len(by_model)} torchvision classification models):",
+        "",
+        ", ".join(f"`{m}`" for m in supported),
+        "",
+    ]
     if refused:
         lines += [f"Refused up front with the reason ({len(refused)}; prune them unstructured with `DCWPMethod`):", ""]
         lines += [f"- {', '.join(f'`{m}`' for m in ms)}: {reason}" for reason, ms in sorted(reasons.items())]
     if skipped:
-        lines += ["", f"Not run by the last zoo run ({len(skipped)}, too large for its machine's memory): "
-                  + ", ".join(f"`{m}` ({by_model[m][0]['reason'].split(' parameters')[0]})" for m in skipped)]
+        lines += [
+            "",
+            f"Not run by the last zoo run ({len(skipped)}, too large for its machine's memory): "
+            + ", ".join(f"`{m}` ({by_model[m][0]['reason'].split(' parameters')[0]})" for m in skipped),
+        ]
     if failed:
         lines += ["", f"Failed in the last zoo run ({len(failed)}): " + ", ".join(f"`{m}`" for m in failed)]
     return "\n".join(lines).rstrip() + "\n"
 
 
 def rewrite_readme(text: str) -> bool:
-    with open(README) as f:
+    with open(PAGE) as f:
         old = f.read()
     pattern = re.compile(r"(<!-- figures:zoo -->\n)(.*?)(<!-- /figures:zoo -->)", re.S)
     if not pattern.search(old):
-        raise SystemExit("README.md has no <!-- figures:zoo --> block")
+        raise SystemExit("docs/python-api.md has no <!-- figures:zoo --> block")
     new = pattern.sub(lambda m: m.group(1) + text + m.group(3), old)
     if new != old:
         from dcwp_prune._atomic import write_text
 
-        write_text(README, new)
+        write_text(PAGE, new)
     return new != old
 
 
@@ -190,7 +218,9 @@ def _save(results: List[Dict[str, Any]]) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", help="only these models (merged into zoo.json)")
-    parser.add_argument("--readme", action="store_true", help="only rewrite the README list from zoo.json")
+    parser.add_argument(
+        "--readme", action="store_true", help="only rewrite the list in docs/python-api.md from zoo.json"
+    )
     parser.add_argument("--fresh", action="store_true", help="run every model again (default: resume)")
     parser.add_argument("--max-params", type=float, default=1e12, help="skip models with more parameters (memory)")
     args = parser.parse_args(argv)
@@ -210,8 +240,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             for global_pruning in (False, True):
                 r = check_model(name, global_pruning, max_params=args.max_params)
                 results.append(r)
-                print(f"[{k + 1}/{len(names)}] {name} {'global' if global_pruning else 'local'}: {r['status']} "
-                      f"{r.get('reason', '')[:100]}", file=sys.stderr, flush=True)
+                print(
+                    f"[{k + 1}/{len(names)}] {name} {'global' if global_pruning else 'local'}: {r['status']} "
+                    f"{r.get('reason', '')[:100]}",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 if r["status"] in ("refused", "skipped"):
                     results.append(dict(r, **{"global": not global_pruning}))
                     break
@@ -220,7 +254,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     with open(RESULTS) as f:
         results = json.load(f)["results"]
     changed = rewrite_readme(render(results))
-    print(f"README list {'updated' if changed else 'unchanged'}", file=sys.stderr)
+    print(f"docs list {'updated' if changed else 'unchanged'}", file=sys.stderr)
     return 0
 
 

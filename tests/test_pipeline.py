@@ -81,6 +81,19 @@ def test_end_to_end_unstructured(tmp_path):
         run_dcwp(tiny(tmp_path / "run"))
 
 
+def test_plus_is_official_training_with_rewinding_and_selection_where_it_applies():
+    plus = resolve_variant(build_config("cmnist", {"data": {"ratio": 2.0}, "variant": "plus"}))
+    off = resolve_variant(build_config("cmnist", {"data": {"ratio": 2.0}}))
+    assert {k: v for k, v in plus.items() if plus[k] != off[k]} == {"selected": "best_valid", "rewind": "stage1"}
+    # no rewinding where it cannot apply: a structured (physically smaller) model, an f_D given as a file
+    structured = build_config("cmnist", {"variant": "plus", "prune": {"structured": True}})
+    assert resolve_variant(structured)["rewind"] == "none"
+    assert resolve_variant(build_config("cmnist", {"variant": "plus", "model_file": "f.pt"}))["rewind"] == "none"
+    # an explicit value wins over the variant
+    mine = build_config("cmnist", {"variant": "plus", "finetune": {"rewind": "fresh", "select": "last"}})
+    assert resolve_variant(mine)["rewind"] == "fresh" and resolve_variant(mine)["selected"] == "last"
+
+
 def test_official_and_clean_differ_exactly_where_specified():
     off = resolve_variant(build_config("cmnist", {"data": {"ratio": 2.0}}))
     clean = resolve_variant(build_config("cmnist", {"data": {"ratio": 2.0}, "variant": "clean"}))
@@ -91,6 +104,7 @@ def test_official_and_clean_differ_exactly_where_specified():
         "selected": "last",
         "score_transform": "train",
         "rewind": "none",
+        "rewind_point": 0.0,
     }
     assert clean == {
         "mask_upweight": 30.0,
@@ -99,6 +113,7 @@ def test_official_and_clean_differ_exactly_where_specified():
         "selected": "best_valid",
         "score_transform": "eval",
         "rewind": "none",
+        "rewind_point": 0.0,
     }
     explicit = resolve_variant(build_config("cmnist", {"variant": "clean", "mask": {"positives": "official"}}))
     assert explicit["positives"] == "official"

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from benchmarks.zoo import README, RESULTS, check_model, classification_models, render
+from benchmarks.zoo import PAGE, RESULTS, check_model, classification_models, render
 from dcwp_prune.adapters.torch_pruning import UNSUPPORTED_ARCHITECTURES
 
 FAST = ["resnet18", "squeezenet1_1", "mobilenet_v3_small", "mnasnet0_5", "shufflenet_v2_x0_5", "swin_t"]
@@ -34,6 +34,6 @@ def test_readme_list_is_the_zoo_run():
     results = data["results"]
     assert {r["model"] for r in results} == set(classification_models())
     assert all(r["reason"] in UNSUPPORTED_ARCHITECTURES.values() for r in results if r["status"] == "refused")
-    with open(README) as f:
+    with open(PAGE) as f:
         block = re.search(r"<!-- figures:zoo -->\n(.*?)<!-- /figures:zoo -->", f.read(), re.S).group(1)
-    assert block == render(results), "README list is stale: run python -m benchmarks.zoo --readme"
+    assert block == render(results), "docs/python-api.md list is stale: run python -m benchmarks.zoo --readme"

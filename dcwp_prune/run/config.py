@@ -23,12 +23,24 @@ from ..training.finetune import FinetuneConfig
 from ..training.mask import MaskLearnConfig
 from ..training.mining import MiningConfig
 
-__all__ = ["PRUNE_RULES", "VARIANTS", "DataConfig", "PruneConfig", "RunConfig", "Variant", "expand_paths", "validate"]
+__all__ = [
+    "PRUNE_RULES",
+    "VARIANTS",
+    "VARIANT_SETTINGS",
+    "DataConfig",
+    "PruneConfig",
+    "RunConfig",
+    "Variant",
+    "expand_paths",
+    "resolve_variant",
+    "validate",
+]
 
 #: The ways to set the unstructured pruning level (at most one per run).
 PRUNE_RULES = ("amount", "sparsity", "threshold")
-#: ``official``: the official code's behaviour; ``clean``: its quirks fixed (see ``resolve_variant``).
-Variant = Literal["official", "clean"]
+#: ``official``: the official code's behaviour; ``clean``: its quirks fixed; ``plus``: the settings that measured
+#: best in the benchmark harness (see ``resolve_variant`` and ``VARIANT_SETTINGS``).
+Variant = Literal["official", "clean", "plus"]
 VARIANTS: Tuple[str, ...] = choices(Variant)
 
 
@@ -120,6 +132,67 @@ class RunConfig(Options):
     channels_last: bool = True
     compile: bool = False
     progress: bool = True
+
+
+#: What each variant decides where the config leaves a value unset (None); an explicit config value wins.
+#: ``mask_upweight`` None means "lambda_up" (``finetune.upweight``). The one place these defaults live.
+VARIANT_SETTINGS: Dict[str, Dict[str, Any]] = {
+    # the official code: mask-learning upweight 80 whatever lambda_up is, its executed (asymmetric) contrastive
+    # positives, sigmoid(logit) inside the Gumbel-sigmoid, the last fine-tuning iterate, no rewinding
+    "official": {
+        "mask_upweight": 80.0,
+        "positives": "official",
+        "gumbel": "official",
+        "selected": "last",
+        "rewind": "none",
+        "rewind_point": 0.0,
+        "score_transform": "train",
+    },
+    # the official code's quirks fixed: lambda_up in mask learning, symmetric positives, the raw logit, best on valid
+    "clean": {
+        "mask_upweight": None,
+        "positives": "symmetric",
+        "gumbel": "clean",
+        "selected": "best_valid",
+        "rewind": "none",
+        "rewind_point": 0.0,
+        "score_transform": "eval",
+    },
+    # DCWP+: official's training, the surviving weights rewound to f_D's initialisation before stage 4 (lottery-
+    # ticket rewinding; unstructured runs with a trained stage 1 only), the fine-tuning iterate best on valid
+    "plus": {
+        "mask_upweight": 80.0,
+        "positives": "official",
+        "gumbel": "official",
+        "selected": "best_valid",
+        "rewind": "stage1",
+        "rewind_point": 0.0,
+        "score_transform": "train",
+    },
+}
+
+
+def resolve_variant(config: RunConfig) -> Dict[str, Any]:
+    """The settings of ``config.variant`` (:data:`VARIANT_SETTINGS`) under the config's own values, which win:
+    ``mask.upweight``, ``mask.positives``, ``mask.gumbel``, ``finetune.select``, ``finetune.rewind`` and
+    ``finetune.rewind_point``. A variant's rewinding applies where it can: not to a structured run (its model is
+    physically smaller) nor, for a stage-1 rewind, to a run whose f_D comes from ``model_file``."""
+    v = VARIANT_SETTINGS[config.variant]
+    rewind = config.finetune.rewind
+    if rewind is None:
+        rewind = v["rewind"]
+        if config.prune.structured or (rewind == "stage1" and config.model_file):
+            rewind = "none"
+    point = config.finetune.rewind_point
+    return {
+        "mask_upweight": config.mask.upweight or v["mask_upweight"] or config.finetune.upweight,
+        "positives": config.mask.positives or v["positives"],
+        "gumbel": config.mask.gumbel or v["gumbel"],
+        "selected": config.finetune.select or v["selected"],
+        "rewind": rewind,
+        "rewind_point": v["rewind_point"] if point is None else point,
+        "score_transform": v["score_transform"],
+    }
 
 
 #: Numeric ranges: (dotted key, low, low included, high or None, high included). None values are unset.
@@ -295,8 +368,8 @@ def validate(config: RunConfig) -> None:
             "prune.shuffle (--shuffle-mask) re-draws unstructured masks at random and this run is "
             "structured (--structured): drop one of them"
         )
-    f = config.finetune
-    if not 0.0 <= f.rewind_point <= 1.0:
+    f, variant = config.finetune, resolve_variant(config)
+    if f.rewind_point is not None and not 0.0 <= f.rewind_point <= 1.0:
         raise InputError(f"finetune.rewind_point is a fraction of f_D's schedule in [0, 1], got {f.rewind_point:g}")
     if f.rewind not in (None, "none") and p.structured:
         raise InputError(
@@ -308,13 +381,14 @@ def validate(config: RunConfig) -> None:
             "finetune.rewind = 'stage1' (--rewind stage1) rewinds to f_D's stage-1 snapshots, and with "
             "model_file (--model-file) f_D is not trained here: use --rewind fresh, or drop --model-file"
         )
-    if f.rewind == "stage1":
+    if variant["rewind"] == "stage1":
         from ..training.biased import snapshot_key
 
         kept = [snapshot_key(x) for x in config.biased.snapshots]
-        if snapshot_key(f.rewind_point) not in kept:
+        point = variant["rewind_point"]
+        if snapshot_key(point) not in kept:
             raise InputError(
-                f"finetune.rewind_point {f.rewind_point:g} (--rewind-point) is not one of the stage-1 "
+                f"finetune.rewind_point {point:g} (--rewind-point) is not one of the stage-1 "
                 f"snapshots biased.snapshots = ({', '.join(kept) or 'none'}): add it there (before stage 1 "
                 "runs) or pick one of them"
             )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -35,7 +35,7 @@ from ..training.mask import kept_fraction, learn_mask_scores
 from ..training.mining import MinedSet, mine_conflicting
 from ..training.sampling import InfiniteBatchSampler, ShardSampler, upweight
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
-from .config import RunConfig, expand_paths, validate
+from .config import RunConfig, expand_paths, resolve_variant, validate
 from .presets import quick_schedule
 from .records import RunRecorder
 
@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "STAGE1_KEYS",
+    "STAGES",
+    "Stage",
     "DCWPResult",
     "RunData",
     "RunLoaders",
@@ -56,7 +58,6 @@ __all__ = [
     "stage_seed",
 ]
 
-_STAGES = ("biased", "mining", "mask", "finetune", "final")
 #: Above this mined fraction the biased model has not learned the bias (it diverged or trained too
 #: little): the standard releases hold 0.5-5 % bias-conflicting samples, and mining more than half
 #: of the data cannot single them out.
@@ -64,19 +65,37 @@ IMPLAUSIBLE_MINED_FRACTION = 0.5
 #: With a known conflict ratio r (%), the bound is min(0.5, max(0.1, 5 r / 100)): a mined set more than
 #: five times the true conflicting set (and above a tenth of the data) has a precision of at most 20 %.
 MINED_OVER_RATIO, MINED_FLOOR = 5.0, 0.1
-_LOG_STAGE = {
-    "biased": 0,
-    "biased_d_eval": 0,
-    "vanilla": 0,
-    "mining": 1,
-    "mask": 2,
-    "mask_eval": 2,
-    "prune": 2,
-    "finetune": 3,
-    "rewind": 3,
-    "finetune_eval": 3,
-    "final": 4,
-}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a run, declared once: its name (progress checkpoints and the first log name), its index
+    (the order, and the seed offset of :func:`stage_seed`), the file that marks it finished (``checkpoints/
+    NAME.pt``, or stage 2's ``mined.json``) and the ``metrics.jsonl`` stage names it writes."""
+
+    name: str
+    index: int
+    done_file: Optional[str]
+    logs: Tuple[str, ...]
+
+    def path(self, out: str) -> Optional[str]:
+        if self.done_file is None:
+            return None
+        if self.done_file.endswith(".json"):
+            return os.path.join(out, self.done_file)
+        return os.path.join(out, "checkpoints", f"{self.done_file}.pt")
+
+
+#: The five stages (``docs/design.md``: what each does).
+STAGES = (
+    Stage("biased", 0, "stage1_biased", ("biased", "biased_d_eval", "vanilla")),
+    Stage("mining", 1, "mined.json", ("mining",)),
+    Stage("mask", 2, "stage3_mask", ("mask", "mask_eval", "prune")),
+    Stage("finetune", 3, "stage4_finetune", ("finetune", "rewind", "finetune_eval")),
+    Stage("final", 4, None, ("final",)),
+)
+BIASED, MINING, MASK, FINETUNE, FINAL = STAGES
+_LOG_STAGE = {log: stage.index for stage in STAGES for log in stage.logs}
 
 
 @dataclass
@@ -112,26 +131,6 @@ class DCWPResult:
             "info": self.info,
             "warnings": self.warnings,
         }
-
-
-def resolve_variant(config: RunConfig) -> Dict[str, Any]:
-    """The settings the variant decides (explicit config values win).
-
-    ``official``: mask-learning upweight 80 whatever lambda_up is, the executed (asymmetric)
-    contrastive positives, sigmoid(logit) inside the Gumbel-sigmoid, the last iterate. ``clean``:
-    mask-learning upweight = lambda_up, symmetric positives, the raw logit, the best-on-valid iterate.
-    Each is also a config value of its own (``mask.upweight``, ``mask.positives``, ``mask.gumbel``,
-    ``finetune.select``), which wins over the variant.
-    """
-    official = config.variant == "official"
-    return {
-        "mask_upweight": config.mask.upweight or (80.0 if official else config.finetune.upweight),
-        "positives": config.mask.positives or ("official" if official else "symmetric"),
-        "gumbel": config.mask.gumbel or ("official" if official else "clean"),
-        "selected": config.finetune.select or ("last" if official else "best_valid"),
-        "rewind": config.finetune.rewind or "none",
-        "score_transform": "train" if official else "eval",
-    }
 
 
 def mined_fraction_bound(conflict_ratio: Optional[float] = None) -> float:
@@ -200,9 +199,9 @@ _LOADER_ONLY = ("data.num_workers", "data.eval_batch_size")
 def _finished_stage_keys(out: str) -> Tuple[str, ...]:
     """Top-level config keys that the finished stages of run folder ``out`` were made with."""
     keys: Tuple[str, ...] = ()
-    if any(os.path.isfile(os.path.join(out, "checkpoints", f"{name}.pt")) for name in ("stage1_biased", "progress")):
+    if any(os.path.isfile(os.path.join(out, "checkpoints", f"{name}.pt")) for name in (BIASED.done_file, "progress")):
         keys += STAGE1_KEYS  # a progress checkpoint holds stage 1's models or what was built from them
-    if os.path.isfile(os.path.join(out, "mined.json")):
+    if os.path.isfile(MINING.path(out)):  # type: ignore[arg-type]
         keys += ("mining",)
     return keys
 
@@ -436,19 +435,31 @@ class _Run:
         self.select_metric = dataset_spec(config.data.name).select_metric
 
     # helpers ---------------------------------------------------------------------------------
-    def done(self, name: str) -> Optional[Dict[str, Any]]:
-        return self.recorder.load(name) if self.config.resume else None
+    def done(self, stage: Stage) -> Optional[Dict[str, Any]]:
+        """What a finished ``stage`` saved, when resuming (its checkpoint, or stage 2's mined set), else None."""
+        if not self.config.resume:
+            return None
+        if stage is MINING:
+            path = stage.path(self.config.out)
+            return {"mined": MinedSet.load(path)} if os.path.isfile(path) else None  # type: ignore[arg-type]
+        return self.recorder.load(stage.done_file)  # type: ignore[arg-type]
 
-    def finish(self, name: str, state: Dict[str, Any]) -> None:
+    def finish(self, stage: Stage, state: Dict[str, Any]) -> None:
+        """Mark ``stage`` finished: its checkpoint (stage 2: ``mined.json``) written by the main rank."""
         if self.writes:
-            self.recorder.save_stage(name, state)
-        self.recorder.committed()
+            if stage is MINING:
+                state["mined"].save(stage.path(self.config.out))
+            else:
+                self.recorder.save_stage(stage.done_file, state)  # type: ignore[arg-type]
+        if stage is not MINING:
+            self.recorder.committed()
         barrier(self.rt.env)
 
-    def begin(self, index: int, name: str, setup: Optional[Callable[[], None]] = None) -> Optional[Dict[str, Any]]:
+    def begin(self, stage: Stage, setup: Optional[Callable[[], None]] = None) -> Optional[Dict[str, Any]]:
         """Reseed for the stage, run ``setup`` (e.g. model creation, so it never depends on earlier
         stages' RNG use), and return the progress checkpoint when resuming mid-stage (its RNG state
         restored after ``setup``)."""
+        index, name = stage.index, stage.name
         seed_everything(stage_seed(self.config.seed, index))
         if setup is not None:
             setup()
@@ -488,14 +499,14 @@ class _Run:
 
     def biased(self) -> Dict[str, Any]:
         c = self.config
-        done = self.done("stage1_biased")
+        done = self.done(BIASED)
         if done is not None:
             self.save_dense(done["model_d"])  # a run folder of an earlier release has none
             return self.with_models(done)
         if c.stage1_from:
             return self.reuse_stage1(c.stage1_from)
         models: List[nn.Module] = []
-        resume = self.begin(0, "biased", setup=lambda: models.extend([self.new_model(), self.new_model()]))
+        resume = self.begin(BIASED, setup=lambda: models.extend([self.new_model(), self.new_model()]))
         model_d, model_b = models
         if c.model_file:
             _load_model_file(model_d, c.model_file)
@@ -526,7 +537,7 @@ class _Run:
             "vanilla_best_valid": out["best_d"],
         }
         self.save_snapshots(out["snapshots"])  # before stage 1 counts as done, so a finished stage 1 has them
-        self.finish("stage1_biased", state)
+        self.finish(BIASED, state)
         self.save_dense(state["model_d"])
         return {**state, "model_d": model_d, "model_b": model_b}
 
@@ -537,15 +548,15 @@ class _Run:
 
     def reuse_stage1(self, source: str) -> Dict[str, Any]:
         """Stage 1 of another run (checked to match by ``check_stage1_source``), saved as this run's own."""
-        self.begin(0, "biased")
-        state = RunRecorder(source).load("stage1_biased")
+        self.begin(BIASED)
+        state = RunRecorder(source).load(BIASED.done_file)  # type: ignore[arg-type]
         assert state is not None  # checked before the run folder was created
         state = {k: state.get(k) for k in ("model_d", "model_b", "vanilla", "pseudo_scores", "vanilla_best_valid")}
         self.rt.log({"stage": "vanilla", "stage1_from": os.path.abspath(source), **state["vanilla"]})
         snapshots = RunRecorder(source).load("stage1_snapshots")
         if snapshots is not None:
             self.save_snapshots(snapshots["snapshots"])
-        self.finish("stage1_biased", state)
+        self.finish(BIASED, state)
         self.save_dense(state["model_d"])
         return self.with_models(state)
 
@@ -558,10 +569,10 @@ class _Run:
 
     # stage 2 ---------------------------------------------------------------------------------
     def mining(self, model_b: nn.Module, pseudo: torch.Tensor) -> MinedSet:
-        path = os.path.join(self.config.out, "mined.json")
-        if self.config.resume and os.path.isfile(path):
-            return MinedSet.load(path)
-        self.begin(1, "mining")
+        done = self.done(MINING)
+        if done is not None:
+            return done["mined"]
+        self.begin(MINING)
         train = self.data.train
         mined = mine_conflicting(
             self.config.mining.method,
@@ -583,19 +594,17 @@ class _Run:
                 "num_samples": len(train),
             }
         )
-        if self.writes:
-            mined.save(path)
-        barrier(self.rt.env)
+        self.finish(MINING, {"mined": mined})
         return mined
 
     # stage 3 ---------------------------------------------------------------------------------
     def mask(self, model_d: nn.Module, mined: MinedSet) -> MaskScores:
         c = self.config
-        done = self.done("stage3_mask")
+        done = self.done(MASK)
         if done is not None:
             model_d.load_state_dict(done["model"])
             return MaskScores(done["scores"], model=model_d)
-        resume = self.begin(2, "mask")
+        resume = self.begin(MASK)
         weights = upweight(self.data_flags(mined), self.variant["mask_upweight"])
 
         def on_eval(it: int, scores: MaskScores) -> Dict[str, Any]:
@@ -613,7 +622,7 @@ class _Run:
         scores.bind(model_d)
         if self.writes:
             scores.save(os.path.join(c.out, "scores.safetensors"))
-        self.finish("stage3_mask", {"model": model_d.state_dict(), "scores": scores.state_dict()})
+        self.finish(MASK, {"model": model_d.state_dict(), "scores": scores.state_dict()})
         return scores
 
     def data_flags(self, mined: MinedSet) -> torch.Tensor:
@@ -660,11 +669,11 @@ class _Run:
     # stage 4 ---------------------------------------------------------------------------------
     def finetune(self, model: nn.Module, mined: MinedSet) -> Dict[str, Any]:
         c = self.config
-        done = self.done("stage4_finetune")
+        done = self.done(FINETUNE)
         if done is not None:
             model.load_state_dict(done["model"])
             return done
-        resume = self.begin(3, "finetune")
+        resume = self.begin(FINETUNE)
         rewind = self.variant["rewind"]
         if rewind != "none" and resume is None:
             self.rewind(model, rewind)
@@ -680,7 +689,7 @@ class _Run:
             resume=resume,
         )
         state = {"model": model.state_dict(), **out}
-        self.finish("stage4_finetune", state)
+        self.finish(FINETUNE, state)
         return state
 
     def rewind(self, model: nn.Module, how: str) -> None:
@@ -694,7 +703,7 @@ class _Run:
                 torch.manual_seed(stage_seed(c.seed, 3) + 500)
                 state = self.new_model().state_dict()
         else:
-            key = snapshot_key(c.finetune.rewind_point)
+            key = snapshot_key(self.variant["rewind_point"])
             snapshots = (self.recorder.load("stage1_snapshots") or {}).get("snapshots", {})
             if key not in snapshots:
                 raise InputError(
@@ -706,7 +715,7 @@ class _Run:
             state = snapshots[key]
         info = rewind_weights(model, state)
         self.rt.log(
-            {"stage": "rewind", "to": how, "point": c.finetune.rewind_point if how == "stage1" else None, **info}
+            {"stage": "rewind", "to": how, "point": self.variant["rewind_point"] if how == "stage1" else None, **info}
         )
 
     # stage 5 ---------------------------------------------------------------------------------
@@ -717,7 +726,7 @@ class _Run:
         vanilla: Dict[str, Any],
         vanilla_best: Optional[Dict[str, Any]] = None,
     ) -> Dict[str, Dict[str, Any]]:
-        self.begin(4, "final")
+        self.begin(FINAL)
         metrics = {"vanilla": vanilla, "dcwp_last": self.loaders.evaluate(model)}
         if vanilla_best is not None:  # f_D's (ERM's) best-on-valid iterate in stage 1, metrics only
             metrics["vanilla_best_valid"] = vanilla_best
@@ -785,8 +794,8 @@ def run_dcwp(config: RunConfig, *, force_config: bool = False, report: bool = Tr
     with run_lock(config.out, enabled=rt.env.is_main):  # one process at a time, for the whole run
         folder.check()  # before anything is loaded: a bad --out costs nothing
         barrier(rt.env)  # every rank has checked before the main one may change the folder
-        with StopFlag() as rt.stop:
-            result = _run_stages(config, rt, folder, force_config)
+        with StopFlag() as stop:
+            result = _run_stages(config, replace(rt, stop=stop), folder, force_config)
         if report and result.run_dir is not None:  # what the CLI writes: report.json / .md and the plots
             from .report import build_report
 
@@ -817,7 +826,7 @@ def _run_stages(config: RunConfig, rt: Runtime, folder: "RunFolder", force_confi
             f"pass --batch-size {len(data.train)} or less"
         )
     variant = resolve_variant(config)
-    rt.checkpoint_every, rt.label = config.checkpoint_every, "[quick]" if config.quick else ""
+    rt = replace(rt, checkpoint_every=config.checkpoint_every, label="[quick]" if config.quick else "")
     _check_model_fits(create_model(config.model, data.num_classes, weights=config.weights).to(rt.device), data, config)
     if config.stage1_from:
         check_stage1_source(config)
@@ -833,7 +842,7 @@ def _run_stages(config: RunConfig, rt: Runtime, folder: "RunFolder", force_confi
     folder.open()
     barrier(rt.env)
     recorder = RunRecorder(config.out, on_checkpoint=folder.commit)
-    rt.save, rt.log_fn = recorder.save_progress, recorder.log
+    rt = replace(rt, save_fn=recorder.save_progress, log_fn=recorder.log)
     try:
         return _stages(config, rt, data, variant, recorder)
     except BaseException as err:

@@ -90,12 +90,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Runtime:
     """Where a stage executes and where its records go. Only the main rank logs and saves.
 
-    ``save`` and ``log`` are callbacks (the run layer writes ``checkpoints/progress.pt`` and
-    ``metrics.jsonl``); without them a stage keeps nothing, as when called from the API.
+    Frozen: built once, with its callbacks (``dataclasses.replace`` makes a variant). ``save_fn`` and
+    ``log_fn`` are the callbacks behind :meth:`save_progress` and :meth:`log` (the run layer writes
+    ``checkpoints/progress.pt`` and ``metrics.jsonl``); without them a stage keeps nothing, as when
+    called from the API.
     """
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -107,7 +109,7 @@ class Runtime:
     label: str = ""  # e.g. "[quick]", shown in progress bars and logs
     compile: bool = False  # torch.compile the training forward of stages 1 and 4
     stop: Optional["StopFlag"] = None  # a run-wide Ctrl-C flag; loops install their own when None
-    save: Optional[SaveFn] = None
+    save_fn: Optional[SaveFn] = None
     log_fn: Optional[LogFn] = None
 
     def autocast(self) -> ContextManager[Any]:
@@ -122,10 +124,10 @@ class Runtime:
             self.log_fn(record)
 
     def save_progress(self, stage: str, iteration: int, state: Dict[str, Any]) -> Optional[str]:
-        """Mid-stage checkpoint through ``save`` (main rank only); its path, or None."""
-        if self.save is None or not self.env.is_main:
+        """Mid-stage checkpoint through ``save_fn`` (main rank only); its path, or None."""
+        if self.save_fn is None or not self.env.is_main:
             return None
-        return self.save(stage, iteration, state)
+        return self.save_fn(stage, iteration, state)
 
 
 def make_optimizer(params: Iterable[Tensor], name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:

@@ -38,7 +38,8 @@ class FinetuneConfig(Options):
     eval_every: int = 100
     select: Optional[Selection] = None  # None: decided by the variant (official: last, clean: best_valid)
     rewind: Optional[Rewind] = None  # None: decided by the variant (official / clean: none); see training.rewind
-    rewind_point: float = 0.0  # rewind = "stage1": the fraction of f_D's schedule (one of biased.snapshots)
+    rewind_point: Optional[float] = None  # rewind = "stage1": the fraction of f_D's schedule (one of
+    # biased.snapshots); None: the variant's (0, f_D's initialisation)
 
 
 def finetune(
