@@ -275,3 +275,20 @@ def test_scores_keyed_by_another_models_modules_are_refused():
     )
     with pytest.raises(ValueError, match="belong to another model instance"):
         pruner.step()
+
+
+def test_the_torch_pruning_internals_the_importance_relies_on_still_exist():
+    """DCWPImportance follows iterative schedules through two names that are not Torch-Pruning's public API
+    (``DependencyGraph.get_pruning_group`` returning a group with ``_DG`` and a ``prune(idxs, record_history)``);
+    they hold in the pinned 1.6 series. This fails loudly, naming them, when an upgrade moves them."""
+    import inspect
+
+    import torch_pruning as tp
+    from torch import nn
+
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=torch.randn(1, 4))
+    assert callable(getattr(graph, "get_pruning_group", None)), "DependencyGraph.get_pruning_group moved"
+    group = graph.get_pruning_group(model[0], tp.prune_linear_out_channels, idxs=[0])
+    assert getattr(group, "_DG", None) is graph, "a pruning group no longer carries its graph as _DG"
+    assert list(inspect.signature(group.prune).parameters)[:2] == ["idxs", "record_history"], "Group.prune changed"

@@ -13,7 +13,7 @@ import shlex
 import signal
 import sys
 import warnings
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import click
 
@@ -278,6 +278,42 @@ def _default_out(model: str, overrides: Dict[str, Any]) -> str:
     return os.path.join("runs", "-".join(parts) + ("-quick" if overrides.get("quick") else ""))
 
 
+def _prune_rule_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The pruning-rule options, declared once for ``run`` and ``prune``: unstructured (``--amount`` /
+    ``--sparsity`` / ``--threshold``, default DCWP's rule) or ``--structured`` channels."""
+    options = [
+        click.option("--structured", is_flag=True, help="Remove channels (Torch-Pruning) instead of zeroing weights."),
+        click.option(
+            "--pruning-ratio",
+            type=float,
+            default=0.5,
+            show_default=True,
+            help="Channel ratio for --structured (with --target-macs: the largest ratio tried).",
+        ),
+        click.option(
+            "--global-ranking/--local-ranking",
+            "global_pruning",
+            default=False,
+            show_default=True,
+            help="--structured: rank channels across layers, or within each layer (every layer loses the same share).",
+        ),
+        click.option(
+            "--target-macs",
+            type=float,
+            help="--structured: prune the smallest ratio that divides the MACs by this (2 = half the MACs); the "
+            "ratio found is recorded with the result.",
+        ),
+        click.option("--amount", type=float, help="Unstructured: prune this fraction of the lowest-scored weights."),
+        click.option("--sparsity", type=float, help="Unstructured: target total sparsity."),
+        click.option(
+            "--threshold", type=float, help="Unstructured: prune keep-probabilities below this (default rule 0.5)."
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @main.command("run", epilog=EXAMPLES)
 @click.argument("model")
 @click.option("--data", help="Dataset name (see --list-datasets).")
@@ -312,27 +348,7 @@ def _default_out(model: str, overrides: Dict[str, Any]) -> str:
     help="Control: re-draw each tensor's kept weights at random (its "
     "sparsity kept), to measure what the learned mask adds over chance.",
 )
-@click.option("--structured", is_flag=True, help="Prune channels with Torch-Pruning instead of weights.")
-@click.option(
-    "--pruning-ratio",
-    type=float,
-    default=0.5,
-    show_default=True,
-    help="Channel ratio for --structured (with --target-macs: the largest ratio tried).",
-)
-@click.option(
-    "--global-ranking/--local-ranking",
-    "global_pruning",
-    default=False,
-    show_default=True,
-    help="--structured: rank channels across layers, or within each layer (every layer loses the same share).",
-)
-@click.option(
-    "--target-macs",
-    type=float,
-    help="--structured: prune the smallest ratio that divides the MACs by this "
-    "(2 = half the MACs); the ratio found is in results.json.",
-)
+@_prune_rule_options
 @click.option(
     "--iterative-steps",
     type=int,
@@ -340,9 +356,6 @@ def _default_out(model: str, overrides: Dict[str, Any]) -> str:
     show_default=True,
     help="--structured: reach the ratio in this many steps (scores follow the removed channels).",
 )
-@click.option("--amount", type=float, help="Unstructured: prune this fraction of the lowest-scored weights.")
-@click.option("--sparsity", type=float, help="Unstructured: target total sparsity.")
-@click.option("--threshold", type=float, help="Unstructured: prune keep-probabilities below this (default rule 0.5).")
 @click.option("--weights", help="torchvision weights name (DEFAULT, IMAGENET1K_V1) or a state-dict file.")
 @click.option("--model-file", type=click.Path(), help="A trained f_D (state dict): skip its training.")
 @click.option(
@@ -635,63 +648,15 @@ def _num_classes_of(arch: str, state: Dict[str, Any]) -> int:
 @click.option("--arch", required=True, help="Model name the state dict belongs to (see --list-models).")
 @click.option("--scores", required=True, type=click.Path(), help="Mask-scores .safetensors written by a run.")
 @click.option("--num-classes", type=int, help="Default: read from the classifier in the model file.")
-@click.option("--structured", is_flag=True, help="Remove channels (Torch-Pruning) instead of zeroing weights.")
-@click.option(
-    "--pruning-ratio",
-    type=float,
-    default=0.5,
-    show_default=True,
-    help="Channel ratio for --structured (with --target-macs: the largest ratio tried).",
-)
-@click.option("--target-macs", type=float, help="--structured: the smallest ratio that divides the MACs by this.")
-@click.option(
-    "--global-ranking/--local-ranking",
-    "global_pruning",
-    default=False,
-    show_default=True,
-    help="--structured: rank channels across layers, or within each layer (every layer loses the same share).",
-)
-@click.option("--amount", type=float, help="Prune this fraction of the lowest-scored weights.")
-@click.option("--sparsity", type=float, help="Target total sparsity.")
-@click.option("--threshold", type=float, help="Prune keep-probabilities below this (default: DCWP rule, 0.5).")
+@_prune_rule_options
 @click.option("--input-size", type=int, help="Input resolution for tracing (default 28 for cnn/mlp, else 224).")
 @click.option("--out", required=True, type=click.Path(), help="Output folder.")
 @click.option("--overwrite", is_flag=True)
 @_import_option
-def prune_command(
-    model_file: str,
-    arch: str,
-    scores: str,
-    num_classes: Optional[int],
-    structured: bool,
-    pruning_ratio: float,
-    target_macs: Optional[float],
-    global_pruning: bool,
-    amount: Optional[float],
-    sparsity: Optional[float],
-    threshold: Optional[float],
-    input_size: Optional[int],
-    out: str,
-    overwrite: bool,
-) -> None:
+def prune_command(**params: Any) -> None:
     """Apply saved DCWP scores to a saved model: no training."""
     try:
-        _prune(
-            model_file,
-            arch,
-            scores,
-            num_classes,
-            structured,
-            pruning_ratio,
-            target_macs,
-            global_pruning,
-            amount,
-            sparsity,
-            threshold,
-            input_size,
-            out,
-            overwrite,
-        )
+        _prune(**params)
     except _USER_ERRORS as err:
         raise _fail(err) from None
 
@@ -699,7 +664,7 @@ def prune_command(
 def _prune(
     model_file: str,
     arch: str,
-    scores_path: str,
+    scores: str,  # the path of the scores file
     num_classes: Optional[int],
     structured: bool,
     pruning_ratio: float,
@@ -712,6 +677,7 @@ def _prune(
     out: str,
     overwrite: bool,
 ) -> None:
+    scores_path = scores
     import torch
 
     from .._atomic import write_json
