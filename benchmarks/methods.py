@@ -162,6 +162,16 @@ DCWP_CONFIGS: Dict[str, Dict[str, Any]] = {
         "finetune": {"select": "best_valid", "lambda_con": 0.2},
     },
     "plus-mask-drift": {"variant": "official", "mask": {"lr": 5e-2}, "finetune": {"select": "best_valid"}},
+    # a bias-corrected loss after rewinding (Logit Correction's idea; it changes nothing on the memorised f_D of
+    # official's stage 4, where no gradient is left): eta 0.5 and 1, chosen on valid
+    "plus-rewind-init-lc-0.5": {
+        "variant": "official",
+        "finetune": {"select": "best_valid", "rewind": "stage1", "rewind_point": 0.0, "logit_correction": 0.5},
+    },
+    "plus-rewind-init-lc-1": {
+        "variant": "official",
+        "finetune": {"select": "best_valid", "rewind": "stage1", "rewind_point": 0.0, "logit_correction": 1.0},
+    },
     # combinations of the candidates that gained on valid alone
     "plus-rewind-init-con-0.2": {
         "variant": "official",

@@ -61,6 +61,8 @@ PLUS_STUDY = (
     "plus-rewind-init-shuffle",
     "plus-con-0.2",
     "plus-mask-drift",
+    "plus-rewind-init-lc-0.5",
+    "plus-rewind-init-lc-1",
     "plus-rewind-init-con-0.2",
     "plus-rewind-fresh-con-0.2",
 )

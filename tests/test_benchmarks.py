@@ -384,3 +384,30 @@ def test_gpu_profile_without_cuda_fails_before_any_cell(tmp_path, capsys):
     err = capsys.readouterr().err
     assert stop.value.code == 2 and "profile 'gpu-paper' runs on cuda, and this machine has no CUDA device" in err
     assert "--device cpu" in err and not (tmp_path / "out").exists()
+
+
+def test_redo_before_reruns_only_cells_recorded_before_the_time(tmp_path):
+    """--redo-before T: cells whose latest finished record is older than T (or has no time) run again; a redone
+    cell is not redone by the same command run again (the redo resumes)."""
+    profile = Profile(
+        name="tiny",
+        datasets={"cmnist": (1.0,)},
+        backbones={"cmnist": ("mlp",)},
+        seeds=(0,),
+        methods=("erm", "lff", "jtt"),
+    )
+    base = {"dataset": "cmnist", "ratio": 1.0, "backbone": "mlp", "seed": 0, "schedule": "quick", "status": "ok"}
+    records = [
+        dict(base, method="erm"),
+        dict(base, method="lff", finished_at="2026-12-03T17:00:00"),
+        dict(base, method="jtt", finished_at="2026-12-03T19:00:00"),
+    ]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    args = argparse.Namespace(data_root=None, mnist_root=None, device="cpu", redo_before="2026-12-03T18:00:00")
+    runner = Runner(profile, str(tmp_path), args)
+    assert [c["method"] for c in runner.todo(profile.cells())] == ["erm", "lff"]
+    assert runner.redo(profile.cells()[0]) and not Runner(
+        profile, str(tmp_path), argparse.Namespace(data_root=None, mnist_root=None, device="cpu")
+    ).redo(profile.cells()[0])
+    plain = Runner(profile, str(tmp_path), argparse.Namespace(data_root=None, mnist_root=None, device="cpu"))
+    assert plain.todo(profile.cells()) == []

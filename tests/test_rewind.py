@@ -181,3 +181,34 @@ def test_rewinding_a_stage1_without_snapshots_names_the_fix(base, tmp_path):
     (old / "checkpoints" / "stage1_snapshots.pt").unlink()  # a stage 1 of an earlier release
     with pytest.raises(InputError, match="kept none.*--rewind fresh"):
         run_dcwp(tiny(tmp_path / "r", stage1_from=str(old), finetune={"rewind": "stage1"}), report=False)
+
+
+def test_logit_correction_takes_the_cross_entropy_on_bias_corrected_logits():
+    import torch.nn.functional as F
+
+    from dcwp_prune.models import FeatureTap
+    from dcwp_prune.training.engine import Runtime
+    from dcwp_prune.training.finetune import FinetuneConfig, finetune
+    from dcwp_prune.training.objectives import task_loss
+
+    torch.manual_seed(0)
+    model, biased = _net(), _net()
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    batch = (x, y, torch.zeros(8, dtype=torch.long), [str(i) for i in range(8)])
+    flags = lambda ids: torch.zeros(len(ids), dtype=torch.bool)  # noqa: E731
+    loss, _ = task_loss(model, FeatureTap(model), batch, flags, 0.0, 0.1, "official", Runtime(), biased, 0.5)
+    expected = F.cross_entropy(model(x) + 0.5 * F.log_softmax(biased(x), 1), y)
+    assert torch.allclose(loss, expected)
+    plain, _ = task_loss(model, FeatureTap(model), batch, flags, 0.0, 0.1, "official", Runtime())
+    assert torch.allclose(plain, F.cross_entropy(model(x), y))
+    with pytest.raises(InputError, match="pass bias_model="):
+        finetune(model, iter([batch]), flags, FinetuneConfig(iterations=1, logit_correction=1.0))
+
+
+def test_a_run_with_logit_correction_uses_its_stage1_biased_model(base, tmp_path):
+    over = {"stage1_from": base.run_dir}
+    lc = run_dcwp(tiny(tmp_path / "lc", finetune={"logit_correction": 1.0}, **over), report=False)
+    plain = run_dcwp(tiny(tmp_path / "plain", **over), report=False)
+    assert json.load(open(tmp_path / "lc" / "config.json"))["finetune"]["logit_correction"] == 1.0
+    a, b = lc.model.state_dict(), plain.model.state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.endswith("weight_orig"))  # the loss changed the training

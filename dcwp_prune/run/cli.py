@@ -176,6 +176,7 @@ _RUN_MAP = {
     "select": ("finetune", "select"),
     "rewind": ("finetune", "rewind"),
     "rewind_point": ("finetune", "rewind_point"),
+    "logit_correction": ("finetune", "logit_correction"),
     "shuffle_mask": ("prune", "shuffle"),
     "structured": ("prune", "structured"),
     "pruning_ratio": ("prune", "pruning_ratio"),
@@ -341,6 +342,12 @@ def _prune_rule_options(func: Callable[..., Any]) -> Callable[..., Any]:
     type=float,
     help="--rewind stage1: the fraction of f_D's schedule to rewind to "
     "(0: its initialisation; one of [biased] snapshots, default 0, 0.05, 0.1, 0.25).",
+)
+@click.option(
+    "--logit-correction",
+    type=float,
+    help="Fine-tuning: cross-entropy on z + ETA * log_softmax(z_B), the stage-1 biased model frozen (Logit "
+    "Correction's idea; 0: off, the default).",
 )
 @click.option(
     "--shuffle-mask",

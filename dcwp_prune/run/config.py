@@ -214,6 +214,7 @@ _RANGES: Tuple[Tuple[str, float, bool, Optional[float], bool], ...] = tuple(
             "mask.lambda_sparse",
             "mask.lambda_con",
             "finetune.lambda_con",
+            "finetune.logit_correction",
         )
     ]
     + [

@@ -667,7 +667,7 @@ class _Run:
         return float(pruned_sparsity(model))
 
     # stage 4 ---------------------------------------------------------------------------------
-    def finetune(self, model: nn.Module, mined: MinedSet) -> Dict[str, Any]:
+    def finetune(self, model: nn.Module, mined: MinedSet, model_b: Optional[nn.Module] = None) -> Dict[str, Any]:
         c = self.config
         done = self.done(FINETUNE)
         if done is not None:
@@ -687,6 +687,7 @@ class _Run:
             evaluate_fn=self.loaders.evaluate,
             select_metric=self.select_metric,
             resume=resume,
+            bias_model=model_b if c.finetune.logit_correction > 0 else None,
         )
         state = {"model": model.state_dict(), **out}
         self.finish(FINETUNE, state)
@@ -865,7 +866,7 @@ def _stages(
     model = stage1["model_d"]
     scores = run.mask(model, mined)
     structured = run.prune(model, scores)
-    tuned = run.finetune(model, mined)
+    tuned = run.finetune(model, mined, stage1["model_b"])
     metrics = run.final(model, tuned, stage1["vanilla"], stage1.get("vanilla_best_valid"))
     selected = variant["selected"] if tuned.get("best_state") is not None else "last"
     if selected == "best_valid":

@@ -7,6 +7,7 @@ from typing import Any, Callable, Dict, Iterator, Literal, Optional, Sequence
 
 from torch import Tensor, nn
 
+from ..errors import InputError
 from ..models import FeatureTap
 from ..options import Options, choices
 from .engine import Engine, OptimizerName, Runtime
@@ -38,6 +39,7 @@ class FinetuneConfig(Options):
     eval_every: int = 100
     select: Optional[Selection] = None  # None: decided by the variant (official: last, clean: best_valid)
     rewind: Optional[Rewind] = None  # None: decided by the variant (official / clean: none); see training.rewind
+    logit_correction: float = 0.0  # eta: CE on z + eta * log_softmax(z_B) with the stage-1 f_B frozen (0: off)
     rewind_point: Optional[float] = None  # rewind = "stage1": the fraction of f_D's schedule (one of
     # biased.snapshots); None: the variant's (0, f_D's initialisation)
 
@@ -52,6 +54,7 @@ def finetune(
     evaluate_fn: Optional[Callable[[nn.Module], Dict[str, Dict[str, Any]]]] = None,
     select_metric: str = "accuracy",
     resume: Optional[Dict[str, Any]] = None,
+    bias_model: Optional[nn.Module] = None,
 ) -> Dict[str, Any]:
     """Fine-tune a pruned ``model`` (``torch.nn.utils.prune`` masks, or a physically smaller model).
 
@@ -63,11 +66,20 @@ def finetune(
         evaluate_fn: called every ``cfg.eval_every`` iterations with the model; returns
             ``{"valid": metrics, "test": metrics}``. The best iterate is chosen on ``valid`` by
             ``select_metric``, never on test.
+        bias_model: the frozen biased model f_B, needed when ``cfg.logit_correction > 0`` (the cross-entropy
+            is then taken on ``z + eta * log_softmax(z_B)``; the model predicts with ``z`` alone).
 
     Returns:
         ``{"history": [...], "best": {"iteration", "valid", "test"} | None, "best_state": state_dict | None}``.
     """
     runtime = runtime or Runtime()
+    if cfg.logit_correction > 0 and bias_model is None:
+        raise InputError(
+            f"finetune.logit_correction = {cfg.logit_correction:g} corrects the logits with the biased model's: "
+            "pass bias_model= (the stage-1 f_B), or set logit_correction to 0"
+        )
+    if bias_model is not None:
+        bias_model.eval().requires_grad_(False)
     model.train()
     engine = Engine("finetune", runtime, cfg.iterations, eval_every=cfg.eval_every)
     engine.track("model", model)
@@ -95,7 +107,16 @@ def finetune(
 
     def step(it: int) -> Dict[str, Tensor]:
         loss, logs = task_loss(
-            forward, tap, next(batches), flags_of, cfg.lambda_con, cfg.temperature, positives, runtime
+            forward,
+            tap,
+            next(batches),
+            flags_of,
+            cfg.lambda_con,
+            cfg.temperature,
+            positives,
+            runtime,
+            bias_model=bias_model,
+            eta=cfg.logit_correction,
         )
         logs["loss"] = engine.update(loss)
         return logs

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, Literal, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Literal, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -127,13 +127,25 @@ def task_loss(
     temperature: float,
     positives: str,
     runtime: Runtime,
+    bias_model: Optional[nn.Module] = None,
+    eta: float = 0.0,
 ) -> Tuple[Tensor, Dict[str, Tensor]]:
-    """Forward one batch; return the loss and its logged parts (``ce``, ``con``)."""
+    """Forward one batch; return the loss and its logged parts (``ce``, ``con``).
+
+    With ``bias_model`` and ``eta > 0`` the cross-entropy is taken on the bias-corrected logits
+    ``z + eta * log_softmax(z_B)`` (Logit Correction's idea, ``z_B`` from the frozen biased model): a sample
+    the biased model already explains costs little, one it gets wrong costs more. Prediction uses ``z`` alone.
+    """
     x, y, _, ids = unpack(batch)
     x, y = x.to(runtime.device, non_blocking=True), y.to(runtime.device, non_blocking=True)
     with tap, runtime.autocast():
         logits = model(x)
-    loss = F.cross_entropy(logits.float(), y)
+    logits = logits.float()
+    if bias_model is not None and eta > 0:
+        with torch.no_grad(), runtime.autocast():
+            prior = F.log_softmax(bias_model(x).float(), dim=1)
+        logits = logits + eta * prior
+    loss = F.cross_entropy(logits, y)
     logs = {"ce": loss.detach()}
     if lambda_con > 0:
         if ids is None:
