@@ -84,7 +84,7 @@ def test_end_to_end_unstructured(tmp_path):
 def test_plus_is_official_training_with_rewinding_and_selection_where_it_applies():
     plus = resolve_variant(build_config("cmnist", {"data": {"ratio": 2.0}, "variant": "plus"}))
     off = resolve_variant(build_config("cmnist", {"data": {"ratio": 2.0}}))
-    assert {k: v for k, v in plus.items() if plus[k] != off[k]} == {"selected": "best_valid", "rewind": "stage1"}
+    assert {k: v for k, v in plus.items() if plus[k] != off[k]} == {"selected": "best_valid", "rewind": "auto"}
     # no rewinding where it cannot apply: a structured (physically smaller) model, an f_D given as a file
     structured = build_config("cmnist", {"variant": "plus", "prune": {"structured": True}})
     assert resolve_variant(structured)["rewind"] == "none"

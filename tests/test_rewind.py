@@ -212,3 +212,33 @@ def test_a_run_with_logit_correction_uses_its_stage1_biased_model(base, tmp_path
     assert json.load(open(tmp_path / "lc" / "config.json"))["finetune"]["logit_correction"] == 1.0
     a, b = lc.model.state_dict(), plain.model.state_dict()
     assert any(not torch.equal(a[k], b[k]) for k in a if k.endswith("weight_orig"))  # the loss changed the training
+
+
+def test_rewind_auto_runs_both_arms_and_keeps_the_one_better_on_valid(base, tmp_path):
+    """DCWP+ (variant plus, rewind auto): arm 1 is exactly official's stage 4 on the trained f_D, arm 2 exactly
+    a stage-1 rewind to f_D's initialisation; the arm with the better best-on-valid iterate is kept, at it."""
+    over = {"stage1_from": base.run_dir}
+    plus = run_dcwp(tiny(tmp_path / "plus", variant="plus", **over), report=False)
+    official = run_dcwp(tiny(tmp_path / "off", finetune={"select": "best_valid"}, **over), report=False)
+    rewound = run_dcwp(
+        tiny(tmp_path / "rw", finetune={"select": "best_valid", "rewind": "stage1"}, **over), report=False
+    )
+    m = plus.metrics
+    assert m["finetuned_best_valid"] == official.metrics["dcwp_best_valid"]
+    assert m["rewound_best_valid"] == rewound.metrics["dcwp_best_valid"]
+    better = (
+        "rewound"
+        if m["rewound_best_valid"]["valid"]["unbiased"] > m["finetuned_best_valid"]["valid"]["unbiased"]
+        else "finetuned"
+    )
+    assert plus.info["rewind_chosen"] == better and plus.selected == "best_valid"
+    assert m["dcwp_best_valid"] == m[f"{better}_best_valid"]
+    kept = (rewound if better == "rewound" else official).model.state_dict()
+    assert all(torch.equal(v, kept[k]) for k, v in plus.model.state_dict().items())
+    records = [json.loads(line) for line in open(tmp_path / "plus" / "metrics.jsonl")]
+    assert [r["chosen"] for r in records if r["stage"] == "retrain_choice"] == [better]
+    assert {r["stage"] for r in records} >= {"finetune_eval", "retrain_eval", "rewind"}
+    again = run_dcwp(tiny(tmp_path / "plus", variant="plus", resume=True, **over), report=False)
+    assert (
+        again.metrics == plus.metrics and again.info["rewind_chosen"] == better
+    )  # resumed from both arms' checkpoints

@@ -158,14 +158,15 @@ VARIANT_SETTINGS: Dict[str, Dict[str, Any]] = {
         "rewind_point": 0.0,
         "score_transform": "eval",
     },
-    # DCWP+: official's training, the surviving weights rewound to f_D's initialisation before stage 4 (lottery-
-    # ticket rewinding; unstructured runs with a trained stage 1 only), the fine-tuning iterate best on valid
+    # DCWP+: official's training; stage 4 run twice, on the trained f_D and on the subnetwork rewound to f_D's
+    # initialisation (lottery-ticket rewinding; unstructured runs with a trained stage 1 only), and the arm whose
+    # best iterate is better on valid kept, at that iterate
     "plus": {
         "mask_upweight": 80.0,
         "positives": "official",
         "gumbel": "official",
         "selected": "best_valid",
-        "rewind": "stage1",
+        "rewind": "auto",
         "rewind_point": 0.0,
         "score_transform": "train",
     },
@@ -181,7 +182,7 @@ def resolve_variant(config: RunConfig) -> Dict[str, Any]:
     rewind = config.finetune.rewind
     if rewind is None:
         rewind = v["rewind"]
-        if config.prune.structured or (rewind == "stage1" and config.model_file):
+        if config.prune.structured or (rewind in ("stage1", "auto") and config.model_file):
             rewind = "none"
     point = config.finetune.rewind_point
     return {
@@ -377,12 +378,12 @@ def validate(config: RunConfig) -> None:
             f"finetune.rewind = {f.rewind!r} (--rewind) resets the weights of the dense architecture and "
             "this run is structured (--structured), whose model is physically smaller: drop one of them"
         )
-    if f.rewind == "stage1" and config.model_file:
+    if f.rewind in ("stage1", "auto") and config.model_file:
         raise InputError(
-            "finetune.rewind = 'stage1' (--rewind stage1) rewinds to f_D's stage-1 snapshots, and with "
+            f"finetune.rewind = {f.rewind!r} (--rewind {f.rewind}) rewinds to f_D's stage-1 snapshots, and with "
             "model_file (--model-file) f_D is not trained here: use --rewind fresh, or drop --model-file"
         )
-    if variant["rewind"] == "stage1":
+    if variant["rewind"] in ("stage1", "auto"):
         from ..training.biased import snapshot_key
 
         kept = [snapshot_key(x) for x in config.biased.snapshots]

@@ -70,13 +70,15 @@ MINED_OVER_RATIO, MINED_FLOOR = 5.0, 0.1
 @dataclass(frozen=True)
 class Stage:
     """One stage of a run, declared once: its name (progress checkpoints and the first log name), its index
-    (the order, and the seed offset of :func:`stage_seed`), the file that marks it finished (``checkpoints/
-    NAME.pt``, or stage 2's ``mined.json``) and the ``metrics.jsonl`` stage names it writes."""
+    (the order), the file that marks it finished (``checkpoints/NAME.pt``, or stage 2's ``mined.json``), the
+    ``metrics.jsonl`` stage names it writes and its seed offset for :func:`stage_seed` (its index unless given:
+    DCWP+'s rewound arm draws the same batches as stage 4)."""
 
     name: str
     index: int
     done_file: Optional[str]
     logs: Tuple[str, ...]
+    seed: Optional[int] = None
 
     def path(self, out: str) -> Optional[str]:
         if self.done_file is None:
@@ -92,9 +94,11 @@ STAGES = (
     Stage("mining", 1, "mined.json", ("mining",)),
     Stage("mask", 2, "stage3_mask", ("mask", "mask_eval", "prune")),
     Stage("finetune", 3, "stage4_finetune", ("finetune", "rewind", "finetune_eval")),
-    Stage("final", 4, None, ("final",)),
+    # only with finetune.rewind = "auto" (DCWP+): the subnetwork retrained from its rewound weights
+    Stage("retrain", 4, "stage4_retrain", ("retrain", "retrain_eval", "retrain_choice"), seed=3),
+    Stage("final", 5, None, ("final",), seed=4),
 )
-BIASED, MINING, MASK, FINETUNE, FINAL = STAGES
+BIASED, MINING, MASK, FINETUNE, RETRAIN, FINAL = STAGES
 _LOG_STAGE = {log: stage.index for stage in STAGES for log in stage.logs}
 
 
@@ -460,7 +464,7 @@ class _Run:
         stages' RNG use), and return the progress checkpoint when resuming mid-stage (its RNG state
         restored after ``setup``)."""
         index, name = stage.index, stage.name
-        seed_everything(stage_seed(self.config.seed, index))
+        seed_everything(stage_seed(self.config.seed, stage.index if stage.seed is None else stage.seed))
         if setup is not None:
             setup()
         if self.progress is not None and self.progress.get("stage") == name:
@@ -675,7 +679,7 @@ class _Run:
             return done
         resume = self.begin(FINETUNE)
         rewind = self.variant["rewind"]
-        if rewind != "none" and resume is None:
+        if rewind not in ("none", "auto") and resume is None:  # auto: this arm fine-tunes the trained f_D
             self.rewind(model, rewind)
         weights = upweight(self.data_flags(mined), c.finetune.upweight)
         out = finetune(
@@ -692,6 +696,55 @@ class _Run:
         state = {"model": model.state_dict(), **out}
         self.finish(FINETUNE, state)
         return state
+
+    def retrain(
+        self, model: nn.Module, mined: MinedSet, model_b: Optional[nn.Module], tuned: Dict[str, Any]
+    ) -> Dict[str, Any]:
+        """DCWP+'s second arm (``finetune.rewind = "auto"``): the pruned ``model`` rewound to its stage-1
+        snapshot and retrained exactly as stage 4; then the arm whose best iterate is better on valid is kept
+        (``model`` holds that arm's last iterate). Returns the kept arm's stage-4 state, with both arms'
+        best-on-valid metrics under ``arms`` and the choice under ``chosen``."""
+        c = self.config
+        # arm 1's saved state aliases the model's tensors, which arm 2 rewinds in place: keep a copy
+        tuned = {**tuned, "model": {k: v.detach().clone() for k, v in tuned["model"].items()}}
+        done = self.done(RETRAIN)
+        if done is None:
+            resume = self.begin(RETRAIN)
+            if resume is None:
+                self.rewind(model, "stage1")
+            weights = upweight(self.data_flags(mined), c.finetune.upweight)
+            out = finetune(
+                model,
+                self.loaders.train(4, int(resume["iteration"]) if resume else 0, weights),
+                mined.flags_for,
+                c.finetune.replace(positives=c.finetune.positives or self.variant["positives"]),
+                self.rt,
+                evaluate_fn=self.loaders.evaluate,
+                select_metric=self.select_metric,
+                resume=resume,
+                bias_model=model_b if c.finetune.logit_correction > 0 else None,
+                name="retrain",
+            )
+            done = {"model": model.state_dict(), **out}
+            self.finish(RETRAIN, done)
+
+        def score(state: Dict[str, Any]) -> float:
+            best = state.get("best")
+            return float(best["valid"][self.select_metric]) if best else float("-inf")
+
+        chosen = "rewound" if score(done) > score(tuned) else "finetuned"  # ties keep the trained f_D
+        kept = done if chosen == "rewound" else tuned
+        model.load_state_dict(kept["model"])
+        arms = {name: state.get("best") for name, state in (("finetuned", tuned), ("rewound", done))}
+        self.rt.log(
+            {
+                "stage": "retrain_choice",
+                "chosen": chosen,
+                "metric": self.select_metric,
+                **{f"{k}_valid": score(s) for k, s in (("finetuned", tuned), ("rewound", done))},
+            }
+        )
+        return {**kept, "arms": arms, "chosen": chosen}
 
     def rewind(self, model: nn.Module, how: str) -> None:
         """Reset the surviving weights of the pruned ``model`` (its masks stay) before stage 4."""
@@ -729,6 +782,13 @@ class _Run:
     ) -> Dict[str, Dict[str, Any]]:
         self.begin(FINAL)
         metrics = {"vanilla": vanilla, "dcwp_last": self.loaders.evaluate(model)}
+        for arm, best in (tuned.get("arms") or {}).items():  # DCWP+: both arms' best-on-valid iterates
+            if best is not None:
+                metrics[f"{arm}_best_valid"] = {
+                    "valid": best["valid"],
+                    "test": best["test"],
+                    "iteration": best["iteration"],
+                }
         if vanilla_best is not None:  # f_D's (ERM's) best-on-valid iterate in stage 1, metrics only
             metrics["vanilla_best_valid"] = vanilla_best
         best = tuned.get("best")
@@ -867,6 +927,8 @@ def _stages(
     scores = run.mask(model, mined)
     structured = run.prune(model, scores)
     tuned = run.finetune(model, mined, stage1["model_b"])
+    if variant["rewind"] == "auto":
+        tuned = run.retrain(model, mined, stage1["model_b"], tuned)
     metrics = run.final(model, tuned, stage1["vanilla"], stage1.get("vanilla_best_valid"))
     selected = variant["selected"] if tuned.get("best_state") is not None else "last"
     if selected == "best_valid":
@@ -888,6 +950,7 @@ def _stages(
             "world_size": rt.env.world_size,
             "variant": variant,
             "num_classes": data.num_classes,
+            **({"rewind_chosen": tuned["chosen"]} if "chosen" in tuned else {}),
         },
         model=model,
         scores=scores,

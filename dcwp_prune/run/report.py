@@ -37,6 +37,8 @@ METRIC_KEYS = ("accuracy", "unbiased", "aligned", "conflicting", "conflicting_po
 _LABELS = {
     "vanilla": "vanilla f_D (ERM)",
     "vanilla_best_valid": "vanilla f_D (ERM), best on valid",
+    "finetuned_best_valid": "DCWP+ arm: f_D fine-tuned, best on valid",
+    "rewound_best_valid": "DCWP+ arm: rewound and retrained, best on valid",
     "dcwp_last": "DCWP, last iterate",
     "dcwp_best_valid": "DCWP, best on valid",
 }

@@ -55,6 +55,7 @@ def finetune(
     select_metric: str = "accuracy",
     resume: Optional[Dict[str, Any]] = None,
     bias_model: Optional[nn.Module] = None,
+    name: str = "finetune",
 ) -> Dict[str, Any]:
     """Fine-tune a pruned ``model`` (``torch.nn.utils.prune`` masks, or a physically smaller model).
 
@@ -68,6 +69,7 @@ def finetune(
             ``select_metric``, never on test.
         bias_model: the frozen biased model f_B, needed when ``cfg.logit_correction > 0`` (the cross-entropy
             is then taken on ``z + eta * log_softmax(z_B)``; the model predicts with ``z`` alone).
+        name: the stage name in logs and progress checkpoints (``retrain``: DCWP+'s rewound arm).
 
     Returns:
         ``{"history": [...], "best": {"iteration", "valid", "test"} | None, "best_state": state_dict | None}``.
@@ -81,7 +83,7 @@ def finetune(
     if bias_model is not None:
         bias_model.eval().requires_grad_(False)
     model.train()
-    engine = Engine("finetune", runtime, cfg.iterations, eval_every=cfg.eval_every)
+    engine = Engine(name, runtime, cfg.iterations, eval_every=cfg.eval_every)
     engine.track("model", model)
     engine.optimizer(
         "",
@@ -92,7 +94,7 @@ def finetune(
         decay_step=cfg.lr_decay_step,
         gamma=cfg.lr_gamma,
     )
-    tracker = BestOnValid(model, evaluate_fn, select_metric, log=runtime.log, stage="finetune") if evaluate_fn else None
+    tracker = BestOnValid(model, evaluate_fn, select_metric, log=runtime.log, stage=name) if evaluate_fn else None
     if tracker is not None:
         for key in ("history", "best", "best_state"):  # the checkpoint keys of earlier releases
             engine.track(

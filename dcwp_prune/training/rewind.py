@@ -20,8 +20,10 @@ __all__ = ["REWINDS", "Rewind", "rewind_weights"]
 
 #: ``none``: fine-tune the trained f_D (official). ``stage1``: f_D's stage-1 snapshot at ``finetune.rewind_point``
 #: of its schedule (0: its initialisation, the lottery ticket; 0.1: late rewinding). ``fresh``: a new random
-#: initialisation of the architecture (the run's seed).
-Rewind = Literal["none", "stage1", "fresh"]
+#: initialisation of the architecture (the run's seed). ``auto``: both arms, the trained f_D fine-tuned and
+#: the subnetwork retrained from the ``stage1`` snapshot, and the one whose best iterate is better on valid
+#: is kept (DCWP+; a selection on the validation split, never on test).
+Rewind = Literal["none", "stage1", "fresh", "auto"]
 REWINDS = choices(Rewind)
 
 
