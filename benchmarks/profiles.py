@@ -65,6 +65,7 @@ PLUS_STUDY = (
     "plus-rewind-init-lc-1",
     "plus-rewind-init-con-0.2",
     "plus-rewind-fresh-con-0.2",
+    "plus-auto",
 )
 
 #: The sparsity sweep: DCWP's scores, magnitude and random at 50-98 % sparsity and 2x / 4x fewer MACs.

@@ -84,7 +84,12 @@ def test_end_to_end_unstructured(tmp_path):
 def test_plus_is_official_training_with_rewinding_and_selection_where_it_applies():
     plus = resolve_variant(build_config("cmnist", {"data": {"ratio": 2.0}, "variant": "plus"}))
     off = resolve_variant(build_config("cmnist", {"data": {"ratio": 2.0}}))
-    assert {k: v for k, v in plus.items() if plus[k] != off[k]} == {"selected": "best_valid", "rewind": "auto"}
+    assert {k: v for k, v in plus.items() if plus[k] != off[k]} == {
+        "selected": "best_valid",
+        "rewind": "auto",
+        "mask_lambda_con": 0.2,
+        "finetune_lambda_con": 0.2,
+    }
     # no rewinding where it cannot apply: a structured (physically smaller) model, an f_D given as a file
     structured = build_config("cmnist", {"variant": "plus", "prune": {"structured": True}})
     assert resolve_variant(structured)["rewind"] == "none"
@@ -105,6 +110,8 @@ def test_official_and_clean_differ_exactly_where_specified():
         "score_transform": "train",
         "rewind": "none",
         "rewind_point": 0.0,
+        "mask_lambda_con": 0.05,
+        "finetune_lambda_con": 0.05,
     }
     assert clean == {
         "mask_upweight": 30.0,
@@ -114,6 +121,8 @@ def test_official_and_clean_differ_exactly_where_specified():
         "score_transform": "eval",
         "rewind": "none",
         "rewind_point": 0.0,
+        "mask_lambda_con": 0.05,
+        "finetune_lambda_con": 0.05,
     }
     explicit = resolve_variant(build_config("cmnist", {"variant": "clean", "mask": {"positives": "official"}}))
     assert explicit["positives"] == "official"

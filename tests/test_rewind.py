@@ -215,13 +215,18 @@ def test_a_run_with_logit_correction_uses_its_stage1_biased_model(base, tmp_path
 
 
 def test_rewind_auto_runs_both_arms_and_keeps_the_one_better_on_valid(base, tmp_path):
-    """DCWP+ (variant plus, rewind auto): arm 1 is exactly official's stage 4 on the trained f_D, arm 2 exactly
-    a stage-1 rewind to f_D's initialisation; the arm with the better best-on-valid iterate is kept, at it."""
+    """DCWP+ (variant plus: lambda_con 0.2, rewind auto): arm 1 is exactly official's stage 4 on the trained f_D,
+    arm 2 exactly a stage-1 rewind to f_D's initialisation; the arm with the better best-on-valid iterate is kept,
+    at it."""
     over = {"stage1_from": base.run_dir}
     plus = run_dcwp(tiny(tmp_path / "plus", variant="plus", **over), report=False)
-    official = run_dcwp(tiny(tmp_path / "off", finetune={"select": "best_valid"}, **over), report=False)
+    con = {"mask": {"lambda_con": 0.2}}  # plus's contrastive weight in stages 3 and 4
+    official = run_dcwp(
+        tiny(tmp_path / "off", finetune={"select": "best_valid", "lambda_con": 0.2}, **con, **over), report=False
+    )
     rewound = run_dcwp(
-        tiny(tmp_path / "rw", finetune={"select": "best_valid", "rewind": "stage1"}, **over), report=False
+        tiny(tmp_path / "rw", finetune={"select": "best_valid", "rewind": "stage1", "lambda_con": 0.2}, **con, **over),
+        report=False,
     )
     m = plus.metrics
     assert m["finetuned_best_valid"] == official.metrics["dcwp_best_valid"]

@@ -22,6 +22,7 @@ from ..training.biased import BiasedTrainConfig
 from ..training.finetune import FinetuneConfig
 from ..training.mask import MaskLearnConfig
 from ..training.mining import MiningConfig
+from ..training.objectives import LAMBDA_CON
 
 __all__ = [
     "PRUNE_RULES",
@@ -146,6 +147,7 @@ VARIANT_SETTINGS: Dict[str, Dict[str, Any]] = {
         "selected": "last",
         "rewind": "none",
         "rewind_point": 0.0,
+        "lambda_con": LAMBDA_CON,
         "score_transform": "train",
     },
     # the official code's quirks fixed: lambda_up in mask learning, symmetric positives, the raw logit, best on valid
@@ -156,11 +158,13 @@ VARIANT_SETTINGS: Dict[str, Dict[str, Any]] = {
         "selected": "best_valid",
         "rewind": "none",
         "rewind_point": 0.0,
+        "lambda_con": LAMBDA_CON,
         "score_transform": "eval",
     },
-    # DCWP+: official's training; stage 4 run twice, on the trained f_D and on the subnetwork rewound to f_D's
-    # initialisation (lottery-ticket rewinding; unstructured runs with a trained stage 1 only), and the arm whose
-    # best iterate is better on valid kept, at that iterate
+    # DCWP+: official's training with a 4x stronger contrastive term in stages 3 and 4 (lambda_con 0.2); stage 4
+    # run twice, on the trained f_D and on the subnetwork rewound to f_D's initialisation (lottery-ticket
+    # rewinding; unstructured runs with a trained stage 1 only), and the arm whose best iterate is better on
+    # valid kept, at that iterate. Each setting won on valid in the benchmark (docs/benchmarks.md, "DCWP+")
     "plus": {
         "mask_upweight": 80.0,
         "positives": "official",
@@ -168,6 +172,7 @@ VARIANT_SETTINGS: Dict[str, Dict[str, Any]] = {
         "selected": "best_valid",
         "rewind": "auto",
         "rewind_point": 0.0,
+        "lambda_con": 0.2,
         "score_transform": "train",
     },
 }
@@ -175,9 +180,10 @@ VARIANT_SETTINGS: Dict[str, Dict[str, Any]] = {
 
 def resolve_variant(config: RunConfig) -> Dict[str, Any]:
     """The settings of ``config.variant`` (:data:`VARIANT_SETTINGS`) under the config's own values, which win:
-    ``mask.upweight``, ``mask.positives``, ``mask.gumbel``, ``finetune.select``, ``finetune.rewind`` and
-    ``finetune.rewind_point``. A variant's rewinding applies where it can: not to a structured run (its model is
-    physically smaller) nor, for a stage-1 rewind, to a run whose f_D comes from ``model_file``."""
+    ``mask.upweight``, ``mask.positives``, ``mask.gumbel``, ``mask.lambda_con``, ``finetune.lambda_con``,
+    ``finetune.select``, ``finetune.rewind`` and ``finetune.rewind_point``. A variant's rewinding applies where
+    it can: not to a structured run (its model is physically smaller) nor, for a stage-1 rewind, to a run whose
+    f_D comes from ``model_file``."""
     v = VARIANT_SETTINGS[config.variant]
     rewind = config.finetune.rewind
     if rewind is None:
@@ -186,6 +192,8 @@ def resolve_variant(config: RunConfig) -> Dict[str, Any]:
             rewind = "none"
     point = config.finetune.rewind_point
     return {
+        "mask_lambda_con": v["lambda_con"] if config.mask.lambda_con is None else config.mask.lambda_con,
+        "finetune_lambda_con": v["lambda_con"] if config.finetune.lambda_con is None else config.finetune.lambda_con,
         "mask_upweight": config.mask.upweight or v["mask_upweight"] or config.finetune.upweight,
         "positives": config.mask.positives or v["positives"],
         "gumbel": config.mask.gumbel or v["gumbel"],

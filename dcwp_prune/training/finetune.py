@@ -11,7 +11,7 @@ from ..errors import InputError
 from ..models import FeatureTap
 from ..options import Options, choices
 from .engine import Engine, OptimizerName, Runtime
-from .objectives import Positives, task_loss
+from .objectives import LAMBDA_CON, Positives, task_loss
 from .rewind import Rewind
 from .selection import BestOnValid
 
@@ -32,7 +32,7 @@ class FinetuneConfig(Options):
     weight_decay: float = 0.0
     lr_decay_step: int = 10000
     lr_gamma: float = 0.1
-    lambda_con: float = 0.05
+    lambda_con: Optional[float] = None  # None: the variant's (official 0.05 = LAMBDA_CON; plus 0.2)
     temperature: float = 0.07
     upweight: float = 80.0  # lambda_up
     positives: Optional[Positives] = None  # None: decided by the variant (as mask.positives)
@@ -113,7 +113,7 @@ def finetune(
             tap,
             next(batches),
             flags_of,
-            cfg.lambda_con,
+            LAMBDA_CON if cfg.lambda_con is None else cfg.lambda_con,
             cfg.temperature,
             positives,
             runtime,

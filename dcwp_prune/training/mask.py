@@ -14,7 +14,7 @@ from ..options import Options
 from ..scores import MaskScores
 from .engine import Engine, Runtime
 from .masking import GumbelVariant, attach_masks, detach_masks, unmasked_state_dict
-from .objectives import Positives, add_sparsity_grad_, sparsity_penalty, task_loss
+from .objectives import LAMBDA_CON, Positives, add_sparsity_grad_, sparsity_penalty, task_loss
 
 __all__ = ["MaskLearnConfig", "kept_fraction", "learn_mask_scores", "resolve_mask_options"]
 
@@ -26,7 +26,7 @@ class MaskLearnConfig(Options):
     iterations: int = 2000
     lr: float = 1e-2
     lambda_sparse: float = 1e-8
-    lambda_con: float = 0.05
+    lambda_con: Optional[float] = None  # None: the variant's (official 0.05 = LAMBDA_CON; plus 0.2)
     temperature: float = 0.07
     upweight: Optional[float] = None  # None: 80 (official) or lambda_up (clean)
     init: float = 1.5
@@ -111,7 +111,14 @@ def learn_mask_scores(
 
     def step(it: int) -> Dict[str, Tensor]:
         loss, logs = task_loss(
-            forward, tap, next(batches), flags_of, cfg.lambda_con, cfg.temperature, positives, runtime
+            forward,
+            tap,
+            next(batches),
+            flags_of,
+            LAMBDA_CON if cfg.lambda_con is None else cfg.lambda_con,
+            cfg.temperature,
+            positives,
+            runtime,
         )
         with torch.no_grad():
             penalty = sparsity_penalty(scores.parameters())

@@ -14,6 +14,7 @@ from ..options import choices
 from .engine import Runtime, unpack
 
 __all__ = [
+    "LAMBDA_CON",
     "POSITIVES",
     "GCELoss",
     "Positives",
@@ -23,6 +24,9 @@ __all__ = [
     "supcon_loss",
     "task_loss",
 ]
+
+#: The contrastive weight of the official code (stages 3 and 4), used where a config leaves it unset.
+LAMBDA_CON = 0.05
 
 #: Which pairs the contrastive term pulls together: ``official`` (the executed, asymmetric rule of the
 #: official code: anchor and positive of the same class, the positive mined) or ``symmetric``.
