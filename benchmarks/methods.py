@@ -172,6 +172,8 @@ DCWP_CONFIGS: Dict[str, Dict[str, Any]] = {
         "variant": "official",
         "finetune": {"select": "best_valid", "rewind": "stage1", "rewind_point": 0.0, "logit_correction": 1.0},
     },
+    # DCWP+ with the mask schedule that restores the official logit drift (gained on valid alone; not in the variant)
+    "plus-with-mask-drift": {"variant": "plus", "mask": {"lr": 5e-2}},
     # the arm selection alone (DCWP+ without its contrastive weight)
     "plus-auto": {"variant": "official", "finetune": {"select": "best_valid", "rewind": "auto"}},
     # combinations of the candidates that gained on valid alone

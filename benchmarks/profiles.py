@@ -66,6 +66,7 @@ PLUS_STUDY = (
     "plus-rewind-init-con-0.2",
     "plus-rewind-fresh-con-0.2",
     "plus-auto",
+    "plus-with-mask-drift",
 )
 
 #: The sparsity sweep: DCWP's scores, magnitude and random at 50-98 % sparsity and 2x / 4x fewer MACs.

@@ -20,22 +20,26 @@ from torch import nn
 
 from .._atomic import write_bytes, write_json
 from ..adapters.torch_prune import dcwp_global_unstructured, pruned_sparsity, shuffle_masks
-from ..data import BiasDataset, create_dataset, dataset_spec, default_transform
-from ..data.folders import check_same_size
-from ..data.transforms import fixes_size
+from ..data import dataset_spec
 from ..errors import InputError
 from ..models import classifier_of, create_model
 from ..scores import MaskScores
 from ..training.biased import train_biased_model
 from ..training.distributed import barrier, init_distributed
-from ..training.engine import Runtime, StopFlag, batches, cpu_has_bf16, make_loader, resolve_device
-from ..training.evaluate import evaluate
+from ..training.engine import Runtime, StopFlag, cpu_has_bf16, resolve_device
 from ..training.finetune import finetune
 from ..training.mask import kept_fraction, learn_mask_scores
-from ..training.mining import MinedSet, mine_conflicting
-from ..training.sampling import InfiniteBatchSampler, ShardSampler, upweight
+from ..training.mining import (  # noqa: F401 (the plausibility rule, re-exported)
+    IMPLAUSIBLE_MINED_FRACTION,
+    MinedSet,
+    mine_conflicting,
+    mined_fraction_bound,
+    mining_warnings,
+)
+from ..training.sampling import upweight
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .config import RunConfig, expand_paths, resolve_variant, validate
+from .data import RunData, RunLoaders, load_run_data, resolve_data
 from .presets import quick_schedule
 from .records import RunRecorder
 
@@ -57,14 +61,6 @@ __all__ = [
     "seed_everything",
     "stage_seed",
 ]
-
-#: Above this mined fraction the biased model has not learned the bias (it diverged or trained too
-#: little): the standard releases hold 0.5-5 % bias-conflicting samples, and mining more than half
-#: of the data cannot single them out.
-IMPLAUSIBLE_MINED_FRACTION = 0.5
-#: With a known conflict ratio r (%), the bound is min(0.5, max(0.1, 5 r / 100)): a mined set more than
-#: five times the true conflicting set (and above a tenth of the data) has a precision of at most 20 %.
-MINED_OVER_RATIO, MINED_FLOOR = 5.0, 0.1
 
 
 @dataclass(frozen=True)
@@ -137,35 +133,6 @@ class DCWPResult:
         }
 
 
-def mined_fraction_bound(conflict_ratio: Optional[float] = None) -> float:
-    """The largest mined fraction of the training set that :func:`mining_warnings` accepts."""
-    if conflict_ratio is None:
-        return IMPLAUSIBLE_MINED_FRACTION
-    return min(IMPLAUSIBLE_MINED_FRACTION, max(MINED_FLOOR, MINED_OVER_RATIO * conflict_ratio / 100))
-
-
-def mining_warnings(count: int, num_samples: int, method: str, conflict_ratio: Optional[float] = None) -> List[str]:
-    """A loud note when stage 2 mined an implausible fraction (the result is not a normal DCWP result).
-
-    The bound is :func:`mined_fraction_bound` of the dataset's conflict ratio (%), when it has one
-    (10 % of the data at 0.5-2 %, 25 % at 5 %), else half the data. ``oracle`` mining takes the true
-    labels and is never flagged.
-    """
-    fraction = count / max(num_samples, 1)
-    bound = mined_fraction_bound(conflict_ratio)
-    if method == "oracle" or fraction <= bound:
-        return []
-    given = f", above {100 * bound:.0f} %" + (
-        "" if conflict_ratio is None else f" for a {conflict_ratio:g} % conflict ratio"
-    )
-    return [
-        f"stage 2 mined {count} of {num_samples} training samples ({100 * fraction:.0f} %{given}) as "
-        "bias-conflicting: the biased model did not learn the bias (diverged or trained too little; see the "
-        "'biased' losses in metrics.jsonl), so this is not a valid DCWP result. Lower [biased] lr or train f_B "
-        "longer."
-    ]
-
-
 # ------------------------------------------------------------------------------------ resume
 def _resume_config(given: RunConfig, saved: RunConfig, n_train: int, force_config: bool) -> RunConfig:
     """The config a resumed run continues with: the saved one, unless ``force_config`` applies the given one.
@@ -223,98 +190,6 @@ def seed_everything(seed: int) -> None:
     import random
 
     random.seed(seed)
-
-
-# ------------------------------------------------------------------------------------ data
-@dataclass
-class RunData:
-    """The splits of one run (``train_scoring``: train with the transform the variant scores with)."""
-
-    train: BiasDataset
-    train_scoring: BiasDataset
-    valid: BiasDataset
-    test: BiasDataset
-    num_classes: int
-
-
-def resolve_data(config: RunConfig) -> RunConfig:
-    """``config`` with the dataset's defaults filled in (``data.ratio``: the one ratio present under
-    the root, else the dataset's default), so that ``config.json`` records what actually ran."""
-    d = config.data
-    ratio = dataset_spec(d.name).resolve_ratio(d.ratio, d.root)
-    return config if ratio == d.ratio else config.replace(data=d.replace(ratio=ratio))
-
-
-def load_run_data(config: RunConfig, score_transform: str) -> RunData:
-    """Train / valid / test of ``config.data`` (``score_transform``: ``train`` or ``eval``).
-
-    The dataset's spec says which options its factory takes; nothing here knows a dataset by name.
-    """
-    d = resolve_data(config).data
-    spec = dataset_spec(d.name)
-    opts = spec.run_options(
-        {
-            "ratio": d.ratio,
-            "valid_fraction": d.valid_fraction,
-            "seed": config.seed,
-            "source": d.source,
-            "mnist_root": d.mnist_root,
-            "test_protocol": d.test_protocol,
-            "skip_corrupt": d.skip_corrupt,
-        }
-    )
-    spec.check_extra_options(d.options)  # before the run folder is touched: a run loads its data first
-    opts.update(d.options)
-    split = {
-        s: create_dataset(d.name, root=d.root, split=s, transform=default_transform(d.name, s, d.image_size), **opts)
-        for s in ("train", "valid", "test")
-    }
-    check_same_size({s: ds for s, ds in split.items() if not fixes_size(ds.transform)})
-    scoring = split["train"].subset(range(len(split["train"])))
-    scoring.transform = split["train"].transform if score_transform == "train" else split["test"].transform
-    return RunData(split["train"], scoring, split["valid"], split["test"], split["train"].num_classes)
-
-
-class RunLoaders:
-    """Training streams per stage (own seed, sharded per rank) and sharded evaluation loaders of a run."""
-
-    def __init__(self, config: RunConfig, data: RunData, rt: Runtime) -> None:
-        self.config, self.data, self.rt = config, data, rt
-
-    def train(self, stage: int, start: int, weights: Optional[torch.Tensor] = None) -> Any:
-        env, d = self.rt.env, self.config.data
-        sampler = InfiniteBatchSampler(
-            len(self.data.train),
-            d.batch_size,
-            weights,
-            seed=self.config.seed * 100 + stage,
-            start_batch=start,
-            rank=env.rank,
-            world_size=env.world_size,
-        )
-        return batches(
-            make_loader(
-                self.data.train,
-                batch_sampler=sampler,
-                num_workers=d.num_workers,
-                device=self.rt.device,
-                seed=self.config.seed + stage,
-            )
-        )
-
-    def eval(self, dataset: BiasDataset) -> Any:
-        env = self.rt.env
-        return make_loader(
-            dataset,
-            batch_size=self.config.data.eval_batch_size,
-            sampler=ShardSampler(len(dataset), env.rank, env.world_size),
-            num_workers=self.config.data.num_workers,
-            device=self.rt.device,
-            seed=self.config.seed,
-        )
-
-    def evaluate(self, model: nn.Module, splits: tuple = ("valid", "test")) -> Dict[str, Any]:
-        return {s: evaluate(model, self.eval(getattr(self.data, s)), self.data.num_classes, self.rt) for s in splits}
 
 
 def _load_model_file(model: nn.Module, path: str) -> None:

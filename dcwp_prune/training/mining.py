@@ -16,7 +16,16 @@ from ..options import Options, choices
 from .engine import Runtime
 from .passes import per_sample
 
-__all__ = ["MINING_METHODS", "MinedSet", "MiningConfig", "MiningMethod", "mine_conflicting"]
+__all__ = [
+    "IMPLAUSIBLE_MINED_FRACTION",
+    "MINING_METHODS",
+    "MinedSet",
+    "MiningConfig",
+    "MiningMethod",
+    "mine_conflicting",
+    "mined_fraction_bound",
+    "mining_warnings",
+]
 
 #: ``wrong``: f_B misclassifies the sample; ``ensemble``: epoch-averaged ``1 - p_B(y|x) > tau``;
 #: ``oracle``: the true conflict labels (ablations only).
@@ -147,3 +156,42 @@ def mine_conflicting(
 def _misclassified(model: nn.Module, loader: DataLoader, n: int, runtime: Runtime) -> Tensor:
     """argmax != y for every sample (sharded across ranks)."""
     return per_sample(model, loader, n, lambda logits, y: (logits.argmax(1) != y).double(), runtime) > 0.5
+
+
+# ------------------------------------------------------------------------------ plausibility of a mined set
+#: Above this mined fraction the biased model has not learned the bias (it diverged or trained too
+#: little): the standard releases hold 0.5-5 % bias-conflicting samples, and mining more than half
+#: of the data cannot single them out.
+IMPLAUSIBLE_MINED_FRACTION = 0.5
+#: With a known conflict ratio r (%), the bound is min(0.5, max(0.1, 5 r / 100)): a mined set more than
+#: five times the true conflicting set (and above a tenth of the data) has a precision of at most 20 %.
+MINED_OVER_RATIO, MINED_FLOOR = 5.0, 0.1
+
+
+def mined_fraction_bound(conflict_ratio: Optional[float] = None) -> float:
+    """The largest mined fraction of the training set that :func:`mining_warnings` accepts."""
+    if conflict_ratio is None:
+        return IMPLAUSIBLE_MINED_FRACTION
+    return min(IMPLAUSIBLE_MINED_FRACTION, max(MINED_FLOOR, MINED_OVER_RATIO * conflict_ratio / 100))
+
+
+def mining_warnings(count: int, num_samples: int, method: str, conflict_ratio: Optional[float] = None) -> List[str]:
+    """A loud note when stage 2 mined an implausible fraction (the result is not a normal DCWP result).
+
+    The bound is :func:`mined_fraction_bound` of the dataset's conflict ratio (%), when it has one
+    (10 % of the data at 0.5-2 %, 25 % at 5 %), else half the data. ``oracle`` mining takes the true
+    labels and is never flagged.
+    """
+    fraction = count / max(num_samples, 1)
+    bound = mined_fraction_bound(conflict_ratio)
+    if method == "oracle" or fraction <= bound:
+        return []
+    given = f", above {100 * bound:.0f} %" + (
+        "" if conflict_ratio is None else f" for a {conflict_ratio:g} % conflict ratio"
+    )
+    return [
+        f"stage 2 mined {count} of {num_samples} training samples ({100 * fraction:.0f} %{given}) as "
+        "bias-conflicting: the biased model did not learn the bias (diverged or trained too little; see the "
+        "'biased' losses in metrics.jsonl), so this is not a valid DCWP result. Lower [biased] lr or train f_B "
+        "longer."
+    ]
