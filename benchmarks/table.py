@@ -590,11 +590,15 @@ def headline_block(out: str, profile: Any) -> str:
         "every method at its iterate that is best on the **valid** split (evaluated at DCWP's stage-4 cadence), "
         "so none selects under a rule the others were not allowed. `dcwp-plus` is this library's variant "
         "(`--variant plus`), `dcwp-official` the faithful reproduction; LC and DeNetDM are the strongest "
-        "published peers, run in the same harness. All rows, both iterates and the controls: "
+        "published peers, run in the same harness; sparsity: the mean over the method's runs. All rows, both "
+        "iterates and the controls: "
         "[docs/benchmarks.md](docs/benchmarks.md).",
         "",
     ]
-    for dataset, backbone, schedule in sorted({k[:3] for k in summary}):
+    groups = sorted({k[:3] for k in summary})
+    # the most complete group first (the one with the most best-on-valid records)
+    groups.sort(key=lambda g: -sum(len(v.get("best_valid", [])) for k, v in summary.items() if k[:3] == g))
+    for dataset, backbone, schedule in groups:
         ratios = sorted({k[4] for k in summary if k[:3] == (dataset, backbone, schedule)})
         rows = []
         for m in HEADLINE_METHODS:
