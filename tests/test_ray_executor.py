@@ -12,8 +12,8 @@ from benchmarks.reproduce import Runner, read_results  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-#: What may differ between two runs of the same cell: its wall time.
-VOLATILE = ("wall_s",)
+#: What may differ between two runs of the same cell: its wall time and when it finished.
+VOLATILE = ("wall_s", "finished_at")
 
 
 def _args(executor):
