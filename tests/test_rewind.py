@@ -280,3 +280,22 @@ def test_plus_stopped_in_its_retrain_arm_resumes_to_the_same_result(base, tmp_pa
     monkeypatch.setattr(pipeline, "finetune", real)
     resumed = run_dcwp(tiny(tmp_path / "stopped", resume=True, **over), report=False)
     assert resumed.metrics == straight.metrics and resumed.info["rewind_chosen"] == straight.info["rewind_chosen"]
+
+
+def test_fractions_that_round_to_one_iteration_each_keep_their_snapshot():
+    """On a short schedule several fractions land on one step (10 iterations: 0 and 0.05 both at 0): every
+    snapshot named in biased.snapshots exists, so a rewind to any of them works."""
+
+    def batches():
+        while True:
+            yield torch.randn(8, 6), torch.randint(0, 3, (8,))
+
+    torch.manual_seed(0)
+    model = _net()
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = BiasedTrainConfig(iterations=10, snapshots=(0.0, 0.05, 0.1))
+    out = train_biased_model(None, batches(), cfg, model_d=model)
+    assert set(out["snapshots"]) == {"0", "0.05", "0.1"}
+    for key in ("0", "0.05"):
+        assert all(torch.equal(out["snapshots"][key][k], init[k]) for k in init)
+    assert not torch.equal(out["snapshots"]["0.1"]["0.weight"], init["0.weight"])

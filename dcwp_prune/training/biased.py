@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, Literal, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Literal, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -161,15 +161,19 @@ def train_biased_model(
             nets["d"][0], evaluate_fn, select_metric, keep_state=False, log=runtime.log, stage="biased_d"
         )
         engine.track("eval_d", get=tracker.state, set=tracker.load, optional=True)
-    at = {it: f for f, it in cfg.snapshot_iterations().items()} if "d" in nets else {}
+    at: Dict[int, List[str]] = {}  # iteration -> the snapshot names taken there (short schedules share one)
+    for key, it in cfg.snapshot_iterations().items() if "d" in nets else ():
+        at.setdefault(it, []).append(key)
     snapshots: Dict[str, Dict[str, Tensor]] = {}
     engine.track("snapshots_d", get=lambda: snapshots, set=snapshots.update, optional=True)
     engine.resume(resume)
     every = max(1, pseudo_every)
 
     def snapshot(it: int) -> None:
-        if it in at and at[it] not in snapshots:
-            snapshots[at[it]] = {k: v.detach().clone().cpu() for k, v in nets["d"][0].state_dict().items()}
+        missing = [key for key in at.get(it, ()) if key not in snapshots]
+        if missing:
+            state = {k: v.detach().clone().cpu() for k, v in nets["d"][0].state_dict().items()}
+            snapshots.update({key: state for key in missing})
 
     dev = runtime.device
 
@@ -196,12 +200,8 @@ def train_biased_model(
             score_pass()
         return logs
 
-    def on_eval(done: int) -> None:  # every eval_every iterations of the stage and at its end
-        if (
-            tracker is not None
-            and done <= iters_d
-            and not (tracker.history and tracker.history[-1]["iteration"] == done)
-        ):
+    def on_eval(done: int) -> None:  # every eval_every iterations of the stage and at its end, f_D's part only
+        if tracker is not None and done <= iters_d:
             tracker(done)
 
     engine.eval_every = eval_every if tracker is not None else 0
