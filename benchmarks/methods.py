@@ -55,7 +55,7 @@ from dcwp_prune.training.finetune import finetune
 from dcwp_prune.training.mining import MinedSet, mine_conflicting
 from dcwp_prune.training.objectives import gce_loss
 from dcwp_prune.training.sampling import upweight
-from dcwp_prune.training.selection import BestOnValid
+from dcwp_prune.training.selection import BestOnValid, best_summary
 
 __all__ = [
     "BASELINES",
@@ -303,8 +303,7 @@ def dcwp_finetune(cell: Cell, model: nn.Module) -> Optional[Dict[str, Any]]:
         evaluate_fn=cell.loaders.evaluate,
         select_metric=cell.select_metric,
     )
-    best = out.get("best")
-    return None if best is None else {k: best[k] for k in ("valid", "test", "iteration")}
+    return best_summary(out.get("best"))
 
 
 def pruned_baseline(cell: Cell, kind: str) -> Dict[str, Any]:

@@ -37,6 +37,7 @@ from ..training.mining import (  # noqa: F401 (the plausibility rule, re-exporte
     mining_warnings,
 )
 from ..training.sampling import upweight
+from ..training.selection import best_summary
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .config import RunConfig, expand_paths, resolve_variant, validate
 from .data import RunData, RunLoaders, load_run_data, resolve_data
@@ -551,14 +552,21 @@ class _Run:
 
     # stage 4 ---------------------------------------------------------------------------------
     def finetune(self, model: nn.Module, mined: MinedSet, model_b: Optional[nn.Module] = None) -> Dict[str, Any]:
+        rewind = self.variant["rewind"]  # auto: this arm fine-tunes the trained f_D, retrain() the rewound one
+        return self.train_stage4(FINETUNE, model, mined, model_b, None if rewind in ("none", "auto") else rewind)
+
+    def train_stage4(
+        self, stage: Stage, model: nn.Module, mined: MinedSet, model_b: Optional[nn.Module], rewind: Optional[str]
+    ) -> Dict[str, Any]:
+        """Stage 4 (or DCWP+'s ``retrain`` arm): the pruned ``model`` rewound first when ``rewind`` names how
+        (not when resuming mid-stage), retrained with the mined samples upweighted, evaluated on valid."""
         c = self.config
-        done = self.done(FINETUNE)
+        done = self.done(stage)
         if done is not None:
             model.load_state_dict(done["model"])
             return done
-        resume = self.begin(FINETUNE)
-        rewind = self.variant["rewind"]
-        if rewind not in ("none", "auto") and resume is None:  # auto: this arm fine-tunes the trained f_D
+        resume = self.begin(stage)
+        if rewind is not None and resume is None:
             self.rewind(model, rewind)
         weights = upweight(self.data_flags(mined), c.finetune.upweight)
         out = finetune(
@@ -574,9 +582,10 @@ class _Run:
             select_metric=self.select_metric,
             resume=resume,
             bias_model=model_b if c.finetune.logit_correction > 0 else None,
+            name=stage.name,
         )
         state = {"model": model.state_dict(), **out}
-        self.finish(FINETUNE, state)
+        self.finish(stage, state)
         return state
 
     def retrain(
@@ -586,32 +595,9 @@ class _Run:
         snapshot and retrained exactly as stage 4; then the arm whose best iterate is better on valid is kept
         (``model`` holds that arm's last iterate). Returns the kept arm's stage-4 state, with both arms'
         best-on-valid metrics under ``arms`` and the choice under ``chosen``."""
-        c = self.config
         # arm 1's saved state aliases the model's tensors, which arm 2 rewinds in place: keep a copy
         tuned = {**tuned, "model": {k: v.detach().clone() for k, v in tuned["model"].items()}}
-        done = self.done(RETRAIN)
-        if done is None:
-            resume = self.begin(RETRAIN)
-            if resume is None:
-                self.rewind(model, "stage1")
-            weights = upweight(self.data_flags(mined), c.finetune.upweight)
-            out = finetune(
-                model,
-                self.loaders.train(4, int(resume["iteration"]) if resume else 0, weights),
-                mined.flags_for,
-                c.finetune.replace(
-                    positives=c.finetune.positives or self.variant["positives"],
-                    lambda_con=self.variant["finetune_lambda_con"],
-                ),
-                self.rt,
-                evaluate_fn=self.loaders.evaluate,
-                select_metric=self.select_metric,
-                resume=resume,
-                bias_model=model_b if c.finetune.logit_correction > 0 else None,
-                name="retrain",
-            )
-            done = {"model": model.state_dict(), **out}
-            self.finish(RETRAIN, done)
+        done = self.train_stage4(RETRAIN, model, mined, model_b, "stage1")
 
         def score(state: Dict[str, Any]) -> float:
             best = state.get("best")
@@ -669,16 +655,11 @@ class _Run:
         metrics = {"vanilla": vanilla, "dcwp_last": self.loaders.evaluate(model)}
         for arm, best in (tuned.get("arms") or {}).items():  # DCWP+: both arms' best-on-valid iterates
             if best is not None:
-                metrics[f"{arm}_best_valid"] = {
-                    "valid": best["valid"],
-                    "test": best["test"],
-                    "iteration": best["iteration"],
-                }
+                metrics[f"{arm}_best_valid"] = best_summary(best)
         if vanilla_best is not None:  # f_D's (ERM's) best-on-valid iterate in stage 1, metrics only
             metrics["vanilla_best_valid"] = vanilla_best
-        best = tuned.get("best")
-        if best is not None:
-            metrics["dcwp_best_valid"] = {"valid": best["valid"], "test": best["test"], "iteration": best["iteration"]}
+        if tuned.get("best") is not None:
+            metrics["dcwp_best_valid"] = best_summary(tuned["best"])
         self.rt.log({"stage": "final", **{k: v for k, v in metrics.items()}})
         return metrics
 

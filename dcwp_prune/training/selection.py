@@ -13,9 +13,16 @@ from typing import Any, Callable, Dict, List, Optional
 
 from torch import nn
 
-__all__ = ["BestOnValid"]
+__all__ = ["BestOnValid", "best_summary"]
 
 EvaluateFn = Callable[[nn.Module], Dict[str, Dict[str, Any]]]
+
+
+def best_summary(record: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """``{"valid", "test", "iteration"}`` of an evaluation record (a tracker's ``best``), or None."""
+    if record is None:
+        return None
+    return {"valid": record["valid"], "test": record["test"], "iteration": record["iteration"]}
 
 
 class BestOnValid:
@@ -84,6 +91,4 @@ class BestOnValid:
 
     def summary(self) -> Optional[Dict[str, Any]]:
         """``{"valid", "test", "iteration"}`` of the best iterate, or None before any evaluation."""
-        if self.best is None:
-            return None
-        return {"valid": self.best["valid"], "test": self.best["test"], "iteration": self.best["iteration"]}
+        return best_summary(self.best)
