@@ -85,6 +85,15 @@ def schedule_label(scale: Any) -> str:
     return "quick, " + ", ".join(f"{k} x{v:g}" for k, v in factors.items() if v != 1.0)
 
 
+def schedule_slug(label: str) -> str:
+    """A folder-name slug of a schedule label: ``""`` for ``quick`` and ``paper``, ``fdx0.25`` for ``quick, f_d x0.25``,
+    ``x0.1`` for ``quick x0.1``."""
+    if label in ("quick", "paper"):
+        return ""
+    parts = label.replace("quick", "").replace(",", " ").split()
+    return "-".join(p.replace("_", "") for p in " ".join(parts).replace(" x", "x").split())
+
+
 def _scaled(config: Any, scale: Any) -> Any:
     """The (already derived) schedule of ``config`` with each stage's iterations times its factor."""
     f = stage_scales(scale)
@@ -167,9 +176,11 @@ class Runner:
 
     # ------------------------------------------------------------------------------ one cell
     def group_dir(self, cell: Dict[str, Any]) -> str:
-        return os.path.join(
-            self.out, "runs", f"{cell['dataset']}-{cell['ratio']:g}pct-{cell['backbone']}-seed{cell['seed']}"
-        )
+        """``OUT/runs/<dataset>-<ratio>pct-<backbone>-seed<k>``, plus the schedule's slug where the profile scales
+        the backbone's stages (``...-seed0-fdx0.25``): a change of schedule never resumes another schedule's runs."""
+        slug = schedule_slug(self.schedule_name(cell["backbone"]))
+        name = f"{cell['dataset']}-{cell['ratio']:g}pct-{cell['backbone']}-seed{cell['seed']}"
+        return os.path.join(self.out, "runs", name + (f"-{slug}" if slug else ""))
 
     def ensure_base(self, cell: Dict[str, Any]) -> None:
         """The group's dcwp-official run folder, rebuilt (deterministically, not recorded again) when its cell is

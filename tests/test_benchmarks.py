@@ -135,10 +135,11 @@ def test_a_missing_base_run_is_rebuilt_for_the_cells_that_need_it(harness):
     import shutil
 
     out, profile, runner, _ = harness
-    base = out / "runs" / "cmnist-2pct-mlp-seed0" / "dcwp-official"
+    cell = {"dataset": "cmnist", "ratio": 2.0, "seed": 0, "backbone": "mlp", "method": "sweep-random-50"}
+    base = out / "runs" / "cmnist-2pct-mlp-seed0-x0.1" / "dcwp-official"  # the schedule (quick x0.1) in its name
+    assert str(base.parent) == runner.group_dir(cell)
     results = json.loads((base / "results.json").read_text())
     shutil.rmtree(base)  # a fresh clone: results.jsonl committed, run folders not
-    cell = {"dataset": "cmnist", "ratio": 2.0, "seed": 0, "backbone": "mlp", "method": "sweep-random-50"}
     record = runner.run_cell(cell)
     assert json.loads((base / "results.json").read_text())["metrics"] == results["metrics"]  # deterministic
     assert record["sparsity"] == pytest.approx(0.5, abs=1e-5)
@@ -264,8 +265,8 @@ def test_jtt_second_stage_upweights_the_first_stage_errors(monkeypatch, tmp_path
 
 
 def test_per_stage_schedule_scales():
-    """A profile can shorten one stage (cpu-quick: the CNN's f_D) and keep the others at --quick."""
-    from benchmarks.reproduce import _scaled, schedule_label
+    """A profile can shorten one stage (cpu-quick did, the CNN's f_D, until 2026-12-03) and keep the others at --quick."""
+    from benchmarks.reproduce import _scaled, schedule_label, schedule_slug
     from dcwp_prune.run.presets import build_config, quick_schedule
 
     quick = quick_schedule(build_config("cmnist", {"model": "cnn"}), 4000)  # 640 / 160 / 400 / 160 iterations
@@ -285,6 +286,24 @@ def test_per_stage_schedule_scales():
     assert schedule_label({"f_d": 0.25}) == "quick, f_d x0.25" and schedule_label({"mask": 1.0}) == "quick"
     with pytest.raises(ValueError, match="unknown stage"):
         _scaled(quick, {"fd": 0.25})
+    assert [schedule_slug(schedule_label(s)) for s in (1.0, 0.5, {"f_d": 0.25})] == ["", "x0.5", "fdx0.25"]
+
+
+def test_group_folder_names_the_schedule(tmp_path):
+    """Two schedules of one cell never share a run folder (a resume would mix them); the plain quick one keeps its
+    old name so existing run folders stay found."""
+    import argparse
+    import dataclasses
+
+    from benchmarks.profiles import PROFILES
+    from benchmarks.reproduce import Runner
+
+    cell = {"dataset": "cmnist", "ratio": 0.5, "seed": 0, "backbone": "cnn", "method": "erm"}
+    quick = Runner(PROFILES["cpu-quick"], str(tmp_path), argparse.Namespace())
+    scaled = Runner(dataclasses.replace(PROFILES["cpu-quick"], scale={"cnn": {"f_d": 0.25}}), str(tmp_path), None)
+    assert quick.group_dir(cell) == str(tmp_path / "runs" / "cmnist-0.5pct-cnn-seed0")
+    assert scaled.group_dir(cell) == str(tmp_path / "runs" / "cmnist-0.5pct-cnn-seed0-fdx0.25")
+    assert scaled.group_dir({**cell, "backbone": "mlp"}) == quick.group_dir({**cell, "backbone": "mlp"})
 
 
 def test_clean_study_cells_and_table(tmp_path):
@@ -337,6 +356,8 @@ def test_schedule_overrides_apply_after_the_quick_schedule():
     changes."""
     from benchmarks.methods import DCWP_CONFIGS
     from benchmarks.profiles import PROFILES
+    from benchmarks.reproduce import _scaled
+    from dcwp_prune.run.presets import quick_schedule
 
     runner = Runner(PROFILES["cpu-quick"], "unused", argparse.Namespace(data_root=None, mnist_root=None, device=None))
 
@@ -348,7 +369,8 @@ def test_schedule_overrides_apply_after_the_quick_schedule():
         fixed = config("clean-fix-early-select", backbone)
         assert fixed.finetune.eval_every == 4 and fixed.finetune.iterations == 160 and fixed.mask.iterations == 400
         assert not fixed.quick  # derived here: run_dcwp takes the schedule as given
-    plain = config("dcwp-clean", "cnn")
+    plain = config("dcwp-clean", "cnn")  # the plain quick schedule: derived by the run, so derive it here too
+    plain = _scaled(quick_schedule(plain, runner.n_train(plain)), 1.0)
     assert config("clean-fix-early-select", "cnn").replace(finetune=plain.finetune) == plain
 
 
