@@ -265,7 +265,8 @@ def test_jtt_second_stage_upweights_the_first_stage_errors(monkeypatch, tmp_path
 
 
 def test_per_stage_schedule_scales():
-    """A profile can shorten one stage (cpu-quick did, the CNN's f_D, until 2026-12-03) and keep the others at --quick."""
+    """A profile can shorten one stage (cpu-quick did, the CNN's f_D, until 2026-12-03) and keep the others at
+    --quick."""
     from benchmarks.reproduce import _scaled, schedule_label, schedule_slug
     from dcwp_prune.run.presets import build_config, quick_schedule
 

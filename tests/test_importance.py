@@ -198,9 +198,17 @@ def test_plain_dict_without_model_works_inside_a_pruner():
         ).step()
 
 
-def test_iterative_steps_follow_the_removed_channels():
+@pytest.mark.parametrize("driver", ["public", "bare"])
+def test_iterative_steps_follow_the_removed_channels(driver, monkeypatch):
     """5 steps reach the target; at every step the scores are the original ones of the surviving
-    channels, and each step removes the surviving channels with the lowest kept fraction."""
+    channels, and each step removes the surviving channels with the lowest kept fraction. ``imp.step(pruner)``
+    does it on Torch-Pruning's public API alone (the private path made to fail); a bare ``pruner.step()`` too."""
+    if driver == "public":
+
+        def private(*args, **kwargs):
+            raise AssertionError("step(pruner) touched Torch-Pruning's internals")
+
+        monkeypatch.setattr(DCWPImportance, "_follow_privately", private)
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 20, 3), nn.ReLU(), nn.Conv2d(20, 4, 3), nn.Flatten(), nn.LazyLinear(2))
     x = torch.randn(1, 3, 8, 8)
@@ -215,7 +223,10 @@ def test_iterative_steps_follow_the_removed_channels():
     fraction = keep.flatten(1).mean(1)
     alive = list(range(20))
     for step in range(5):
-        pruner.step()
+        if driver == "public":
+            assert imp.step(pruner) == 1
+        else:
+            pruner.step()
         now = [int(v) - 1 for v in net[0].weight[:, 0, 0, 0].tolist()]  # original indices still there
         removed = sorted(set(alive) - set(now))
         lowest = sorted(sorted(alive, key=lambda i: float(fraction[i]))[: len(removed)])
@@ -223,6 +234,26 @@ def test_iterative_steps_follow_the_removed_channels():
         assert torch.equal(imp._keep[(net[0], "weight")], keep[now])
         alive = now
     assert net[0].out_channels == 10 and net(x).shape == (1, 2)
+
+
+def test_public_step_takes_plain_dicts_and_refuses_another_pruner():
+    """step(pruner) binds FQN-keyed scores in the pruner's model (no model= needed) and prunes what a bare step
+    prunes; a pruner built with another importance is refused by name."""
+    torch.manual_seed(0)
+    net, ref = TinyCNN(), TinyCNN()
+    ref.load_state_dict(net.state_dict())
+    probs = {"conv1.weight": torch.rand(8, 3, 3, 3), "conv2.weight": torch.rand(6, 8, 3, 3)}
+    x = torch.randn(1, 3, 8, 8)
+    imp = DCWPImportance(probs)
+    pruner = tp.pruner.BasePruner(net, x, importance=imp, pruning_ratio=0.5, ignored_layers=[net.fc])
+    assert imp.step(pruner) == 2
+    tp.pruner.BasePruner(ref, x, importance=DCWPImportance(probs), pruning_ratio=0.5, ignored_layers=[ref.fc]).step()
+    assert torch.equal(net.conv1.weight, ref.conv1.weight) and torch.equal(net.conv2.weight, ref.conv2.weight)
+    other = tp.pruner.BasePruner(TinyCNN(), x, importance=tp.importance.MagnitudeImportance(), pruning_ratio=0.5)
+    with pytest.raises(ValueError, match=r"needs a pruner built with this importance"):
+        DCWPImportance(probs).step(other)
+    with pytest.raises(RuntimeError, match="already serves another pruner"):
+        imp.step(tp.pruner.BasePruner(ref, x, importance=imp, pruning_ratio=0.5, ignored_layers=[ref.fc]))
 
 
 def test_one_importance_serves_one_pruner():
@@ -278,9 +309,11 @@ def test_scores_keyed_by_another_models_modules_are_refused():
 
 
 def test_the_torch_pruning_internals_the_importance_relies_on_still_exist():
-    """DCWPImportance follows iterative schedules through two names that are not Torch-Pruning's public API
-    (``DependencyGraph.get_pruning_group`` returning a group with ``_DG`` and a ``prune(idxs, record_history)``);
-    they hold in the pinned 1.6 series. This fails loudly, naming them, when an upgrade moves them."""
+    """A bare ``pruner.step()`` (not ``DCWPImportance.step``) follows iterative schedules through names that are not
+    Torch-Pruning's public API (``DependencyGraph.get_pruning_group`` returning a group with ``_DG`` and a
+    ``prune(idxs, record_history)``); they hold in the pinned 1.6 series. This fails loudly, naming them, when an
+    upgrade moves them. The public path needs ``pruner.step(interactive=True)``, ``group.items``, ``group.prune()``.
+    """
     import inspect
 
     import torch_pruning as tp
@@ -292,3 +325,4 @@ def test_the_torch_pruning_internals_the_importance_relies_on_still_exist():
     group = graph.get_pruning_group(model[0], tp.prune_linear_out_channels, idxs=[0])
     assert getattr(group, "_DG", None) is graph, "a pruning group no longer carries its graph as _DG"
     assert list(inspect.signature(group.prune).parameters)[:2] == ["idxs", "record_history"], "Group.prune changed"
+    assert "interactive" in inspect.signature(tp.pruner.BasePruner.step).parameters, "pruner.step(interactive=) moved"

@@ -327,7 +327,7 @@ def _prune_at(
             iterative_steps=iterative_steps,
         )
         for _ in range(iterative_steps):
-            pruner.step()
+            importance.step(pruner)  # pruner.step() on Torch-Pruning's public interactive API
             _fix_static_sizes(model)
         history = [list(h) for h in pruner.pruning_history()]
         with torch.no_grad():

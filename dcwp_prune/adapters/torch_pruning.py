@@ -143,7 +143,7 @@ class DCWPImportance(tp.importance.Importance):
     the model must be unpruned and trainable then: frozen weights (``requires_grad=False``) make
     Torch-Pruning's autograd tracing find no layer and silently prune nothing, so they are refused.
     Iterative pruning (``iterative_steps > 1``) is served: what a step removes is removed from the
-    scores too.
+    scores too. :meth:`step` drives a pruner on Torch-Pruning's public API; a bare ``pruner.step()`` works.
 
     Example:
         >>> import torch, torch_pruning as tp
@@ -186,7 +186,7 @@ class DCWPImportance(tp.importance.Importance):
         self._fqns: Dict[Tuple[nn.Module, str], str] = {}  # the parameter name of scores keyed by name
         self._shadows: Dict[nn.Module, nn.Module] = {}  # scored layer -> a shallow copy whose tensors are its scores
         self._layers: set = set()  # the layers whose pruning slices scores
-        self._graph: Any = None  # the dependency graph whose pruning slices the scores
+        self._owner: Any = None  # the pruner (step) or dependency graph (a bare pruner.step()) the scores follow
         entries, logits = self._entries(scores, scores_are_logits)
         bound = model if model is not None else (scores.model if isinstance(scores, MaskScores) else None)
         # FQN keys without a model: resolved in the pruner's dependency graph on the first call
@@ -274,22 +274,66 @@ class DCWPImportance(tp.importance.Importance):
             )
 
     # ------------------------------------------------------------------------------ iterative pruning
-    def _follow(self, graph: Any) -> None:
-        """Hook ``graph`` once: every group it builds for pruning also prunes the score shadows."""
-        if self._graph is graph:
-            return
-        if self._graph is not None:
+    def step(self, pruner: Any) -> int:
+        """One step of ``pruner`` (a Torch-Pruning pruner built with this importance) on public API only.
+
+        Does what ``pruner.step()`` does, through ``pruner.step(interactive=True)``: each group the pruner
+        yields first slices the scores of its layers the same way, then is pruned (``group.prune()``), so the
+        scores stay aligned with the surviving channels across ``iterative_steps``. Returns the number of
+        groups pruned. A bare ``pruner.step()`` works too (see :meth:`_follow_privately`).
+
+        Example:
+            >>> import torch, torch_pruning as tp
+            >>> from torch import nn
+            >>> from dcwp_prune import DCWPImportance, MaskScores
+            >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))
+            >>> imp = DCWPImportance(MaskScores.from_model(net))
+            >>> pruner = tp.pruner.BasePruner(net, torch.randn(1, 3, 8, 8), importance=imp, pruning_ratio=0.5,
+            ...                               iterative_steps=2, ignored_layers=[net[2]])
+            >>> [imp.step(pruner) for _ in range(2)], net[0].out_channels
+            ([1, 1], 4)
+        """
+        if getattr(pruner, "importance", None) is not self:
+            raise InputError("DCWPImportance.step(pruner) needs a pruner built with this importance (importance=...)")
+        self._serve(pruner, pruner.model)
+        pruned = 0
+        for group in pruner.step(interactive=True):
+            self._prune_shadows(group)
+            group.prune()
+            pruned += 1
+        return pruned
+
+    def _serve(self, owner: Any, model: nn.Module) -> bool:
+        """Bind the scores to ``model`` for ``owner`` (a pruner, or a dependency graph); False if already done."""
+        if self._owner is owner:
+            return False
+        if self._owner is not None:
             raise RuntimeError("this DCWPImportance already serves another pruner; create one per pruner")
         if self._pending is not None:
-            check_structured_support(graph.model)
-            self._bind(*self._pending, graph.model)
+            check_structured_support(model)
+            self._bind(*self._pending, model)
             self._pending = None
-        self._rebind_to(graph.model)
+        self._rebind_to(model)
         scored = {m for m, _ in self._keep}
         # an attention layer prunes its out_proj itself: it needs a shadow when only out_proj is scored
         self._layers = scored | {
-            m for m in graph.model.modules() if isinstance(m, nn.MultiheadAttention) and m.out_proj in scored
+            m for m in model.modules() if isinstance(m, nn.MultiheadAttention) and m.out_proj in scored
         }
+        self._owner = owner
+        return True
+
+    def _follow_privately(self, group: Any) -> None:
+        """A bare ``pruner.step()``: the pruner gives no public hook between choosing a group and pruning it, so
+        the scores follow the pruning by wrapping the group's dependency graph (``group._DG``, its
+        ``get_pruning_group`` and ``Group.prune(idxs, record_history)``: Torch-Pruning 1.6 internals, checked by
+        ``tests/test_importance.py``). Only this function touches them; :meth:`step` needs none."""
+        graph = getattr(group, "_DG", None)
+        if graph is None:
+            if self._pending is not None:
+                raise InputError("scores keyed by FQN need the model: DCWPImportance(scores, model=model)")
+            return
+        if not self._serve(graph, graph.model):
+            return
         build = graph.get_pruning_group
         follower = self
 
@@ -306,7 +350,6 @@ class DCWPImportance(tp.importance.Importance):
             return group
 
         graph.get_pruning_group = get_pruning_group
-        self._graph = graph
 
     def _shadow(self, module: nn.Module) -> nn.Module:
         """A shallow copy of ``module`` whose tensors are its keep-probabilities (shared, not copied).
@@ -352,11 +395,8 @@ class DCWPImportance(tp.importance.Importance):
 
     @torch.no_grad()
     def __call__(self, group: object, **kwargs: object) -> Optional[Tensor]:
-        graph = getattr(group, "_DG", None)
-        if graph is not None:
-            self._follow(graph)
-        elif self._pending is not None:
-            raise InputError("scores keyed by FQN need the model: DCWPImportance(scores, model=model)")
+        if self._owner is None or isinstance(self._owner, tp.DependencyGraph):  # a bare pruner.step(), not step()
+            self._follow_privately(group)
         items = group.items  # type: ignore[attr-defined]
         root = items[0].root_idxs if items[0].root_idxs is not None else items[0].idxs
         pos = {r: i for i, r in enumerate(root)}
