@@ -3,6 +3,10 @@
 Fields carry their types (``Literal`` for choice lists); values are checked when a config is built,
 so a wrong type or an unknown choice fails at once with :class:`ConfigError` naming the key, the
 expected type and the value, never later inside a stage.
+
+An option is declared once, as a field: :func:`option` puts its command-line flag, help, range and path
+kind in the field's metadata, from which the CLI builds its options (``run/cli.py``), :func:`check_ranges`
+checks ranges and :func:`flag_of` names the flag in messages. Adding an option is one field plus its use.
 """
 
 from __future__ import annotations
@@ -10,12 +14,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
-from dataclasses import fields
-from typing import Any, Dict, Literal, Tuple, Type, TypeVar, Union, get_args, get_origin
+from dataclasses import MISSING, Field, fields
+from typing import Any, Dict, Iterator, Literal, Optional, Tuple, Type, TypeVar, Union, get_args, get_origin
 
 from .errors import InputError
 
-__all__ = ["ConfigError", "Options", "choices"]
+__all__ = ["ConfigError", "OptionSpec", "Options", "check_ranges", "choices", "flag_of", "option", "option_specs"]
 
 T = TypeVar("T")
 
@@ -140,3 +144,143 @@ class Options:
 
     def replace(self: T, **changes: Any) -> T:
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+PathKind = Literal["file", "folder", "any"]
+
+
+def option(
+    default: Any = MISSING,
+    *,
+    default_factory: Any = MISSING,
+    flag: Optional[str] = None,
+    help: str = "",
+    ge: Optional[float] = None,
+    gt: Optional[float] = None,
+    le: Optional[float] = None,
+    lt: Optional[float] = None,
+    means: str = "",
+    path: Optional[PathKind] = None,
+    show_default: bool = False,
+) -> Any:
+    """A config field that declares everything about its option once.
+
+    Args:
+        flag: its command-line flag (``"--batch-size"``; a boolean ``"--progress/--no-progress"``); None: config
+            file only.
+        help: the flag's help text.
+        ge, gt, le, lt: its range (None values are never checked), enforced by :func:`check_ranges`.
+        means: what the range means, named in the error (``"a percentage"``).
+        path: ``"file"`` / ``"folder"`` / ``"any"``: a path, ``~``-expanded, checked to be that kind where it exists.
+        show_default: the flag's help shows the field's default (not for values a dataset preset decides).
+    """
+    meta = {
+        "flag": flag,
+        "help": help,
+        "ge": ge,
+        "gt": gt,
+        "le": le,
+        "lt": lt,
+        "means": means,
+        "path": path,
+        "show_default": show_default,
+    }
+    if default_factory is not MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptionSpec:
+    """One leaf option of a config class: its dotted key, type, default and the metadata of :func:`option`."""
+
+    key: str
+    type: Any
+    default: Any
+    flag: Optional[str] = None
+    help: str = ""
+    ge: Optional[float] = None
+    gt: Optional[float] = None
+    le: Optional[float] = None
+    lt: Optional[float] = None
+    means: str = ""
+    path: Optional[str] = None
+    show_default: bool = False
+
+    @property
+    def ranged(self) -> bool:
+        return any(v is not None for v in (self.ge, self.gt, self.le, self.lt))
+
+    def range_text(self) -> str:
+        """``>= 0``, ``> 0`` or ``in (0, 1]``."""
+        low = ("[", self.ge) if self.ge is not None else ("(", self.gt) if self.gt is not None else None
+        high = ("]", self.le) if self.le is not None else (")", self.lt) if self.lt is not None else None
+        if low and high:
+            return f"in {low[0]}{low[1]:g}, {high[1]:g}{high[0]}"
+        if low:
+            return f"{'>=' if low[0] == '[' else '>'} {low[1]:g}"
+        assert high is not None
+        return f"{'<=' if high[0] == ']' else '<'} {high[1]:g}"
+
+    def in_range(self, value: float) -> bool:
+        return not (
+            (self.ge is not None and value < self.ge)
+            or (self.gt is not None and value <= self.gt)
+            or (self.le is not None and value > self.le)
+            or (self.lt is not None and value >= self.lt)
+        )
+
+
+def _default_of(f: Field) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
+
+
+def option_specs(cls: Type[Options], prefix: str = "") -> Iterator[OptionSpec]:
+    """Every leaf option of ``cls`` in declaration order, nested tables flattened to dotted keys."""
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):  # type: ignore[arg-type]
+        tp = hints[f.name]
+        if isinstance(tp, type) and issubclass(tp, Options):
+            yield from option_specs(tp, f"{prefix}{f.name}.")
+            continue
+        yield OptionSpec(key=prefix + f.name, type=tp, default=_default_of(f), **dict(f.metadata))
+
+
+def _specs(cls: Type[Options]) -> Dict[str, OptionSpec]:
+    cached = cls.__dict__.get("_option_specs")
+    if cached is None:
+        cached = {s.key: s for s in option_specs(cls)}
+        cls._option_specs = cached
+    return cached
+
+
+def flag_of(cls: Type[Options], key: str) -> str:
+    """`` (--flag)`` for a dotted key that has a command-line flag, else ``""``: for error messages."""
+    spec = _specs(cls).get(key)
+    return f" ({spec.flag.split('/')[0]})" if spec is not None and spec.flag else ""
+
+
+def get_dotted(config: Options, key: str) -> Any:
+    value: Any = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def check_ranges(config: Options) -> None:
+    """Raise :class:`ConfigError` for the first set value outside its declared range, naming key, range, value
+    and flag: ``data.batch_size must be > 0, got 0 (--batch-size)``."""
+    for spec in _specs(type(config)).values():
+        if not spec.ranged:
+            continue
+        value = get_dotted(config, spec.key)
+        if value is None or spec.in_range(value):
+            continue
+        means = f" ({spec.means})" if spec.means else ""
+        raise ConfigError(
+            f"{spec.key} must be {spec.range_text()}{means}, got {value:g}{flag_of(type(config), spec.key)}"
+        )

@@ -387,7 +387,10 @@ def test_listing_and_version():
         (["mlp", "--data", "bffq"], "unknown dataset 'bffq'; did you mean 'bffhq'"),
         (["mlp"], "--data is required"),
         (["mlp", "--data", "bffhq", "--data-root", "/nonexistent"], "does not exist. Expected layout:"),
-        (["mlp", "--data", "cmnist", "--ratio", "150"], "data.ratio is a percentage in [0, 100], got 150"),
+        (
+            ["mlp", "--data", "cmnist", "--ratio", "150"],
+            "data.ratio must be in [0, 100] (a percentage), got 150 (--ratio)",
+        ),
         (
             ["mlp", "--data", "cmnist", "--amount", "0.5", "--sparsity", "0.5"],
             "pass at most one of amount / sparsity / threshold",

@@ -162,7 +162,10 @@ def test_shuffle_mask_keeps_each_layers_sparsity(base, tmp_path):
     "over, message",
     [
         ({"finetune": {"rewind": "stage1", "rewind_point": 0.3}}, r"rewind_point 0.3 \(--rewind-point\) is not one of"),
-        ({"finetune": {"rewind_point": 1.5}}, r"rewind_point is a fraction .* got 1.5"),
+        (
+            {"finetune": {"rewind_point": 1.5}},
+            r"rewind_point must be in \[0, 1\] \(a fraction of f_D.s schedule\), got 1.5 \(--rewind-point\)",
+        ),
         ({"finetune": {"rewind": "fresh"}, "prune": {"structured": True}}, "physically smaller"),
         ({"prune": {"structured": True, "shuffle": True}}, "re-draws unstructured masks"),
     ],

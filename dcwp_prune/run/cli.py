@@ -12,19 +12,17 @@ import os
 import shlex
 import signal
 import sys
+import typing
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Literal, Optional, Tuple, Union
 
 import click
 
 from ..data.cmnist import DIGIT_SOURCES
-from ..data.folders import TEST_PROTOCOLS
 from ..errors import DCWPError, InputError, UnknownNameError
-from ..training.finetune import SELECTIONS
-from ..training.mining import MINING_METHODS
-from ..training.rewind import REWINDS
+from ..options import OptionSpec, choices, option_specs
 from ..version import __version__
-from .config import VARIANTS
+from .config import PruneConfig, RunConfig
 
 EXAMPLES = """\b
 Examples:
@@ -161,46 +159,47 @@ def main() -> None:
 
 
 # ---------------------------------------------------------------------------------- run
-# CLI option -> (section, key) in the nested RunConfig dict
-_RUN_MAP = {
-    "data": ("data", "name"),
-    "data_root": ("data", "root"),
-    "ratio": ("data", "ratio"),
-    "source": ("data", "source"),
-    "mnist_root": ("data", "mnist_root"),
-    "image_size": ("data", "image_size"),
-    "batch_size": ("data", "batch_size"),
-    "num_workers": ("data", "num_workers"),
-    "test_protocol": ("data", "test_protocol"),
-    "mining": ("mining", "method"),
-    "select": ("finetune", "select"),
-    "rewind": ("finetune", "rewind"),
-    "rewind_point": ("finetune", "rewind_point"),
-    "logit_correction": ("finetune", "logit_correction"),
-    "shuffle_mask": ("prune", "shuffle"),
-    "structured": ("prune", "structured"),
-    "pruning_ratio": ("prune", "pruning_ratio"),
-    "iterative_steps": ("prune", "iterative_steps"),
-    "target_macs": ("prune", "target_macs"),
-    "global_pruning": ("prune", "global_pruning"),
-    "amount": ("prune", "amount"),
-    "sparsity": ("prune", "sparsity"),
-    "threshold": ("prune", "threshold"),
-    "variant": (None, "variant"),
-    "weights": (None, "weights"),
-    "model_file": (None, "model_file"),
-    "stage1_from": (None, "stage1_from"),
-    "device": (None, "device"),
-    "cpu_amp": (None, "cpu_amp"),
-    "seed": (None, "seed"),
-    "out": (None, "out"),
-    "resume": (None, "resume"),
-    "overwrite": (None, "overwrite"),
-    "quick": (None, "quick"),
-    "progress": (None, "progress"),
-    "preset": (None, "preset"),
-    "skip_corrupt": ("data", "skip_corrupt"),
-}
+def _param_name(spec: OptionSpec) -> str:
+    """The click parameter of an option: its (first) flag, ``--data-root`` -> ``data_root``."""
+    return spec.flag.split("/")[0].lstrip("-").replace("-", "_")  # type: ignore[union-attr]
+
+
+def _click_option(spec: OptionSpec) -> Callable[..., Any]:
+    """The click option of a config field declared with ``option(flag=...)``: its type, choices and help."""
+    tp = spec.type
+    if typing.get_origin(tp) is Union:  # Optional[X]: the flag takes X (unset means None)
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    kwargs: Dict[str, Any] = {"help": spec.help}
+    if spec.show_default:  # shown as click shows it; the value itself is applied by the config, not by click
+        kwargs.update(default=spec.default, show_default=True)
+    if tp is bool:
+        kwargs["default"] = spec.default
+        if "/" not in spec.flag:  # type: ignore[operator]
+            kwargs["is_flag"] = True  # a --x/--no-x pair is a boolean flag by itself
+    elif spec.path:
+        kwargs["type"] = click.Path()
+    elif typing.get_origin(tp) is Literal:
+        kwargs["type"] = click.Choice(choices(tp))
+    elif tp in (int, float):
+        kwargs["type"] = tp
+    return click.option(spec.flag, _param_name(spec), **kwargs)
+
+
+def _config_options(cls: type, skip: Tuple[str, ...] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A decorator adding one click option per field of ``cls`` that declares a flag (``option(flag=...)``),
+    in declaration order; the flag, type, choices and help come from the field, so a new option is one field."""
+    specs = [s for s in option_specs(cls) if s.flag and s.key not in skip]
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for spec in reversed(specs):
+            func = _click_option(spec)(func)
+        return func
+
+    return decorate
+
+
+#: CLI parameter -> dotted RunConfig key, for every field with a flag.
+_RUN_MAP: Dict[str, OptionSpec] = {_param_name(s): s for s in option_specs(RunConfig) if s.flag}
 
 
 def _read_toml(path: str) -> Dict[str, Any]:
@@ -236,21 +235,29 @@ def _overrides(ctx: click.Context, model: str, params: Dict[str, Any]) -> Dict[s
     """Config file values, then every flag the user actually typed (flags win)."""
     out: Dict[str, Any] = _read_toml(params["config"]) if params["config"] else {}
     out["model"] = model
-    for name, (section, key) in _RUN_MAP.items():
+    for name, spec in _RUN_MAP.items():
         if ctx.get_parameter_source(name) != click.core.ParameterSource.COMMANDLINE:
             continue
         value = params[name]
-        if name in ("data_root", "out", "model_file", "mnist_root", "stage1_from") and value:
+        if spec.path and value:
             value = os.path.expanduser(value)
-        if section is None:
-            out[key] = value
-        else:
-            out.setdefault(section, {})[key] = value
+        section, _, key = spec.key.rpartition(".")
+        (out.setdefault(section, {}) if section else out)[key] = value
     if params["data_option"]:  # on top of the config file's [data.options] (a table: checked when it was read)
         out.setdefault("data", {}).setdefault("options", {}).update(
             _data_option(text) for text in params["data_option"]
         )
     return out
+
+
+def _section(params: Dict[str, Any], section: str) -> Dict[str, Any]:
+    """The values of ``params`` (CLI parameters) that belong to config ``section``, keyed by field, unset ones left
+    out (the config's defaults apply)."""
+    return {
+        spec.key.split(".", 1)[1]: params[name]
+        for name, spec in _RUN_MAP.items()
+        if spec.key.startswith(section + ".") and name in params and params[name] is not None
+    }
 
 
 def _data_option(text: str) -> Tuple[str, Any]:
@@ -279,105 +286,15 @@ def _default_out(model: str, overrides: Dict[str, Any]) -> str:
     return os.path.join("runs", "-".join(parts) + ("-quick" if overrides.get("quick") else ""))
 
 
-def _prune_rule_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """The pruning-rule options, declared once for ``run`` and ``prune``: unstructured (``--amount`` /
-    ``--sparsity`` / ``--threshold``, default DCWP's rule) or ``--structured`` channels."""
-    options = [
-        click.option("--structured", is_flag=True, help="Remove channels (Torch-Pruning) instead of zeroing weights."),
-        click.option(
-            "--pruning-ratio",
-            type=float,
-            default=0.5,
-            show_default=True,
-            help="Channel ratio for --structured (with --target-macs: the largest ratio tried).",
-        ),
-        click.option(
-            "--global-ranking/--local-ranking",
-            "global_pruning",
-            default=False,
-            show_default=True,
-            help="--structured: rank channels across layers, or within each layer (every layer loses the same share).",
-        ),
-        click.option(
-            "--target-macs",
-            type=float,
-            help="--structured: prune the smallest ratio that divides the MACs by this (2 = half the MACs); the "
-            "ratio found is recorded with the result.",
-        ),
-        click.option("--amount", type=float, help="Unstructured: prune this fraction of the lowest-scored weights."),
-        click.option("--sparsity", type=float, help="Unstructured: target total sparsity."),
-        click.option(
-            "--threshold", type=float, help="Unstructured: prune keep-probabilities below this (default rule 0.5)."
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+#: The pruning-rule options of ``run`` and ``prune``, from PruneConfig's fields: unstructured (``--amount`` /
+#: ``--sparsity`` / ``--threshold``, default DCWP's rule) or ``--structured`` channels.
+_prune_rule_options = _config_options(PruneConfig, skip=("shuffle",))
 
 
 @main.command("run", epilog=EXAMPLES)
 @click.argument("model")
-@click.option("--data", help="Dataset name (see --list-datasets).")
-@click.option("--data-root", type=click.Path(), help="Folder holding the release (e.g. ROOT/bffhq/...).")
-@click.option("--ratio", type=float, help="Conflict ratio of the release in percent (0.5, 1, 2, 5).")
-@click.option("--preset", help="Hyperparameter preset (default: the dataset's): cmnist, cifar10c, bffhq, celeba.")
+@_config_options(RunConfig)
 @click.option("--config", "config", type=click.Path(), help="TOML file with any option (flags win).")
-@click.option("--variant", type=click.Choice(VARIANTS), default="official", show_default=True)
-@click.option("--mining", type=click.Choice(MINING_METHODS), help="Bias-conflicting mining method.")
-@click.option(
-    "--select",
-    type=click.Choice(SELECTIONS),
-    help="The fine-tuning iterate the run keeps: the last one, or "
-    "the best on the valid split (default: the variant's, official last, clean best_valid).",
-)
-@click.option(
-    "--rewind",
-    type=click.Choice(REWINDS),
-    help="Before fine-tuning, reset the surviving weights (the mask "
-    "stays): none (the variant's default), stage1 (f_D's stage-1 snapshot at --rewind-point), fresh (a new "
-    "initialisation).",
-)
-@click.option(
-    "--rewind-point",
-    type=float,
-    help="--rewind stage1: the fraction of f_D's schedule to rewind to "
-    "(0: its initialisation; one of [biased] snapshots, default 0, 0.05, 0.1, 0.25).",
-)
-@click.option(
-    "--logit-correction",
-    type=float,
-    help="Fine-tuning: cross-entropy on z + ETA * log_softmax(z_B), the stage-1 biased model frozen (Logit "
-    "Correction's idea; 0: off, the default).",
-)
-@click.option(
-    "--shuffle-mask",
-    is_flag=True,
-    help="Control: re-draw each tensor's kept weights at random (its "
-    "sparsity kept), to measure what the learned mask adds over chance.",
-)
-@_prune_rule_options
-@click.option(
-    "--iterative-steps",
-    type=int,
-    default=1,
-    show_default=True,
-    help="--structured: reach the ratio in this many steps (scores follow the removed channels).",
-)
-@click.option("--weights", help="torchvision weights name (DEFAULT, IMAGENET1K_V1) or a state-dict file.")
-@click.option("--model-file", type=click.Path(), help="A trained f_D (state dict): skip its training.")
-@click.option(
-    "--stage1-from",
-    type=click.Path(),
-    help="Start from the finished stage 1 (f_D, f_B) of another run "
-    "folder with the same model, data, seed and [biased] options (variants and ablations share it).",
-)
-@click.option("--source", type=click.Choice(DIGIT_SOURCES), default="auto", help="CMNIST digit source.")
-@click.option("--mnist-root", type=click.Path(), help="torchvision MNIST folder for --source mnist/auto.")
-@click.option("--image-size", type=int, help="Resize images to this size (any model).")
-@click.option("--batch-size", type=int, help="Training batch size.")
-@click.option("--num-workers", type=int, help="DataLoader worker processes.")
-@click.option("--test-protocol", type=click.Choice(TEST_PROTOCOLS), help="BFFHQ test set: full (DCWP) or conflicting.")
-@click.option("--skip-corrupt", is_flag=True, help="Skip unreadable images (counted in the report) instead of failing.")
 @click.option(
     "--data-option",
     "data_option",
@@ -386,26 +303,9 @@ def _prune_rule_options(func: Callable[..., Any]) -> Callable[..., Any]:
     help="An option of the dataset itself, repeatable (csv: --data-option path_col=file --data-option "
     "label_col=y ...; VALUE is read as JSON when it parses). Config file: [data.options].",
 )
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option(
-    "--cpu-amp",
-    is_flag=True,
-    help="bf16 autocast on the CPU: faster steps on a CPU with native bf16 "
-    "(AVX512-BF16, AMX; refused on others); other numerics than fp32, so not bit-comparable with fp32 runs.",
-)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", type=click.Path(), help="Run folder (default runs/MODEL-DATA-RATIO-seedN).")
-@click.option("--resume", is_flag=True, help="Continue the interrupted run in --out with its saved options.")
 @click.option(
     "--force-config", is_flag=True, help="With --resume: continue with options that differ from the saved ones."
 )
-@click.option(
-    "--overwrite",
-    is_flag=True,
-    help="Replace an existing run folder (the old run is deleted only once the new one has a checkpoint).",
-)
-@click.option("--quick", is_flag=True, help="Scaled-down schedule for demos (labelled as such everywhere).")
-@click.option("--progress/--no-progress", default=True, help="Progress bars.")
 @_import_option
 @click.pass_context
 def run_command(ctx: click.Context, model: str, **params: Any) -> None:
@@ -673,16 +573,10 @@ def _prune(
     arch: str,
     scores: str,  # the path of the scores file
     num_classes: Optional[int],
-    structured: bool,
-    pruning_ratio: float,
-    target_macs: Optional[float],
-    global_pruning: bool,
-    amount: Optional[float],
-    sparsity: Optional[float],
-    threshold: Optional[float],
     input_size: Optional[int],
     out: str,
     overwrite: bool,
+    **rule_options: Any,  # the flags of _prune_rule_options (PruneConfig's fields)
 ) -> None:
     scores_path = scores
     import torch
@@ -700,15 +594,7 @@ def _prune(
         if value is not None and value < 1:
             raise InputError(f"{flag} must be a positive integer, got {value}")
     check_writable(out)
-    rule = PruneConfig(
-        structured=structured,
-        pruning_ratio=pruning_ratio,
-        target_macs=target_macs,
-        global_pruning=global_pruning,
-        amount=amount,
-        sparsity=sparsity,
-        threshold=threshold,
-    )
+    rule = PruneConfig.from_dict(_section(rule_options, "prune"))
     validate(RunConfig(prune=rule))  # ranges, at most one unstructured rule, structured-only options
     if os.path.isdir(out) and os.listdir(out) and not overwrite:
         raise FileExistsError(f"output folder {out!r} already exists; pass --overwrite to replace its files")
@@ -727,7 +613,7 @@ def _prune(
         )
     size = input_size or (28 if arch in ("cnn", "mlp") else 224)
     example = torch.zeros(1, 3, size, size)
-    if structured:
+    if rule.structured:
         from ..adapters.structured import prune_channels
 
         result = prune_channels(model, scores, example, **rule.channel_options())

@@ -16,7 +16,7 @@ from typing import Any, Dict, Literal, Optional, Tuple
 from ..data.cmnist import DigitSource
 from ..data.folders import TestProtocol
 from ..errors import InputError
-from ..options import ConfigError, Options, choices
+from ..options import ConfigError, Options, check_ranges, choices, flag_of, get_dotted, option, option_specs
 from ..scores import Normalizer
 from ..training.biased import BiasedTrainConfig
 from ..training.finetune import FinetuneConfig
@@ -49,18 +49,35 @@ VARIANTS: Tuple[str, ...] = choices(Variant)
 class DataConfig(Options):
     """Which data, how it is loaded. ``ratio`` is the conflict ratio in percent (None: the dataset's default)."""
 
-    name: str = "cmnist"
-    root: Optional[str] = None
-    ratio: Optional[float] = None
-    source: DigitSource = "auto"  # cmnist digits
-    mnist_root: Optional[str] = None
-    image_size: Optional[int] = None
-    batch_size: int = 256
-    eval_batch_size: int = 512
-    num_workers: int = 0
-    valid_fraction: float = 0.1
-    test_protocol: TestProtocol = "full"  # bffhq: full (DCWP) | conflicting (DisEnt)
-    skip_corrupt: bool = False  # drop unreadable images (counted) instead of failing
+    name: str = option("cmnist", flag="--data", help="Dataset name (see --list-datasets).")
+    root: Optional[str] = option(
+        None, flag="--data-root", path="folder", help="Folder holding the release (e.g. ROOT/bffhq/...)."
+    )
+    ratio: Optional[float] = option(
+        None,
+        flag="--ratio",
+        ge=0,
+        le=100,
+        means="a percentage",
+        help="Conflict ratio of the release in percent (0.5, 1, 2, 5).",
+    )
+    source: DigitSource = option(
+        "auto", flag="--source", show_default=True, help="CMNIST digit source."
+    )  # cmnist digits
+    mnist_root: Optional[str] = option(
+        None, flag="--mnist-root", path="folder", help="torchvision MNIST folder for --source mnist/auto."
+    )
+    image_size: Optional[int] = option(None, flag="--image-size", gt=0, help="Resize images to this size (any model).")
+    batch_size: int = option(256, flag="--batch-size", gt=0, help="Training batch size.")
+    eval_batch_size: int = option(512, gt=0)
+    num_workers: int = option(0, flag="--num-workers", ge=0, help="DataLoader worker processes.")
+    valid_fraction: float = option(0.1, gt=0, lt=1)
+    test_protocol: TestProtocol = option(  # bffhq: full (DCWP) | conflicting (DisEnt)
+        "full", flag="--test-protocol", help="BFFHQ test set: full (DCWP) or conflicting."
+    )
+    skip_corrupt: bool = option(  # drop unreadable images (counted) instead of failing
+        False, flag="--skip-corrupt", help="Skip unreadable images (counted in the report) instead of failing."
+    )
     options: Dict[str, Any] = field(default_factory=dict)  # the dataset's own options (csv: path_col, ...)
 
 
@@ -74,17 +91,52 @@ class PruneConfig(Options):
     ``pruning_ratio`` that divides the MACs by ``target_macs`` (``prune_channels(target_macs_ratio=)``).
     """
 
-    structured: bool = False
-    amount: Optional[float] = None
-    sparsity: Optional[float] = None
-    threshold: Optional[float] = None
-    pruning_ratio: float = 0.5
-    round_to: Optional[int] = None
-    global_pruning: bool = False  # structured: one channel ranking across layers (True) or per layer
-    iterative_steps: int = 1  # structured: reach pruning_ratio in this many steps
-    target_macs: Optional[float] = None  # structured: the smallest ratio <= pruning_ratio with this MACs reduction
+    structured: bool = option(
+        False, flag="--structured", help="Remove channels (Torch-Pruning) instead of zeroing weights."
+    )
+    amount: Optional[float] = option(
+        None, flag="--amount", ge=0, le=1, help="Unstructured: prune this fraction of the lowest-scored weights."
+    )
+    sparsity: Optional[float] = option(None, flag="--sparsity", ge=0, le=1, help="Unstructured: target total sparsity.")
+    threshold: Optional[float] = option(
+        None, flag="--threshold", ge=0, le=1, help="Unstructured: prune keep-probabilities below this (DCWP's: 0.5)."
+    )
+    pruning_ratio: float = option(
+        0.5,
+        flag="--pruning-ratio",
+        show_default=True,
+        gt=0,
+        lt=1,
+        help="Channel ratio for --structured (with --target-macs: the largest ratio tried).",
+    )
+    round_to: Optional[int] = option(None, gt=0)
+    global_pruning: bool = option(  # structured: one channel ranking across layers (True) or per layer
+        False,
+        flag="--global-ranking/--local-ranking",
+        help="--structured: rank channels across layers, or within each layer (every layer loses the same share).",
+    )
+    iterative_steps: int = option(  # structured: reach pruning_ratio in this many steps
+        1,
+        flag="--iterative-steps",
+        show_default=True,
+        ge=1,
+        help="--structured: reach the ratio in this many steps (scores follow the removed channels).",
+    )
+    target_macs: Optional[float] = option(  # structured: the smallest ratio <= pruning_ratio with this MACs reduction
+        None,
+        flag="--target-macs",
+        gt=1,
+        means="a MACs reduction factor: 2.0 = half the MACs",
+        help="--structured: prune the smallest ratio that divides the MACs by this (2 = half the MACs); the ratio "
+        "found is recorded with the result.",
+    )
     normalizer: Optional[Normalizer] = None  # structured: per-layer normalisation before a global ranking
-    shuffle: bool = False  # control: each tensor's kept weights re-drawn at random (its sparsity kept); unstructured
+    shuffle: bool = option(  # control: each tensor's kept weights re-drawn at random (its sparsity kept)
+        False,
+        flag="--shuffle-mask",
+        help="Control: re-draw each tensor's kept weights at random (its sparsity kept), to measure what the "
+        "learned mask adds over chance.",
+    )
 
     def rule(self) -> Dict[str, float]:
         """The unstructured rule as ``dcwp_global_unstructured`` keywords: the one of :data:`PRUNE_RULES`
@@ -109,30 +161,59 @@ class RunConfig(Options):
     """Everything one DCWP run needs."""
 
     model: str = "cnn"
-    weights: Optional[str] = None
-    model_file: Optional[str] = None  # a trained f_D (state dict): skip its training
-    stage1_from: Optional[str] = None  # a run folder whose finished stage 1 (f_D, f_B) this run starts from
+    weights: Optional[str] = option(
+        None, flag="--weights", help="torchvision weights name (DEFAULT, IMAGENET1K_V1) or a state-dict file."
+    )
+    model_file: Optional[str] = option(  # a trained f_D (state dict): skip its training
+        None, flag="--model-file", path="file", help="A trained f_D (state dict): skip its training."
+    )
+    stage1_from: Optional[str] = option(  # a run folder whose finished stage 1 (f_D, f_B) this run starts from
+        None,
+        flag="--stage1-from",
+        path="folder",
+        help="Start from the finished stage 1 (f_D, f_B) of another run folder with the same model, data, seed "
+        "and [biased] options (variants and ablations share it).",
+    )
     data: DataConfig = field(default_factory=DataConfig)
     biased: BiasedTrainConfig = field(default_factory=BiasedTrainConfig)
     mining: MiningConfig = field(default_factory=MiningConfig)
     mask: MaskLearnConfig = field(default_factory=MaskLearnConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
-    variant: Variant = "official"
-    preset: Optional[str] = None
-    quick: bool = False
+    variant: Variant = option(
+        "official",
+        flag="--variant",
+        show_default=True,
+        help="official (the faithful reproduction), clean "
+        "(its quirks fixed) or plus (the settings that measured best).",
+    )
+    preset: Optional[str] = option(
+        None, flag="--preset", help="Hyperparameter preset (default: the dataset's): cmnist, cifar10c, bffhq, celeba."
+    )
+    quick: bool = option(False, flag="--quick", help="Scaled-down schedule for demos (labelled as such everywhere).")
     quick_fixed: Tuple[str, ...] = ()  # dotted keys the user set, which --quick leaves as they are
-    seed: int = 0
-    device: str = "auto"
-    out: str = "runs/dcwp"
-    overwrite: bool = False
-    resume: bool = False
-    checkpoint_every: int = 500
+    seed: int = option(0, flag="--seed", ge=0, show_default=True, help="Seed of everything the run draws.")
+    device: str = option("auto", flag="--device", show_default=True, help="auto, cpu, cuda or cuda:N.")
+    out: str = option(
+        "runs/dcwp", flag="--out", path="folder", help="Run folder (default runs/MODEL-DATA-RATIO-seedN)."
+    )
+    overwrite: bool = option(
+        False,
+        flag="--overwrite",
+        help="Replace an existing run folder (the old run is deleted only once the new one has a checkpoint).",
+    )
+    resume: bool = option(False, flag="--resume", help="Continue the interrupted run in --out with its saved options.")
+    checkpoint_every: int = option(500, ge=0)
     amp: bool = True  # bf16 autocast on CUDA
-    cpu_amp: bool = False  # bf16 autocast on CPU (a CPU with native bf16 only; changes the numerics)
+    cpu_amp: bool = option(  # bf16 autocast on CPU (a CPU with native bf16 only; changes the numerics)
+        False,
+        flag="--cpu-amp",
+        help="bf16 autocast on the CPU: faster steps on a CPU with native bf16 (AVX512-BF16, AMX; refused on "
+        "others); other numerics than fp32, so not bit-comparable with fp32 runs.",
+    )
     channels_last: bool = True
     compile: bool = False
-    progress: bool = True
+    progress: bool = option(True, flag="--progress/--no-progress", help="Progress bars.")
 
 
 #: What each variant decides where the config leaves a value unset (None); an explicit config value wins.
@@ -204,95 +285,23 @@ def resolve_variant(config: RunConfig) -> Dict[str, Any]:
     }
 
 
-#: Numeric ranges: (dotted key, low, low included, high or None, high included). None values are unset.
-_RANGES: Tuple[Tuple[str, float, bool, Optional[float], bool], ...] = tuple(
-    [
-        (k, 0.0, True, None, False)
-        for k in (
-            "seed",
-            "checkpoint_every",
-            "data.num_workers",
-            "biased.iterations",
-            "mask.iterations",
-            "finetune.iterations",
-            "biased.biased_iterations",
-            "biased.weight_decay",
-            "biased.biased_weight_decay",
-            "biased.eta",
-            "finetune.weight_decay",
-            "mask.lambda_sparse",
-            "mask.lambda_con",
-            "finetune.lambda_con",
-            "finetune.logit_correction",
-        )
-    ]
-    + [
-        (k, 0.0, False, None, False)
-        for k in (
-            "data.image_size",
-            "data.batch_size",
-            "data.eval_batch_size",
-            "biased.lr",
-            "biased.biased_lr",
-            "biased.lr_decay_step",
-            "biased.biased_lr_decay_step",
-            "biased.lr_gamma",
-            "biased.biased_lr_gamma",
-            "mask.lr",
-            "mask.temperature",
-            "mask.gumbel_temperature",
-            "mask.upweight",
-            "mask.eval_every",
-            "finetune.lr",
-            "finetune.lr_decay_step",
-            "finetune.lr_gamma",
-            "finetune.temperature",
-            "finetune.upweight",
-            "finetune.eval_every",
-            "prune.round_to",
-        )
-    ]
-    + [
-        ("data.valid_fraction", 0.0, False, 1.0, False),
-        ("mining.tau", 0.0, False, 1.0, False),
-        ("biased.q", 0.0, False, 1.0, True),
-    ]
-)
-#: The CLI flag of a ranged key, named in its error.
-_FLAG = {
-    "seed": " (--seed)",
-    "data.image_size": " (--image-size)",
-    "data.batch_size": " (--batch-size)",
-    "data.num_workers": " (--num-workers)",
-    "data.root": " (--data-root)",
-    "data.mnist_root": " (--mnist-root)",
-    "stage1_from": " (--stage1-from)",
-    "model_file": " (--model-file)",
-}
-
-
-def _dotted(config: Options, key: str) -> Any:
-    value: Any = config
-    for part in key.split("."):
-        value = getattr(value, part)
-    return value
+#: The config's path options (``option(path=...)``): ``{dotted key: "file" | "folder" | "any"}``.
+PATHS: Dict[str, str] = {spec.key: spec.path for spec in option_specs(RunConfig) if spec.path}
 
 
 def expand_paths(config: RunConfig) -> RunConfig:
-    """``config`` with ``~`` expanded in every path it holds (out, model_file, stage1_from, a weights file,
-    data.root, data.mnist_root), as a shell expands the CLI's flags."""
+    """``config`` with ``~`` expanded in every path it holds (:data:`PATHS`, and a weights file), as a shell
+    expands the CLI's flags."""
 
     def exp(path: Optional[str]) -> Optional[str]:
         return os.path.expanduser(path) if isinstance(path, str) and path.startswith("~") else path
 
-    d = config.data
-    return config.replace(
-        out=exp(config.out),
-        model_file=exp(config.model_file),
-        stage1_from=exp(config.stage1_from),
-        weights=exp(config.weights),
-        data=d.replace(root=exp(d.root), mnist_root=exp(d.mnist_root)),
-    )
+    changes: Dict[str, Dict[str, Any]] = {}
+    for key in (*PATHS, "weights"):
+        section, _, name = key.rpartition(".")
+        changes.setdefault(section, {})[name] = exp(get_dotted(config, key))
+    top = changes.pop("", {})
+    return config.replace(**top, **{k: getattr(config, k).replace(**v) for k, v in changes.items()})
 
 
 def validate(config: RunConfig) -> None:
@@ -300,18 +309,14 @@ def validate(config: RunConfig) -> None:
 
     Types and choice lists are checked when a config is built; this checks ranges and combinations.
     """
-    for key, path, want in (
-        ("data.root", config.data.root, "folder"),
-        ("data.mnist_root", config.data.mnist_root, "folder"),
-        ("stage1_from", config.stage1_from, "folder"),
-        ("model_file", config.model_file, "file"),
-    ):
+    for key, want in PATHS.items():
+        path = get_dotted(config, key)
         if path is None:
             continue
         if want == "folder" and os.path.isfile(path):
-            raise ConfigError(f"{key}{_FLAG.get(key, '')} {path!r} is a file; it takes a folder")
+            raise ConfigError(f"{key}{flag_of(RunConfig, key)} {path!r} is a file; it takes a folder")
         if want == "file" and os.path.isdir(path):
-            raise ConfigError(f"{key}{_FLAG.get(key, '')} {path!r} is a folder; it takes a state-dict file")
+            raise ConfigError(f"{key}{flag_of(RunConfig, key)} {path!r} is a folder; it takes a state-dict file")
     if config.resume and config.overwrite:
         raise ConfigError("--resume continues the run in --out and --overwrite replaces it: pass one of them")
     if not (config.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", config.device)):
@@ -323,32 +328,11 @@ def validate(config: RunConfig) -> None:
             f"stage1_from (--stage1-from) {config.stage1_from!r} is this run's own folder; to continue "
             "it use --resume, to reuse its stage 1 in a new run give the new run another --out"
         )
-    for key, low, low_ok, high, high_ok in _RANGES:
-        value = _dotted(config, key)
-        if value is None:
-            continue
-        if (value < low if low_ok else value <= low) or (
-            high is not None and (value > high if high_ok else value >= high)
-        ):
-            lo, hi = "[" if low_ok else "(", "]" if high_ok else ")"
-            want = f"in {lo}{low:g}, {high:g}{hi}" if high is not None else f"{'>=' if low_ok else '>'} {low:g}"
-            raise InputError(f"{key} must be {want}, got {value:g}{_FLAG.get(key, '')}")
+    check_ranges(config)  # every option(ge= / gt= / le= / lt=) of the config and its stages
     p = config.prune
     given = [k for k in PRUNE_RULES if getattr(p, k) is not None]
     if len(given) > 1:
         raise InputError(f"pass at most one of {' / '.join(PRUNE_RULES)}, got {', '.join(given)}")
-    for k in ("sparsity", "threshold"):
-        v = getattr(p, k)
-        if v is not None and not 0.0 <= v <= 1.0:
-            raise InputError(f"prune.{k} must be in [0, 1], got {v}")
-    if p.amount is not None and not 0.0 <= p.amount <= 1.0:
-        raise InputError(f"prune.amount must be a fraction in [0, 1], got {p.amount}")
-    if p.iterative_steps < 1:
-        raise InputError(f"prune.iterative_steps must be >= 1, got {p.iterative_steps}")
-    if not 0.0 < p.pruning_ratio < 1.0:
-        raise InputError(f"prune.pruning_ratio must be in (0, 1), got {p.pruning_ratio}")
-    if p.target_macs is not None and not p.target_macs > 1.0:
-        raise InputError(f"prune.target_macs is a MACs reduction factor > 1 (2.0 = half the MACs), got {p.target_macs}")
     for key in ("target_macs", "normalizer", "round_to"):
         if getattr(p, key) is not None and not p.structured:
             raise InputError(f"prune.{key} applies to structured pruning; pass --structured (or unset {key})")
@@ -379,8 +363,6 @@ def validate(config: RunConfig) -> None:
             "structured (--structured): drop one of them"
         )
     f, variant = config.finetune, resolve_variant(config)
-    if f.rewind_point is not None and not 0.0 <= f.rewind_point <= 1.0:
-        raise InputError(f"finetune.rewind_point is a fraction of f_D's schedule in [0, 1], got {f.rewind_point:g}")
     if f.rewind not in (None, "none") and p.structured:
         raise InputError(
             f"finetune.rewind = {f.rewind!r} (--rewind) resets the weights of the dense architecture and "
@@ -402,5 +384,3 @@ def validate(config: RunConfig) -> None:
                 f"snapshots biased.snapshots = ({', '.join(kept) or 'none'}): add it there (before stage 1 "
                 "runs) or pick one of them"
             )
-    if config.data.ratio is not None and not 0.0 <= config.data.ratio <= 100.0:
-        raise InputError(f"data.ratio is a percentage in [0, 100], got {config.data.ratio}")

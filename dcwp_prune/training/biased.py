@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ..errors import InputError
-from ..options import Options, choices
+from ..options import Options, choices, option
 from .engine import Engine, OptimizerName, Runtime, unpack
 from .objectives import gce_loss
 from .passes import per_sample
@@ -41,21 +41,21 @@ class BiasedTrainConfig(Options):
     while f_D is trained with Adam); None means "same as f_D".
     """
 
-    iterations: int = 10000
+    iterations: int = option(10000, ge=0)
     optimizer: OptimizerName = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    lr_decay_step: int = 10000
-    lr_gamma: float = 0.5
+    lr: float = option(1e-3, gt=0)
+    weight_decay: float = option(0.0, ge=0)
+    lr_decay_step: int = option(10000, gt=0)
+    lr_gamma: float = option(0.5, gt=0)
     loss: BiasedLoss = "gce"  # f_B loss; confident_ce is the ensemble method's eta filter
-    q: float = 0.7
-    eta: float = 0.05
-    biased_iterations: Optional[int] = None
+    q: float = option(0.7, gt=0, le=1)
+    eta: float = option(0.05, ge=0)
+    biased_iterations: Optional[int] = option(None, ge=0)
     biased_optimizer: Optional[OptimizerName] = None
-    biased_lr: Optional[float] = None
-    biased_weight_decay: Optional[float] = None
-    biased_lr_decay_step: Optional[int] = None
-    biased_lr_gamma: Optional[float] = None
+    biased_lr: Optional[float] = option(None, gt=0)
+    biased_weight_decay: Optional[float] = option(None, ge=0)
+    biased_lr_decay_step: Optional[int] = option(None, gt=0)
+    biased_lr_gamma: Optional[float] = option(None, gt=0)
     # f_D's weights kept at these fractions of its schedule (0: its initialisation), for rewinding before stage 4
     snapshots: Tuple[float, ...] = (0.0, 0.05, 0.1, 0.25)
 

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ..errors import InputError
 from ..models import FeatureTap
-from ..options import Options, choices
+from ..options import Options, choices, option
 from .engine import Engine, OptimizerName, Runtime
 from .objectives import LAMBDA_CON, Positives, task_loss
 from .rewind import Rewind
@@ -26,22 +26,46 @@ SELECTIONS = choices(Selection)
 class FinetuneConfig(Options):
     """Stage 4: the surviving weights are retrained with the mask fixed."""
 
-    iterations: int = 1000
+    iterations: int = option(1000, ge=0)
     optimizer: OptimizerName = "adam"
-    lr: float = 5e-4
-    weight_decay: float = 0.0
-    lr_decay_step: int = 10000
-    lr_gamma: float = 0.1
-    lambda_con: Optional[float] = None  # None: the variant's (official 0.05 = LAMBDA_CON; plus 0.2)
-    temperature: float = 0.07
-    upweight: float = 80.0  # lambda_up
+    lr: float = option(5e-4, gt=0)
+    weight_decay: float = option(0.0, ge=0)
+    lr_decay_step: int = option(10000, gt=0)
+    lr_gamma: float = option(0.1, gt=0)
+    lambda_con: Optional[float] = option(None, ge=0)  # None: the variant's (official 0.05 = LAMBDA_CON; plus 0.2)
+    temperature: float = option(0.07, gt=0)
+    upweight: float = option(80.0, gt=0)  # lambda_up
     positives: Optional[Positives] = None  # None: decided by the variant (as mask.positives)
-    eval_every: int = 100
-    select: Optional[Selection] = None  # None: decided by the variant (official: last, clean: best_valid)
-    rewind: Optional[Rewind] = None  # None: decided by the variant (official / clean: none); see training.rewind
-    logit_correction: float = 0.0  # eta: CE on z + eta * log_softmax(z_B) with the stage-1 f_B frozen (0: off)
-    rewind_point: Optional[float] = None  # rewind = "stage1": the fraction of f_D's schedule (one of
-    # biased.snapshots); None: the variant's (0, f_D's initialisation)
+    eval_every: int = option(100, gt=0)
+    select: Optional[Selection] = option(
+        None,
+        flag="--select",
+        help="The fine-tuning iterate the run keeps: the last one, or the best on the valid split (default: the "
+        "variant's, official last, clean and plus best_valid).",
+    )
+    rewind: Optional[Rewind] = option(
+        None,
+        flag="--rewind",
+        help="Before fine-tuning, reset the surviving weights (the mask stays): none, stage1 (f_D's stage-1 "
+        "snapshot at --rewind-point), fresh (a new initialisation), auto (fine-tune both the trained and the "
+        "stage-1-rewound subnetwork, keep the better on valid). Default: the variant's (plus auto, else none).",
+    )
+    logit_correction: float = option(
+        0.0,
+        flag="--logit-correction",
+        ge=0,
+        help="Fine-tuning: cross-entropy on z + ETA * log_softmax(z_B), the stage-1 biased model frozen (Logit "
+        "Correction's idea; 0: off, the default).",
+    )
+    rewind_point: Optional[float] = option(
+        None,
+        flag="--rewind-point",
+        ge=0,
+        le=1,
+        means="a fraction of f_D's schedule",
+        help="--rewind stage1 / auto: the fraction of f_D's schedule to rewind to (0: its initialisation; one of "
+        "[biased] snapshots, default 0, 0.05, 0.1, 0.25).",
+    )
 
 
 def finetune(

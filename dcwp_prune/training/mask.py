@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models import FeatureTap
-from ..options import Options
+from ..options import Options, option
 from ..scores import MaskScores
 from .engine import Engine, Runtime
 from .masking import GumbelVariant, attach_masks, detach_masks, unmasked_state_dict
@@ -23,18 +23,18 @@ __all__ = ["MaskLearnConfig", "kept_fraction", "learn_mask_scores", "resolve_mas
 class MaskLearnConfig(Options):
     """Stage 3: mask logits learned on the frozen f_D."""
 
-    iterations: int = 2000
-    lr: float = 1e-2
-    lambda_sparse: float = 1e-8
-    lambda_con: Optional[float] = None  # None: the variant's (official 0.05 = LAMBDA_CON; plus 0.2)
-    temperature: float = 0.07
-    upweight: Optional[float] = None  # None: 80 (official) or lambda_up (clean)
+    iterations: int = option(2000, ge=0)
+    lr: float = option(1e-2, gt=0)
+    lambda_sparse: float = option(1e-8, ge=0)
+    lambda_con: Optional[float] = option(None, ge=0)  # None: the variant's (official 0.05 = LAMBDA_CON; plus 0.2)
+    temperature: float = option(0.07, gt=0)
+    upweight: Optional[float] = option(None, gt=0)  # None: 80 (official) or lambda_up (clean)
     init: float = 1.5
-    gumbel_temperature: float = 1.0
+    gumbel_temperature: float = option(1.0, gt=0)
     gumbel: Optional[GumbelVariant] = None  # None: decided by the variant
     positives: Optional[Positives] = None
     freeze_bn: bool = False
-    eval_every: int = 500
+    eval_every: int = option(500, gt=0)
     include: Tuple[str, ...] = ()
     exclude: Tuple[str, ...] = ()
 

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from .._atomic import write_json
 from ..errors import InputError, UnknownNameError
-from ..options import Options, choices
+from ..options import Options, choices, option
 from .engine import Runtime
 from .passes import per_sample
 
@@ -37,8 +37,8 @@ MINING_METHODS = choices(MiningMethod)
 class MiningConfig(Options):
     """Stage 2: which samples count as bias-conflicting."""
 
-    method: MiningMethod = "wrong"
-    tau: float = 0.8
+    method: MiningMethod = option("wrong", flag="--mining", help="Bias-conflicting mining method.")
+    tau: float = option(0.8, gt=0, lt=1)
 
 
 @dataclass
