@@ -67,6 +67,8 @@ PLUS_STUDY = (
     "plus-rewind-fresh-con-0.2",
     "plus-auto",
     "plus-with-mask-drift",
+    "plus-mining-oracle",
+    "plus-fb-longer",
 )
 
 #: The sparsity sweep: DCWP's scores, magnitude and random at 50-98 % sparsity and 2x / 4x fewer MACs.

@@ -195,7 +195,7 @@ class Runner:
             self.run_cell({**cell, "method": "dcwp-official"})
 
     def run_cell(self, cell: Dict[str, Any]) -> Dict[str, Any]:
-        from benchmarks.methods import DCWP_CONFIGS, run_baseline
+        from benchmarks.methods import DCWP_CONFIGS, SCHEDULE_OVERRIDES, run_baseline
         from dcwp_prune.run.pipeline import STAGE1_KEYS, run_dcwp
 
         group = self.group_dir(cell)
@@ -207,7 +207,8 @@ class Runner:
         if cell["method"] in DCWP_CONFIGS:
             overrides = dict(DCWP_CONFIGS[cell["method"]])
             # a method that sets what stage 1 depends on ([biased] options, bf16 on the CPU, ...) trains its own
-            own_stage1 = cell["method"] == "dcwp-official" or bool(set(STAGE1_KEYS) & set(overrides))
+            changed = set(overrides) | set(SCHEDULE_OVERRIDES.get(cell["method"], {}))
+            own_stage1 = cell["method"] == "dcwp-official" or bool(set(STAGE1_KEYS) & changed)
             if not own_stage1:
                 overrides["stage1_from"] = base
             config = self.config(cell, run_dir, overrides)
@@ -339,8 +340,12 @@ class Runner:
         return record
 
     def record(self, record: Dict[str, Any]) -> None:
-        """Append one record to ``results.jsonl`` (only the driver writes it)."""
-        with open(self.results_path, "a") as f:
+        """Append one record to ``results.jsonl`` (only the driver writes it), under a file lock: two harness
+        processes on disjoint cells of one results folder (``--backbones cnn`` beside ``--backbones mlp``) never
+        interleave their lines."""
+        from filelock import FileLock
+
+        with FileLock(self.results_path + ".lock"), open(self.results_path, "a") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
 
     def run(self, cells: List[Dict[str, Any]], deadline: Optional[float] = None) -> int:
