@@ -357,6 +357,26 @@ class _Run:
         self.truncate_log(lambda r: _LOG_STAGE.get(r.get("stage"), 9) < index)
         return None
 
+    def run_stage(
+        self,
+        stage: Stage,
+        body: Callable[[Optional[Dict[str, Any]]], Tuple[Dict[str, Any], Any]],
+        restore: Callable[[Dict[str, Any]], Any],
+        setup: Optional[Callable[[], None]] = None,
+    ) -> Any:
+        """Every stage's bookkeeping, in one place: a stage finished before (resuming) is restored from what it
+        saved; otherwise :meth:`begin` (reseed, ``setup``, the mid-stage progress checkpoint if any), ``body``
+        (given that checkpoint or None; returns what the stage saves and what it hands on) and :meth:`finish`
+        (saved; the log committed). A stage without a done file (``final``) is begun and run, never saved."""
+        if stage.done_file is not None:
+            saved = self.done(stage)
+            if saved is not None:
+                return restore(saved)
+        state, result = body(self.begin(stage, setup))
+        if stage.done_file is not None:
+            self.finish(stage, state)
+        return result
+
     def truncate_log(self, keep: Callable[[Dict[str, Any]], bool]) -> None:
         if self.writes:
             self.recorder.truncate(keep)
@@ -379,14 +399,22 @@ class _Run:
 
     def biased(self) -> Dict[str, Any]:
         c = self.config
-        done = self.done(BIASED)
-        if done is not None:
-            self.save_dense(done["model_d"])  # a run folder of an earlier release has none
-            return self.with_models(done)
-        if c.stage1_from:
-            return self.reuse_stage1(c.stage1_from)
         models: List[nn.Module] = []
-        resume = self.begin(BIASED, setup=lambda: models.extend([self.new_model(), self.new_model()]))
+        body = self.reuse_stage1 if c.stage1_from else self.train_stage1
+        stage1 = self.run_stage(
+            BIASED,
+            lambda resume: body(resume, models),
+            self.with_models,
+            setup=None if c.stage1_from else lambda: models.extend([self.new_model(), self.new_model()]),
+        )
+        self.save_dense(stage1["model_d"].state_dict())  # also for a run folder of an earlier release (none there)
+        return stage1
+
+    def train_stage1(
+        self, resume: Optional[Dict[str, Any]], models: List[nn.Module]
+    ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+        """Stage 1's body: f_D and f_B trained on the same batches (``models``, built by the stage's setup)."""
+        c = self.config
         model_d, model_b = models
         if c.model_file:
             _load_model_file(model_d, c.model_file)
@@ -417,18 +445,18 @@ class _Run:
             "vanilla_best_valid": out["best_d"],
         }
         self.save_snapshots(out["snapshots"])  # before stage 1 counts as done, so a finished stage 1 has them
-        self.finish(BIASED, state)
-        self.save_dense(state["model_d"])
-        return {**state, "model_d": model_d, "model_b": model_b}
+        return state, {**state, "model_d": model_d, "model_b": model_b}
 
     def save_snapshots(self, snapshots: Dict[str, Dict[str, torch.Tensor]]) -> None:
         """f_D's stage-1 snapshots (``biased.snapshots``), what ``finetune.rewind = "stage1"`` rewinds to."""
         if self.writes:
             save_checkpoint(self.recorder.checkpoint("stage1_snapshots"), {"snapshots": snapshots})
 
-    def reuse_stage1(self, source: str) -> Dict[str, Any]:
-        """Stage 1 of another run (checked to match by ``check_stage1_source``), saved as this run's own."""
-        self.begin(BIASED)
+    def reuse_stage1(self, resume: Optional[Dict[str, Any]], models: List[nn.Module]) -> Tuple[Dict[str, Any], Any]:
+        """Stage 1's body with ``stage1_from``: another run's stage 1 (checked to match by
+        ``check_stage1_source``), saved as this run's own."""
+        source = self.config.stage1_from
+        assert source is not None
         state = RunRecorder(source).load(BIASED.done_file)  # type: ignore[arg-type]
         assert state is not None  # checked before the run folder was created
         state = {k: state.get(k) for k in ("model_d", "model_b", "vanilla", "pseudo_scores", "vanilla_best_valid")}
@@ -436,9 +464,7 @@ class _Run:
         snapshots = RunRecorder(source).load("stage1_snapshots")
         if snapshots is not None:
             self.save_snapshots(snapshots["snapshots"])
-        self.finish(BIASED, state)
-        self.save_dense(state["model_d"])
-        return self.with_models(state)
+        return state, self.with_models(state)
 
     def with_models(self, state: Dict[str, Any]) -> Dict[str, Any]:
         """A stage-1 checkpoint with f_D and f_B built and loaded from it."""
@@ -449,10 +475,9 @@ class _Run:
 
     # stage 2 ---------------------------------------------------------------------------------
     def mining(self, model_b: nn.Module, pseudo: torch.Tensor) -> MinedSet:
-        done = self.done(MINING)
-        if done is not None:
-            return done["mined"]
-        self.begin(MINING)
+        return self.run_stage(MINING, lambda _: self.mine(model_b, pseudo), lambda saved: saved["mined"])
+
+    def mine(self, model_b: nn.Module, pseudo: torch.Tensor) -> Tuple[Dict[str, Any], MinedSet]:
         train = self.data.train
         mined = mine_conflicting(
             self.config.mining.method,
@@ -474,17 +499,20 @@ class _Run:
                 "num_samples": len(train),
             }
         )
-        self.finish(MINING, {"mined": mined})
-        return mined
+        return {"mined": mined}, mined
 
     # stage 3 ---------------------------------------------------------------------------------
     def mask(self, model_d: nn.Module, mined: MinedSet) -> MaskScores:
+        def restore(saved: Dict[str, Any]) -> MaskScores:
+            model_d.load_state_dict(saved["model"])
+            return MaskScores(saved["scores"], model=model_d)
+
+        return self.run_stage(MASK, lambda resume: self.learn_mask(model_d, mined, resume), restore)
+
+    def learn_mask(
+        self, model_d: nn.Module, mined: MinedSet, resume: Optional[Dict[str, Any]]
+    ) -> Tuple[Dict[str, Any], MaskScores]:
         c = self.config
-        done = self.done(MASK)
-        if done is not None:
-            model_d.load_state_dict(done["model"])
-            return MaskScores(done["scores"], model=model_d)
-        resume = self.begin(MASK)
         weights = upweight(self.data_flags(mined), self.variant["mask_upweight"])
 
         def on_eval(it: int, scores: MaskScores) -> Dict[str, Any]:
@@ -506,8 +534,7 @@ class _Run:
         scores.bind(model_d)
         if self.writes:
             scores.save(os.path.join(c.out, "scores.safetensors"))
-        self.finish(MASK, {"model": model_d.state_dict(), "scores": scores.state_dict()})
-        return scores
+        return {"model": model_d.state_dict(), "scores": scores.state_dict()}, scores
 
     def data_flags(self, mined: MinedSet) -> torch.Tensor:
         return mined.flags_for(self.data.train.ids)
@@ -560,12 +587,25 @@ class _Run:
     ) -> Dict[str, Any]:
         """Stage 4 (or DCWP+'s ``retrain`` arm): the pruned ``model`` rewound first when ``rewind`` names how
         (not when resuming mid-stage), retrained with the mined samples upweighted, evaluated on valid."""
+
+        def restore(saved: Dict[str, Any]) -> Dict[str, Any]:
+            model.load_state_dict(saved["model"])
+            return saved
+
+        return self.run_stage(
+            stage, lambda resume: self.retrain_pruned(stage, model, mined, model_b, rewind, resume), restore
+        )
+
+    def retrain_pruned(
+        self,
+        stage: Stage,
+        model: nn.Module,
+        mined: MinedSet,
+        model_b: Optional[nn.Module],
+        rewind: Optional[str],
+        resume: Optional[Dict[str, Any]],
+    ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
         c = self.config
-        done = self.done(stage)
-        if done is not None:
-            model.load_state_dict(done["model"])
-            return done
-        resume = self.begin(stage)
         if rewind is not None and resume is None:
             self.rewind(model, rewind)
         weights = upweight(self.data_flags(mined), c.finetune.upweight)
@@ -585,8 +625,7 @@ class _Run:
             name=stage.name,
         )
         state = {"model": model.state_dict(), **out}
-        self.finish(stage, state)
-        return state
+        return state, state
 
     def retrain(
         self, model: nn.Module, mined: MinedSet, model_b: Optional[nn.Module], tuned: Dict[str, Any]
@@ -651,7 +690,15 @@ class _Run:
         vanilla: Dict[str, Any],
         vanilla_best: Optional[Dict[str, Any]] = None,
     ) -> Dict[str, Dict[str, Any]]:
-        self.begin(FINAL)
+        return self.run_stage(FINAL, lambda _: ({}, self.evaluate_final(model, tuned, vanilla, vanilla_best)), dict)
+
+    def evaluate_final(
+        self,
+        model: nn.Module,
+        tuned: Dict[str, Any],
+        vanilla: Dict[str, Any],
+        vanilla_best: Optional[Dict[str, Any]],
+    ) -> Dict[str, Dict[str, Any]]:
         metrics = {"vanilla": vanilla, "dcwp_last": self.loaders.evaluate(model)}
         for arm, best in (tuned.get("arms") or {}).items():  # DCWP+: both arms' best-on-valid iterates
             if best is not None:
