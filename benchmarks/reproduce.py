@@ -481,7 +481,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                 import torch
 
                 torch.set_num_threads(args.threads)
-            Runner(profile, out, args).run(cells, deadline=deadline)
+            try:
+                Runner(profile, out, args).run(cells, deadline=deadline)
+            except KeyboardInterrupt:  # Ctrl-C (the engine's StopRequested is one): the running cell is not recorded
+                print(
+                    "\nstopped: the running cell was not recorded (a DCWP cell resumes from its checkpoint); run "
+                    "the same command again to resume",
+                    file=sys.stderr,
+                )
+                raise SystemExit(130) from None
     text = render(out, profile)
     print(f"table: {os.path.join(out, 'table.md')}", file=sys.stderr)
     if args.readme:

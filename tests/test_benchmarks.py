@@ -434,3 +434,21 @@ def test_redo_before_reruns_only_cells_recorded_before_the_time(tmp_path):
     ).redo(profile.cells()[0])
     plain = Runner(profile, str(tmp_path), argparse.Namespace(data_root=None, mnist_root=None, device="cpu"))
     assert plain.todo(profile.cells()) == []
+
+
+def test_ctrl_c_stops_the_local_executor_cleanly(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during a cell (the engine raises StopRequested once it checkpointed): exit 130 with how to resume,
+    no traceback, nothing recorded for the running cell."""
+    from benchmarks import reproduce
+    from dcwp_prune.training.engine import StopRequested
+
+    def interrupted(self, cells, deadline=None):
+        raise StopRequested(None)
+
+    monkeypatch.setattr(reproduce.Runner, "run", interrupted)
+    with pytest.raises(SystemExit) as stop:
+        reproduce.main(["--profile", "cpu-quick", "--out", str(tmp_path), "--methods", "erm", "--seeds", "0"])
+    assert stop.value.code == 130
+    err = capsys.readouterr().err
+    assert "stopped: the running cell was not recorded" in err and "run the same command again to resume" in err
+    assert not (tmp_path / "results.jsonl").exists()
