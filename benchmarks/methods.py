@@ -176,8 +176,11 @@ DCWP_CONFIGS: Dict[str, Dict[str, Any]] = {
     "plus-with-mask-drift": {"variant": "plus", "mask": {"lr": 5e-2}},
     # candidate 4's ceiling: DCWP+ with the true bias-conflicting set (uses bias labels: a bound, not a method)
     "plus-mining-oracle": {"variant": "plus", "mining": {"method": "oracle"}},
-    # candidate 4, f_B trained longer: twice its --quick iterations (SCHEDULE_OVERRIDES), its own stage 1
-    "plus-fb-longer": {"variant": "plus"},
+    # candidate 4, f_B trained longer: DCWP+ as it was before this joined the variant (f_B at its schedule's length)
+    # and with f_B at twice it, each with its own stage 1 (plus-fb-longer, recorded before the variant took it, is
+    # the same run as today's dcwp-plus)
+    "plus-fb-1x": {"variant": "plus", "biased": {"biased_length": 1.0}},
+    "plus-fb-longer": {"variant": "plus", "biased": {"biased_length": 2.0}},
     # the arm selection alone (DCWP+ without its contrastive weight)
     "plus-auto": {"variant": "official", "finetune": {"select": "best_valid", "rewind": "auto"}},
     # combinations of the candidates that gained on valid alone
@@ -196,7 +199,6 @@ DCWP_CONFIGS: Dict[str, Dict[str, Any]] = {
 #: Schedule fields a method sets after the schedule is derived (``--quick`` derives the evaluation cadence).
 SCHEDULE_OVERRIDES: Dict[str, Dict[str, Any]] = {
     "clean-fix-early-select": {"finetune": {"eval_every": lambda every: max(1, every // 4)}},
-    "plus-fb-longer": {"biased": {"biased_iterations": lambda it: None if it is None else 2 * it}},
 }
 
 

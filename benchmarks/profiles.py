@@ -69,6 +69,7 @@ PLUS_STUDY = (
     "plus-with-mask-drift",
     "plus-mining-oracle",
     "plus-fb-longer",
+    "plus-fb-1x",
 )
 
 #: The sparsity sweep: DCWP's scores, magnitude and random at 50-98 % sparsity and 2x / 4x fewer MACs.

@@ -133,7 +133,9 @@ class Runner:
             return "paper"
         return schedule_label(self.profile.scale.get(backbone, 1.0))
 
-    def config(self, cell: Dict[str, Any], run_dir: str, overrides: Dict[str, Any]) -> Any:
+    def config(self, cell: Dict[str, Any], run_dir: str, overrides: Dict[str, Any], derive: bool = False) -> Any:
+        """The cell's RunConfig; its ``--quick`` schedule derived here where the profile scales it, a method changes
+        it, or ``derive`` asks (so two configs compare stage for stage)."""
         from benchmarks.methods import SCHEDULE_OVERRIDES
         from dcwp_prune.run.presets import build_config, merge_options, quick_schedule
 
@@ -158,7 +160,7 @@ class Runner:
         config = build_config(cell["dataset"], merge_options(base, overrides))
         scale = self.profile.scale.get(cell["backbone"], 1.0)
         late = SCHEDULE_OVERRIDES.get(cell["method"])
-        if self.profile.quick and (schedule_label(scale) != "quick" or late):
+        if self.profile.quick and (derive or schedule_label(scale) != "quick" or late):
             # derive the schedule here (the run then takes it as given): it is scaled, or a method changes it
             config = _scaled(quick_schedule(config, self.n_train(config)), scale)
         for stage, fields in (late or {}).items():
@@ -194,9 +196,23 @@ class Runner:
             )
             self.run_cell({**cell, "method": "dcwp-official"})
 
+    def own_stage1(self, cell: Dict[str, Any]) -> bool:
+        """Whether a DCWP cell trains its own stage 1: it is dcwp-official, or its stage 1 would differ from
+        dcwp-official's ([biased] options, its variant's f_B length, bf16 on the CPU, ...). The others start from
+        the group's dcwp-official stage 1 (``stage1_from``)."""
+        from benchmarks.methods import DCWP_CONFIGS
+        from dcwp_prune.run.pipeline import stage1_key
+
+        if cell["method"] == "dcwp-official":
+            return True
+        own = self.config(cell, "unused", dict(DCWP_CONFIGS[cell["method"]]), derive=True)
+        return stage1_key(own) != stage1_key(
+            self.config({**cell, "method": "dcwp-official"}, "unused", {}, derive=True)
+        )
+
     def run_cell(self, cell: Dict[str, Any]) -> Dict[str, Any]:
-        from benchmarks.methods import DCWP_CONFIGS, SCHEDULE_OVERRIDES, run_baseline
-        from dcwp_prune.run.pipeline import STAGE1_KEYS, run_dcwp
+        from benchmarks.methods import DCWP_CONFIGS, run_baseline
+        from dcwp_prune.run.pipeline import run_dcwp
 
         group = self.group_dir(cell)
         run_dir = os.path.join(group, cell["method"])
@@ -206,10 +222,7 @@ class Runner:
             self.ensure_base(cell)
         if cell["method"] in DCWP_CONFIGS:
             overrides = dict(DCWP_CONFIGS[cell["method"]])
-            # a method that sets what stage 1 depends on ([biased] options, bf16 on the CPU, ...) trains its own
-            changed = set(overrides) | set(SCHEDULE_OVERRIDES.get(cell["method"], {}))
-            own_stage1 = cell["method"] == "dcwp-official" or bool(set(STAGE1_KEYS) & changed)
-            if not own_stage1:
+            if not self.own_stage1(cell):
                 overrides["stage1_from"] = base
             config = self.config(cell, run_dir, overrides)
             resume = os.path.isfile(os.path.join(run_dir, "config.json"))

@@ -375,6 +375,35 @@ def test_schedule_overrides_apply_after_the_quick_schedule():
     assert config("clean-fix-early-select", "cnn").replace(finetune=plain.finetune) == plain
 
 
+def test_a_method_trains_its_own_stage1_exactly_when_it_would_differ():
+    """dcwp-plus (its variant trains f_B twice as long), bf16 and the ensemble's f_B loss train their own stage 1;
+    methods that change only what follows stage 1 (plus-fb-1x: DCWP+ with official's f_B) reuse dcwp-official's."""
+    from benchmarks.profiles import PROFILES
+
+    runner = Runner(PROFILES["cpu-quick"], "unused", argparse.Namespace(data_root=None, mnist_root=None, device=None))
+    own = {
+        method: runner.own_stage1({"dataset": "cmnist", "ratio": 1.0, "seed": 0, "backbone": "mlp", "method": method})
+        for method in (
+            "dcwp-official",
+            "dcwp-plus",
+            "plus-fb-longer",
+            "official-cpu-bf16",
+            "abl-mining-ensemble",
+            "plus-fb-1x",
+            "dcwp-clean",
+            "abl-mining-oracle",
+            "plus-rewind-init",
+        )
+    }
+    assert [m for m, v in own.items() if v] == [
+        "dcwp-official",
+        "dcwp-plus",
+        "plus-fb-longer",
+        "official-cpu-bf16",
+        "abl-mining-ensemble",
+    ]
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

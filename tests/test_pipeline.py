@@ -81,7 +81,7 @@ def test_end_to_end_unstructured(tmp_path):
         run_dcwp(tiny(tmp_path / "run"))
 
 
-def test_plus_is_official_training_with_rewinding_and_selection_where_it_applies():
+def test_plus_is_official_training_with_rewinding_selection_and_a_longer_f_b():
     plus = resolve_variant(build_config("cmnist", {"data": {"ratio": 2.0}, "variant": "plus"}))
     off = resolve_variant(build_config("cmnist", {"data": {"ratio": 2.0}}))
     assert {k: v for k, v in plus.items() if plus[k] != off[k]} == {
@@ -89,6 +89,7 @@ def test_plus_is_official_training_with_rewinding_and_selection_where_it_applies
         "rewind": "auto",
         "mask_lambda_con": 0.2,
         "finetune_lambda_con": 0.2,
+        "fb_length": 2.0,
     }
     # no rewinding where it cannot apply: a structured (physically smaller) model, an f_D given as a file
     structured = build_config("cmnist", {"variant": "plus", "prune": {"structured": True}})
@@ -97,6 +98,27 @@ def test_plus_is_official_training_with_rewinding_and_selection_where_it_applies
     # an explicit value wins over the variant
     mine = build_config("cmnist", {"variant": "plus", "finetune": {"rewind": "fresh", "select": "last"}})
     assert resolve_variant(mine)["rewind"] == "fresh" and resolve_variant(mine)["selected"] == "last"
+
+
+def test_plus_trains_f_b_for_twice_its_schedule_and_records_the_option(tmp_path):
+    """biased.biased_length (--fb-length) multiplies f_B's iterations, not f_D's; None in config.json means the
+    variant's (plus 2), an explicit value wins."""
+    from dcwp_prune.training.biased import BiasedTrainConfig
+
+    cfg = BiasedTrainConfig(iterations=40, biased_iterations=30, biased_length=2.0)
+    assert cfg.schedule("b")[0] == 60 and cfg.schedule("d")[0] == 40
+    assert BiasedTrainConfig(iterations=40, biased_length=0.5).schedule("b")[0] == 20
+    short = {"mask": {"iterations": 4}, "finetune": {"iterations": 4, "eval_every": 2}}
+    run_dcwp(tiny(tmp_path / "plus", variant="plus", **short))
+    run_dcwp(tiny(tmp_path / "one", variant="plus", biased={"biased_length": 1.0}, **short))
+
+    def f_b_iterations(run):
+        records = [json.loads(line) for line in open(tmp_path / run / "metrics.jsonl")]
+        return max(r["iteration"] for r in records if r["stage"] == "biased" and "loss_b" in r)
+
+    assert (f_b_iterations("plus"), f_b_iterations("one")) == (60, 30)
+    assert json.load(open(tmp_path / "plus" / "config.json"))["biased"]["biased_length"] is None
+    assert json.load(open(tmp_path / "one" / "config.json"))["biased"]["biased_length"] == 1.0
 
 
 def test_official_and_clean_differ_exactly_where_specified():
@@ -112,6 +134,7 @@ def test_official_and_clean_differ_exactly_where_specified():
         "rewind_point": 0.0,
         "mask_lambda_con": 0.05,
         "finetune_lambda_con": 0.05,
+        "fb_length": 1.0,
     }
     assert clean == {
         "mask_upweight": 30.0,
@@ -123,6 +146,7 @@ def test_official_and_clean_differ_exactly_where_specified():
         "rewind_point": 0.0,
         "mask_lambda_con": 0.05,
         "finetune_lambda_con": 0.05,
+        "fb_length": 1.0,
     }
     explicit = resolve_variant(build_config("cmnist", {"variant": "clean", "mask": {"positives": "official"}}))
     assert explicit["positives"] == "official"
@@ -527,6 +551,9 @@ def test_stage1_from_reuses_another_runs_stage1_exactly(tmp_path):
     assert [r["stage1_from"] for r in records if r["stage"] == "vanilla"] == [str(tmp_path / "a")]
     with pytest.raises(ValueError, match=r"trained stage 1 differently: biased.iterations: saved 40, given 41"):
         run_dcwp(tiny(tmp_path / "d", biased={"iterations": 41}, stage1_from=str(tmp_path / "a")))
+    # the variant's f_B length is part of stage 1: DCWP+ (f_B twice as long) never reuses an official stage 1
+    with pytest.raises(ValueError, match=r"biased.biased_length: saved 1.0, given 2.0"):
+        run_dcwp(tiny(tmp_path / "f", variant="plus", stage1_from=str(tmp_path / "a")))
     with pytest.raises(ValueError, match="has no finished stage 1"):
         run_dcwp(tiny(tmp_path / "e", stage1_from=str(tmp_path / "missing")))
-    assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()  # refused before the folder exists
+    assert not any((tmp_path / n).exists() for n in "def")  # refused before the folder exists

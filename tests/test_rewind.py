@@ -220,8 +220,8 @@ def test_a_run_with_logit_correction_uses_its_stage1_biased_model(base, tmp_path
 def test_rewind_auto_runs_both_arms_and_keeps_the_one_better_on_valid(base, tmp_path):
     """DCWP+ (variant plus: lambda_con 0.2, rewind auto): arm 1 is exactly official's stage 4 on the trained f_D,
     arm 2 exactly a stage-1 rewind to f_D's initialisation; the arm with the better best-on-valid iterate is kept,
-    at it."""
-    over = {"stage1_from": base.run_dir}
+    at it. (f_B at official's length, so that every run here starts from the same official stage 1.)"""
+    over = {"stage1_from": base.run_dir, "biased": {"biased_length": 1.0}}
     plus = run_dcwp(tiny(tmp_path / "plus", variant="plus", **over), report=False)
     con = {"mask": {"lambda_con": 0.2}}  # plus's contrastive weight in stages 3 and 4
     official = run_dcwp(
@@ -258,7 +258,7 @@ def test_plus_stopped_in_its_retrain_arm_resumes_to_the_same_result(base, tmp_pa
     from dcwp_prune.run import pipeline
     from dcwp_prune.training.engine import StopRequested
 
-    over = {"stage1_from": base.run_dir, "variant": "plus", "checkpoint_every": 0}
+    over = {"stage1_from": base.run_dir, "variant": "plus", "biased": {"biased_length": 1.0}, "checkpoint_every": 0}
     straight = run_dcwp(tiny(tmp_path / "straight", **over), report=False)
     real = pipeline.finetune
 

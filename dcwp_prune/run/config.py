@@ -230,6 +230,7 @@ VARIANT_SETTINGS: Dict[str, Dict[str, Any]] = {
         "rewind_point": 0.0,
         "lambda_con": LAMBDA_CON,
         "score_transform": "train",
+        "fb_length": 1.0,
     },
     # the official code's quirks fixed: lambda_up in mask learning, symmetric positives, the raw logit, best on valid
     "clean": {
@@ -241,11 +242,13 @@ VARIANT_SETTINGS: Dict[str, Dict[str, Any]] = {
         "rewind_point": 0.0,
         "lambda_con": LAMBDA_CON,
         "score_transform": "eval",
+        "fb_length": 1.0,
     },
     # DCWP+: official's training with a 4x stronger contrastive term in stages 3 and 4 (lambda_con 0.2); stage 4
     # run twice, on the trained f_D and on the subnetwork rewound to f_D's initialisation (lottery-ticket
     # rewinding; unstructured runs with a trained stage 1 only), and the arm whose best iterate is better on
-    # valid kept, at that iterate. Each setting won on valid in the benchmark (docs/benchmarks.md, "DCWP+")
+    # valid kept, at that iterate; f_B trained twice its schedule's iterations (``biased.biased_length``: mining
+    # at tiny conflict ratios). Each setting won on valid in the benchmark (docs/benchmarks.md, "DCWP+")
     "plus": {
         "mask_upweight": 80.0,
         "positives": "official",
@@ -255,6 +258,7 @@ VARIANT_SETTINGS: Dict[str, Dict[str, Any]] = {
         "rewind_point": 0.0,
         "lambda_con": 0.2,
         "score_transform": "train",
+        "fb_length": 2.0,
     },
 }
 
@@ -262,7 +266,8 @@ VARIANT_SETTINGS: Dict[str, Dict[str, Any]] = {
 def resolve_variant(config: RunConfig) -> Dict[str, Any]:
     """The settings of ``config.variant`` (:data:`VARIANT_SETTINGS`) under the config's own values, which win:
     ``mask.upweight``, ``mask.positives``, ``mask.gumbel``, ``mask.lambda_con``, ``finetune.lambda_con``,
-    ``finetune.select``, ``finetune.rewind`` and ``finetune.rewind_point``. A variant's rewinding applies where
+    ``finetune.select``, ``finetune.rewind``, ``finetune.rewind_point`` and ``biased.biased_length``
+    (``fb_length``). A variant's rewinding applies where
     it can: not to a structured run (its model is physically smaller) nor, for a stage-1 rewind, to a run whose
     f_D comes from ``model_file``."""
     v = VARIANT_SETTINGS[config.variant]
@@ -282,6 +287,7 @@ def resolve_variant(config: RunConfig) -> Dict[str, Any]:
         "rewind": rewind,
         "rewind_point": v["rewind_point"] if point is None else point,
         "score_transform": v["score_transform"],
+        "fb_length": v["fb_length"] if config.biased.biased_length is None else config.biased.biased_length,
     }
 
 

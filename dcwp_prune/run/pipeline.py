@@ -55,6 +55,7 @@ __all__ = [
     "RunData",
     "RunLoaders",
     "check_stage1_source",
+    "stage1_key",
     "load_run_data",
     "resolve_data",
     "resolve_variant",
@@ -204,6 +205,16 @@ def _load_model_file(model: nn.Module, path: str) -> None:
 STAGE1_KEYS = ("model", "weights", "model_file", "seed", "data", "biased", "cpu_amp")
 
 
+def stage1_key(config: RunConfig) -> Dict[str, Any]:
+    """What ``config``'s stage 1 is computed from (:data:`STAGE1_KEYS`, with the variant's f_B length resolved;
+    data-loading options that do not change the data left out): two runs with equal keys train the same stage 1."""
+    d = config.to_dict()
+    out = {k: d[k] for k in STAGE1_KEYS}
+    out["data"] = {**out["data"], "num_workers": 0, "eval_batch_size": 1}
+    out["biased"] = {**out["biased"], "biased_length": resolve_variant(config)["fb_length"]}
+    return out
+
+
 def check_stage1_source(config: RunConfig) -> None:
     """Refuse a ``stage1_from`` folder that has no finished stage 1 or trained it differently.
 
@@ -221,15 +232,12 @@ def check_stage1_source(config: RunConfig) -> None:
             "run it to the end of stage 1 first"
         )
     saved = resolve_data(RunConfig.from_dict(read_saved_config(source)))
-    loader_only = {"num_workers": 0, "eval_batch_size": 1}
 
-    def key(c: RunConfig) -> Dict[str, Any]:
-        d = c.to_dict()
-        out = {k: d[k] for k in STAGE1_KEYS}
-        out["data"] = {**out["data"], **loader_only}
-        return out
-
-    diffs = config_differences(key(saved), key(config))
+    diffs = [
+        d
+        + (" (--fb-length; unset, it is the variant's: plus 2, else 1)" if d.startswith("biased.biased_length") else "")
+        for d in config_differences(stage1_key(saved), stage1_key(config))
+    ]
     if saved.mining.method == "oracle" and config.mining.method != "oracle":
         diffs.append("mining.method: the source mined with 'oracle', so its f_B was never trained")
     if diffs:
@@ -424,7 +432,7 @@ class _Run:
         out = train_biased_model(
             train_b,
             self.loaders.train(1, int(resume["iteration"]) if resume else 0),
-            c.biased,
+            c.biased.replace(biased_length=self.variant["fb_length"]),
             self.rt,
             model_d=train_d,
             score_loader=self.loaders.eval(self.data.train_scoring),

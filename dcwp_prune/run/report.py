@@ -19,7 +19,7 @@ from .._atomic import write_json, write_text
 from ..errors import InputError
 from ..models import create_model
 from .checkpoint import load_checkpoint
-from .config import RunConfig
+from .config import RunConfig, resolve_variant
 from .export import load_pruned_model, require_registered
 
 __all__ = [
@@ -164,7 +164,7 @@ def build_report(run_dir: str, latency_reps: int = 10) -> Dict[str, Any]:
             "init": config.weights or "random (no pretrained weights)",
             "schedule": {
                 "f_D": config.biased.iterations,
-                "f_B": config.biased.biased_iterations,
+                "f_B": config.biased.replace(biased_length=resolve_variant(config)["fb_length"]).schedule("b")[0],
                 "mask": config.mask.iterations,
                 "finetune": config.finetune.iterations,
                 "quick": config.quick,

@@ -56,6 +56,14 @@ class BiasedTrainConfig(Options):
     biased_weight_decay: Optional[float] = option(None, ge=0)
     biased_lr_decay_step: Optional[int] = option(None, gt=0)
     biased_lr_gamma: Optional[float] = option(None, gt=0)
+    biased_length: Optional[float] = option(
+        None,
+        flag="--fb-length",
+        gt=0,
+        means="a multiple of f_B's iterations",
+        help="f_B trained this many times its schedule's iterations (its learning-rate decay step unchanged). "
+        "Default: the variant's (plus 2, else 1).",
+    )
     # f_D's weights kept at these fractions of its schedule (0: its initialisation), for rewinding before stage 4
     snapshots: Tuple[float, ...] = (0.0, 0.05, 0.1, 0.25)
 
@@ -70,7 +78,10 @@ class BiasedTrainConfig(Options):
             own = getattr(self, "biased_" + f) if net == "b" else None
             return own if own is not None else getattr(self, f)
 
-        return tuple(pick(f) for f in ("iterations", "optimizer", "lr", "weight_decay", "lr_decay_step", "lr_gamma"))  # type: ignore[return-value]
+        out = [pick(f) for f in ("iterations", "optimizer", "lr", "weight_decay", "lr_decay_step", "lr_gamma")]
+        if net == "b" and self.biased_length is not None:  # None here: 1 (the run layer resolves the variant's)
+            out[0] = int(round(out[0] * self.biased_length))
+        return tuple(out)  # type: ignore[return-value]
 
 
 def snapshot_key(fraction: float) -> str:
