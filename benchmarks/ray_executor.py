@@ -10,7 +10,9 @@
 - Records: only this driver appends to ``results.jsonl``; finished cells are skipped, as by the local
   executor. A cell that fails (an exception in the cell, or its worker killed) is recorded as failed
   and submitted once more.
-- Ctrl-C cancels the running tasks and stops (exit 130); the same command resumes.
+- Ctrl-C, or SIGTERM (``kill``, a batch scheduler's stop), cancels the running tasks and stops (exit 130);
+  the same command resumes. Both are caught even where the shell started the driver with SIGINT ignored
+  (a background job), so ``kill -INT`` stops it too.
 - Where: Ray on this machine by default (it uses every core: ``--threads 1`` runs two cells at once on
   two cores); ``--address`` joins a running cluster, whose nodes must hold this checkout at the same
   path and ``--out`` on a shared file system.
@@ -19,10 +21,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 __all__ = ["run_on_ray"]
 
@@ -43,6 +48,25 @@ def _task(
         runner.ensure_base(cell)
         return None
     return runner.execute(cell)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise ``KeyboardInterrupt`` in the driver while the grid runs (the previous handlers are
+    restored after): a background driver, whose shell ignores SIGINT, and a scheduler's SIGTERM stop it cleanly."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _failed(runner: Any, cell: Dict[str, Any], threads: int, err: BaseException) -> Dict[str, Any]:
@@ -102,57 +126,60 @@ def run_on_ray(
             rebuild.setdefault(group, c)
     failed, done, start = 0, 0, time.monotonic()
     pending: Dict[Any, Tuple[Dict[str, Any], int]] = {}
-    try:
-        for phase in ("base", "rest"):
-            if phase == "base":
-                for c in first:
-                    pending[task.remote(profile, out, plain, c, threads)] = (c, 0)
-                bases = [task.remote(profile, out, plain, c, threads, True) for c in rebuild.values()]
-            else:
-                for c in rest:
-                    if deadline is not None and time.monotonic() > deadline:
-                        print("time budget reached: the cells not started are left for a later run", file=sys.stderr)
+    with stop_on_signals():  # Ctrl-C or SIGTERM: cancel what runs, record nothing of it
+        try:
+            for phase in ("base", "rest"):
+                if phase == "base":
+                    for c in first:
+                        pending[task.remote(profile, out, plain, c, threads)] = (c, 0)
+                    bases = [task.remote(profile, out, plain, c, threads, True) for c in rebuild.values()]
+                else:
+                    for c in rest:
+                        if deadline is not None and time.monotonic() > deadline:
+                            print(
+                                "time budget reached: the cells not started are left for a later run", file=sys.stderr
+                            )
+                            break
+                        pending[task.remote(profile, out, plain, c, threads)] = (c, 0)
+                    bases = []
+                while pending or bases:
+                    for ref in bases:
+                        try:
+                            ray.get(ref)
+                        except Exception as err:  # the group's cells then fail (and are recorded) on their own
+                            print(f"rebuilding a base run failed: {type(err).__name__}: {err}", file=sys.stderr)
+                    bases = []
+                    if not pending:
                         break
-                    pending[task.remote(profile, out, plain, c, threads)] = (c, 0)
-                bases = []
-            while pending or bases:
-                for ref in bases:
-                    try:
-                        ray.get(ref)
-                    except Exception as err:  # the group's cells then fail (and are recorded) on their own
-                        print(f"rebuilding a base run failed: {type(err).__name__}: {err}", file=sys.stderr)
-                bases = []
-                if not pending:
-                    break
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                for ref in ready:
-                    cell, attempt = pending.pop(ref)
-                    try:
-                        record = ray.get(ref)
-                    except Exception as err:  # the worker was killed or lost: recorded as a failed cell
-                        record = _failed(runner, cell, threads, err)
-                    runner.record(record)
-                    done += 1
-                    ok = record["status"] == "ok"
-                    if not ok and attempt == 0:
-                        pending[task.remote(profile, out, plain, cell, threads)] = (cell, 1)
-                    elif not ok:
-                        failed += 1
-                    elapsed = time.monotonic() - start
-                    print(
-                        f"[{done}] {cell_label(record)}{'' if ok or attempt else ' (retrying once)'} "
-                        f"({_hms(elapsed)} elapsed)",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-    except KeyboardInterrupt:
-        for ref in pending:
-            ray.cancel(ref, force=True)
-        print(
-            f"\nstopped: {len(pending)} running cell(s) cancelled, none of them recorded; run the same command "
-            "again to resume",
-            file=sys.stderr,
-        )
-        raise SystemExit(130) from None
+                    ready, _ = ray.wait(list(pending), num_returns=1)
+                    for ref in ready:
+                        cell, attempt = pending.pop(ref)
+                        try:
+                            record = ray.get(ref)
+                        except Exception as err:  # the worker was killed or lost: recorded as a failed cell
+                            record = _failed(runner, cell, threads, err)
+                        runner.record(record)
+                        done += 1
+                        ok = record["status"] == "ok"
+                        if not ok and attempt == 0:
+                            pending[task.remote(profile, out, plain, cell, threads)] = (cell, 1)
+                        elif not ok:
+                            failed += 1
+                        elapsed = time.monotonic() - start
+                        print(
+                            f"[{done}] {cell_label(record)}{'' if ok or attempt else ' (retrying once)'} "
+                            f"({_hms(elapsed)} elapsed)",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+        except KeyboardInterrupt:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            print(
+                f"\nstopped: {len(pending)} running cell(s) cancelled, none of them recorded; run the same command "
+                "again to resume",
+                file=sys.stderr,
+            )
+            raise SystemExit(130) from None
     print(f"Ray executor: {done} record(s) in {_hms(time.monotonic() - start)} wall clock", file=sys.stderr, flush=True)
     return failed

@@ -62,3 +62,31 @@ def test_ray_gives_the_local_records_and_skips_finished_cells(tmp_path, tiny_pro
         assert (tmp_path / "ray" / "results.jsonl").read_text() == before  # finished cells are skipped
     finally:
         ray.shutdown()
+
+
+def test_sigterm_cancels_the_running_cells_and_records_nothing(tmp_path, tiny_profile, monkeypatch, capsys):
+    """A SIGTERM to the driver (a scheduler's stop; SIGINT the same, even in a background job whose shell ignores
+    it) cancels the running tasks, exits 130 with how to resume, records nothing, and restores the handlers."""
+    import os
+    import signal
+    import time
+
+    from benchmarks.ray_executor import run_on_ray
+
+    def terminated(refs, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this
+        raise AssertionError("SIGTERM did not stop the driver")
+
+    monkeypatch.setattr(ray, "wait", terminated)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    try:
+        before = signal.getsignal(signal.SIGTERM)  # Ray's own
+        with pytest.raises(SystemExit) as stop:
+            run_on_ray(tiny_profile, str(tmp_path / "stopped"), _args("ray"), tiny_profile.cells())
+        assert signal.getsignal(signal.SIGTERM) == before
+    finally:
+        ray.shutdown()
+    assert stop.value.code == 130
+    assert "run the same command again to resume" in capsys.readouterr().err
+    assert read_results(str(tmp_path / "stopped" / "results.jsonl")) == []
