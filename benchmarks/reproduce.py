@@ -339,8 +339,10 @@ class Runner:
             "profile": self.profile.name,
             "commit": self.commit,
             "threads": torch.get_num_threads(),
+            "cpu": torch.backends.cpu.get_cpu_capability(),
         }
-        # CPU results are bit-reproducible at the same thread count (summation order follows the threads)
+        # CPU results are bit-reproducible at the same thread count on the same kind of CPU (summation order follows
+        # the threads, and the kernels the instruction set: an AVX512 machine and an AVX2 one differ in the last bits)
         try:
             if self.redo(cell):
                 shutil.rmtree(os.path.join(self.group_dir(cell), cell["method"]), ignore_errors=True)
