@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 
 import pytest
 import torch
@@ -381,33 +382,39 @@ def test_schedule_overrides_apply_after_the_quick_schedule():
     assert config("clean-fix-early-select", "cnn").replace(finetune=plain.finetune) == plain
 
 
-def test_a_method_trains_its_own_stage1_exactly_when_it_would_differ():
-    """dcwp-plus (its variant trains f_B twice as long), bf16 and the ensemble's f_B loss train their own stage 1;
-    methods that change only what follows stage 1 (plus-fb-1x: DCWP+ with official's f_B) reuse dcwp-official's."""
+def test_a_method_starts_from_a_matching_stage1_or_trains_its_own(tmp_path):
+    """Methods that change only what follows stage 1 start from dcwp-official's; dcwp-plus (its variant trains
+    f_B twice as long), bf16 and the ensemble's f_B loss train their own, except that a method matching dcwp-plus's
+    stage 1 (its random-mask control) starts from that one once it is finished."""
     from benchmarks.profiles import PROFILES
 
-    runner = Runner(PROFILES["cpu-quick"], "unused", argparse.Namespace(data_root=None, mnist_root=None, device=None))
-    own = {
-        method: runner.own_stage1({"dataset": "cmnist", "ratio": 1.0, "seed": 0, "backbone": "mlp", "method": method})
-        for method in (
+    runner = Runner(
+        PROFILES["cpu-quick"], str(tmp_path), argparse.Namespace(data_root=None, mnist_root=None, device=None)
+    )
+    cell = {"dataset": "cmnist", "ratio": 1.0, "seed": 0, "backbone": "mlp"}
+    group = runner.group_dir(cell)
+
+    def sources():
+        methods = (
             "dcwp-official",
             "dcwp-plus",
             "plus-fb-longer",
+            "dcwp-plus-shuffle",
             "official-cpu-bf16",
             "abl-mining-ensemble",
             "plus-fb-1x",
             "dcwp-clean",
             "abl-mining-oracle",
-            "plus-rewind-init",
         )
-    }
-    assert [m for m, v in own.items() if v] == [
-        "dcwp-official",
-        "dcwp-plus",
-        "plus-fb-longer",
-        "official-cpu-bf16",
-        "abl-mining-ensemble",
-    ]
+        out = {m: runner.stage1_source({**cell, "method": m}) for m in methods}
+        return {m: os.path.relpath(s, group) if s else None for m, s in out.items()}
+
+    official = dict.fromkeys(("plus-fb-1x", "dcwp-clean", "abl-mining-oracle"), "dcwp-official")
+    own = dict.fromkeys(("dcwp-official", "dcwp-plus", "official-cpu-bf16", "abl-mining-ensemble"))
+    assert sources() == {**own, **official, "plus-fb-longer": None, "dcwp-plus-shuffle": None}
+    os.makedirs(os.path.join(group, "dcwp-plus", "checkpoints"))
+    open(os.path.join(group, "dcwp-plus", "checkpoints", "stage1_biased.pt"), "w").close()  # its stage 1 finished
+    assert sources() == {**own, **official, "plus-fb-longer": "dcwp-plus", "dcwp-plus-shuffle": "dcwp-plus"}
 
 
 @pytest.mark.parametrize(
