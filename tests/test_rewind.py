@@ -255,12 +255,12 @@ def test_rewind_auto_runs_both_arms_and_keeps_the_one_better_on_valid(base, tmp_
 def test_plus_stopped_in_its_retrain_arm_resumes_to_the_same_result(base, tmp_path, monkeypatch):
     """A stop (Ctrl-C / SIGTERM) while DCWP+ retrains its rewound arm writes a progress checkpoint of the
     'retrain' stage; --resume continues it (not the finished fine-tuning arm) and ends where a straight run ends."""
-    from dcwp_prune.run import pipeline
+    from dcwp_prune.run import dcwp_run
     from dcwp_prune.training.engine import StopRequested
 
     over = {"stage1_from": base.run_dir, "variant": "plus", "biased": {"biased_length": 1.0}, "checkpoint_every": 0}
     straight = run_dcwp(tiny(tmp_path / "straight", **over), report=False)
-    real = pipeline.finetune
+    real = dcwp_run.finetune
 
     def stopping(model, batches, *args, name="finetune", runtime=None, **kwargs):
         if name == "retrain":  # signal after the 5th retraining batch, as a Ctrl-C would
@@ -275,12 +275,12 @@ def test_plus_stopped_in_its_retrain_arm_resumes_to_the_same_result(base, tmp_pa
             batches = signalled(batches)
         return real(model, batches, *args, name=name, **kwargs)
 
-    monkeypatch.setattr(pipeline, "finetune", stopping)
+    monkeypatch.setattr(dcwp_run, "finetune", stopping)
     with pytest.raises(StopRequested):
         run_dcwp(tiny(tmp_path / "stopped", **over), report=False)
     progress = load_checkpoint(str(tmp_path / "stopped" / "checkpoints" / "progress.pt"))
     assert progress["stage"] == "retrain" and progress["iteration"] == 6  # the step that drew batch 6 finished
-    monkeypatch.setattr(pipeline, "finetune", real)
+    monkeypatch.setattr(dcwp_run, "finetune", real)
     resumed = run_dcwp(tiny(tmp_path / "stopped", resume=True, **over), report=False)
     assert resumed.metrics == straight.metrics and resumed.info["rewind_chosen"] == straight.info["rewind_chosen"]
 

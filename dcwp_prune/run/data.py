@@ -3,7 +3,7 @@
 
 The training stream of stage ``k`` (1: f_D and f_B, 3: mask, 4: fine-tuning) is seeded by
 ``seed * 100 + k``, so every stage (and each arm of DCWP+'s stage 4) draws the same batches for the same
-run seed whatever ran before it; the stage's own RNG starts from ``stage_seed`` (``run/pipeline.py``).
+run seed whatever ran before it; the stage's own RNG starts from ``stage_seed`` (``run/stages.py``).
 """
 
 from __future__ import annotations
