@@ -7,21 +7,30 @@ This is the only module that imports click.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shlex
-import signal
 import sys
 import typing
-import warnings
 from typing import Any, Callable, Dict, List, Literal, Optional, Tuple, Union
 
 import click
 
 from ..data.cmnist import DIGIT_SOURCES
-from ..errors import DCWPError, InputError, UnknownNameError
+from ..errors import DCWPError
 from ..options import OptionSpec, choices, option_specs
 from ..version import __version__
+from .commands import (
+    data_option,
+    echo_warnings,
+    evaluate_run,
+    fmt,
+    prune_files,
+    read_toml,
+    report_and_summary,
+    run_config,
+    run_locked,
+    write_cmnist_folders,
+)
 from .config import PruneConfig, RunConfig
 
 EXAMPLES = """\b
@@ -202,38 +211,9 @@ def _config_options(cls: type, skip: Tuple[str, ...] = ()) -> Callable[[Callable
 _RUN_MAP: Dict[str, OptionSpec] = {_param_name(s): s for s in option_specs(RunConfig) if s.flag}
 
 
-def _read_toml(path: str) -> Dict[str, Any]:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
-    if os.path.isdir(path):
-        raise InputError(f"--config {path!r} is a folder; pass the TOML file itself")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"config file {path!r} does not exist")
-    from ..options import ConfigError
-    from .config import RunConfig
-
-    with open(path, "rb") as f:
-        try:
-            data = tomllib.load(f)
-        except tomllib.TOMLDecodeError as err:
-            raise InputError(f"config file {path!r} is not valid TOML: {err}") from None
-        except UnicodeDecodeError as err:
-            raise InputError(
-                f"config file {path!r} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
-                f"{err.start}); TOML files are UTF-8: save it as UTF-8"
-            ) from None
-    try:
-        RunConfig.from_dict(data)  # every key and type checked now, against the file's own values
-    except ConfigError as err:
-        raise ConfigError(f"config file {path!r}: {err}") from None
-    return data
-
-
 def _overrides(ctx: click.Context, model: str, params: Dict[str, Any]) -> Dict[str, Any]:
     """Config file values, then every flag the user actually typed (flags win)."""
-    out: Dict[str, Any] = _read_toml(params["config"]) if params["config"] else {}
+    out: Dict[str, Any] = read_toml(params["config"]) if params["config"] else {}
     out["model"] = model
     for name, spec in _RUN_MAP.items():
         if ctx.get_parameter_source(name) != click.core.ParameterSource.COMMANDLINE:
@@ -244,9 +224,7 @@ def _overrides(ctx: click.Context, model: str, params: Dict[str, Any]) -> Dict[s
         section, _, key = spec.key.rpartition(".")
         (out.setdefault(section, {}) if section else out)[key] = value
     if params["data_option"]:  # on top of the config file's [data.options] (a table: checked when it was read)
-        out.setdefault("data", {}).setdefault("options", {}).update(
-            _data_option(text) for text in params["data_option"]
-        )
+        out.setdefault("data", {}).setdefault("options", {}).update(data_option(text) for text in params["data_option"])
     return out
 
 
@@ -258,32 +236,6 @@ def _section(params: Dict[str, Any], section: str) -> Dict[str, Any]:
         for name, spec in _RUN_MAP.items()
         if spec.key.startswith(section + ".") and name in params and params[name] is not None
     }
-
-
-def _data_option(text: str) -> Tuple[str, Any]:
-    """``KEY=VALUE`` of ``--data-option``: VALUE read as JSON (numbers, true / false, a {...} table), else text."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise InputError(f"--data-option takes KEY=VALUE (e.g. --data-option path_col=file), got {text!r}")
-    try:
-        parsed = json.loads(value)
-    except ValueError as err:
-        if value.lstrip()[:1] in ("{", "[", '"'):  # meant as JSON: a typo must not pass as a string
-            raise InputError(
-                f"--data-option {key.strip()}: {value!r} is not valid JSON ({err}); write a table as "
-                f'{key.strip()}=\'{{"train": "0", "test": "2"}}\''
-            ) from None
-        parsed = value
-    return key.strip(), parsed
-
-
-def _default_out(model: str, overrides: Dict[str, Any]) -> str:
-    data = overrides.get("data", {})
-    name, ratio = data.get("name", "data"), data.get("ratio")
-    parts = (
-        [model, name] + ([f"{float(ratio):g}pct"] if ratio is not None else []) + [f"seed{overrides.get('seed', 0)}"]
-    )
-    return os.path.join("runs", "-".join(parts) + ("-quick" if overrides.get("quick") else ""))
 
 
 #: The pruning-rule options of ``run`` and ``prune``, from PruneConfig's fields: unstructured (``--amount`` /
@@ -310,46 +262,11 @@ _prune_rule_options = _config_options(PruneConfig, skip=("shuffle",))
 @click.pass_context
 def run_command(ctx: click.Context, model: str, **params: Any) -> None:
     """Run DCWP end to end on MODEL and write a run folder with a report."""
-    from .config import RunConfig
-    from .presets import build_config, merge_options
-    from .run_folder import read_saved_config
-
     try:
-        overrides = _overrides(ctx, model, params)
-        if params["resume"] and params["out"]:
-            out = os.path.expanduser(params["out"])
-        elif "name" not in overrides.get("data", {}):
-            raise InputError("--data is required (e.g. --data cmnist); see --list-datasets")
-        elif params["out"] is not None and not params["out"].strip():
-            raise InputError("--out is empty; name the run folder (e.g. --out runs/mine) or leave --out out")
-        else:
-            out = overrides.get("out") or params["out"] or _default_out(model, overrides)
-        overrides["out"] = out
-        _check_model_name(model)
-        if params["resume"]:  # the saved options, with what was typed now on top (differences are refused later)
-            config = RunConfig.from_dict(
-                merge_options(read_saved_config(out), dict(overrides, resume=True, overwrite=params["overwrite"]))
-            )
-        else:
-            config = build_config(params["preset"], overrides)
+        config = run_config(model, _overrides(ctx, model, params), params)
     except _USER_ERRORS as err:
         raise _fail(err) from None
     _run(config, params["force_config"])
-
-
-def _check_model_name(name: str) -> None:
-    from .._registry import unknown_name_message
-    from ..models import list_models
-
-    if name not in list_models():
-        raise UnknownNameError(
-            unknown_name_message("model", name, list_models(), listing="--list-models")
-            + "; yours: --import the module that registers it"
-        )
-
-
-def _resume_hint(config: Any) -> str:
-    return f"dcwp-prune {shlex.quote(config.model)} --data {config.data.name} --out {shlex.quote(config.out)} --resume"
 
 
 def _run(config: Any, force_config: bool = False) -> None:
@@ -363,143 +280,12 @@ def _run(config: Any, force_config: bool = False) -> None:
             held.enter_context(run_lock(config.out, enabled=main_rank))  # through the run and its report
         except _USER_ERRORS as err:
             raise _fail(err) from None
-        _run_locked(config, force_config, main_rank)
+        try:
+            run_locked(config, force_config, main_rank)
+        except _USER_ERRORS as err:
+            raise _fail(err) from None
 
 
-def _run_locked(config: Any, force_config: bool, main_rank: bool) -> None:
-    from .._atomic import DiskWriteError
-    from ..training.engine import StopRequested
-    from .pipeline import run_dcwp
-    from .run_folder import RunFolder
-
-    label = " [quick schedule]" if config.quick else ""
-    verb = "resuming" if config.resume else "running"
-    if main_rank:  # under torchrun, once (rank 0 also prints the summary)
-        click.echo(
-            f"dcwp-prune {__version__}: {verb} {config.model} on {config.data.name} -> {config.out}{label}", err=True
-        )
-    try:
-        with _echo_warnings():  # the run's notes (a repaired --overwrite, implausible mining) as they come
-            result = run_dcwp(config, force_config=force_config, report=False)  # written below, signals deferred
-    except KeyboardInterrupt as stop:  # StopRequested (Ctrl-C, SIGTERM): checkpoint written; a second one: the last
-        signum = getattr(stop, "signum", signal.SIGINT)
-        how = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
-        if getattr(stop, "dcwp_checkpointed", RunFolder(config.out).has_checkpoint):
-            saved = f"checkpoint saved ({stop.checkpoint})" if isinstance(stop, StopRequested) else "stopped at once"
-            click.echo(f"\n{how}; {saved}. Resume with:\n  {_resume_hint(config)}", err=True)
-        else:
-            kept = "the run that was there is unchanged" if config.overwrite else "nothing was kept"
-            click.echo(
-                f"\n{how} before the first checkpoint; {kept} in {config.out}. "
-                "Run the same command again to start over.",
-                err=True,
-            )
-        sys.exit(128 + int(signum))  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
-    except DiskWriteError as err:  # a full disk or a file-size limit: nothing half-written is left
-        if getattr(err, "dcwp_checkpointed", RunFolder(config.out).has_checkpoint):
-            hint = f"The last checkpoint is intact: make room, then resume with:\n  {_resume_hint(config)}"
-        else:
-            hint = "Nothing was saved (no checkpoint yet): make room and run the command again."
-        click.echo(f"Error: {err.strerror}\n{hint}", err=True)
-        sys.exit(1)
-    except _USER_ERRORS as err:
-        raise _fail(err) from None
-    except FloatingPointError as err:  # a diverged loss: the last checkpoint is intact
-        if getattr(err, "dcwp_checkpointed", RunFolder(config.out).has_checkpoint):
-            hint = (
-                f"The last checkpoint is intact: edit {os.path.join(config.out, 'config.json')} (e.g. a lower lr) "
-                f"and resume with:\n  {_resume_hint(config)}"
-            )
-        else:
-            hint = "Nothing was saved (no checkpoint yet): lower the learning rate and run the command again."
-            if config.overwrite:
-                hint += f" The run that was in {config.out} is unchanged."
-        click.echo(f"Error: {err}\n{hint}", err=True)
-        sys.exit(1)
-    if result.run_dir is None:
-        return  # not rank 0: rank 0 writes the report and prints the summary
-    _report_and_summary(config.out, rebuild=f"dcwp-prune report {shlex.quote(config.out)}")
-
-
-@contextlib.contextmanager
-def _echo_warnings() -> Any:
-    """Python warnings raised meanwhile are shown as ``warning: ...`` lines on stderr (no file and line)."""
-
-    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
-        click.echo(f"warning: {message}", err=True)
-
-    with warnings.catch_warnings():
-        warnings.showwarning = show
-        yield
-
-
-def _report_and_summary(run_dir: str, rebuild: str) -> None:
-    """Build the report and print the summary. Ctrl-C / SIGTERM meanwhile lets the report finish (a
-    few seconds) and then exits 130 / 143; a second signal stops at once and names the command that
-    rebuilds the report."""
-    from ..training.engine import StopFlag
-    from .report import build_report
-
-    try:
-        with StopFlag() as stop, _echo_warnings():
-            report = build_report(run_dir)
-    except KeyboardInterrupt:
-        click.echo(
-            f"\nstopped while writing the report; the run itself is complete. Rebuild the report with:\n  {rebuild}",
-            err=True,
-        )
-        sys.exit(128 + int(stop.signum))
-    except _USER_ERRORS as err:
-        raise _fail(err) from None
-    _print_summary(report)
-    if stop.requested:
-        how = "terminated (SIGTERM)" if stop.signum == signal.SIGTERM else "interrupted"
-        click.echo(f"{how} while the report was written; the run and its report are complete", err=True)
-        sys.exit(128 + int(stop.signum))
-
-
-def _print_summary(report: Dict[str, Any]) -> None:
-    from .report import ratio_label, summary_columns, summary_rows
-
-    quick = "  [QUICK SCHEDULE: a demo, not a reproduction]" if report["quick"] else ""
-    p = report["protocol"]
-    source = p["digit_source"] or p["dataset"]
-    click.echo(f"\n{p['model']} on {p['dataset']}{ratio_label(p['conflict_ratio_pct'])} ({source}){quick}")
-    header = ["test (%)"] + summary_columns(report, "test")
-    rows = [header] + summary_rows(report, "test")
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    for r in rows:
-        click.echo("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
-    m, eff = report["mined"], report["efficiency"]
-    dense, pruned = eff["dense"]["macs"], eff["pruned"]["macs"]
-    ratio = (report.get("structured") or {}).get("pruning_ratio")
-    reduction = f" ({dense / max(pruned, 1):.2f}x fewer, Torch-Pruning ratio {ratio:.3f})" if ratio is not None else ""
-    click.echo(
-        f"mined {m['count']} samples (precision {_fmt(m['precision'])}, recall {_fmt(m['recall'])}); "
-        f"sparsity {100 * report['sparsity']:.1f} %; MACs {dense:,} -> {pruned:,}{reduction}; "
-        f"saved model: {p['saved_model']}"
-    )
-    from .report import skipped_line
-
-    if skipped_line(report):
-        click.echo(skipped_line(report))
-    for warning in report.get("warnings", []):
-        click.echo(f"WARNING: {warning}", err=True)
-    if report.get("write_skipped"):
-        click.echo(
-            f"note: the report was not written into the run folder ({report['write_skipped']}); the "
-            "figures above are complete",
-            err=True,
-        )
-    else:
-        click.echo(f"report: {os.path.join(report['run_dir'], 'report.md')}")
-
-
-def _fmt(v: Optional[float]) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f} %"
-
-
-# ---------------------------------------------------------------------------------- subcommands
 @main.command("make-cmnist")
 @click.option(
     "--out", required=True, type=click.Path(), help="Data root; writes OUT/cmnist/{pct}/... and OUT/cmnist/test."
@@ -516,36 +302,11 @@ def make_cmnist(
     out: str, ratios: tuple, source: str, mnist_root: Optional[str], download: bool, seed: int, overwrite: bool
 ) -> None:
     """Write Colored MNIST in the DisEnt layout (byte-identical for the same seed and source)."""
-    from ..data import write_cmnist
-    from ..data.cmnist import STANDARD_RATIOS
-    from .run_folder import check_writable
-
     try:
-        check_writable(os.path.expanduser(out))
-        written = write_cmnist(
-            os.path.expanduser(out), ratios or STANDARD_RATIOS, source, mnist_root, download, seed, overwrite=overwrite
-        )
+        lines = write_cmnist_folders(os.path.expanduser(out), ratios, source, mnist_root, download, seed, overwrite)
     except _USER_ERRORS as err:
         raise _fail(err) from None
-    from ..data.cmnist import cmnist_folders
-
-    targets = [folder for _, folder in cmnist_folders(os.path.expanduser(out), ratios or STANDARD_RATIOS)]
-    with open(os.path.join(targets[0], "generation.json")) as f:
-        click.echo(f"digits: {json.load(f)['source']}")
-    for path in targets:
-        click.echo(f"wrote {path}" if path in written else f"kept {path} (already there, same generation)")
-
-
-def _num_classes_of(arch: str, state: Dict[str, Any]) -> int:
-    from ..models import classifier_of, create_model
-
-    probe = create_model(arch, 2)
-    head = classifier_of(probe)
-    name = next(n for n, m in probe.named_modules() if m is head)
-    key = f"{name}.weight"
-    if key not in state:
-        raise InputError(f"the model file has no {key!r}; is it a {arch} state dict? pass --num-classes")
-    return int(state[key].shape[0])
+    click.echo("\n".join(lines))
 
 
 @main.command("prune")
@@ -562,80 +323,11 @@ def _num_classes_of(arch: str, state: Dict[str, Any]) -> int:
 @_import_option
 def prune_command(**params: Any) -> None:
     """Apply saved DCWP scores to a saved model: no training."""
+    fixed = ("model_file", "arch", "scores", "num_classes", "input_size", "out", "overwrite")
     try:
-        _prune(**params)
+        prune_files(**{k: params[k] for k in fixed}, rule_options=_section(params, "prune"))
     except _USER_ERRORS as err:
         raise _fail(err) from None
-
-
-def _prune(
-    model_file: str,
-    arch: str,
-    scores: str,  # the path of the scores file
-    num_classes: Optional[int],
-    input_size: Optional[int],
-    out: str,
-    overwrite: bool,
-    **rule_options: Any,  # the flags of _prune_rule_options (PruneConfig's fields)
-) -> None:
-    scores_path = scores
-    import torch
-
-    from .._atomic import write_json
-    from ..adapters.torch_prune import dcwp_global_unstructured, pruned_sparsity
-    from ..models import create_model, load_state_dict_checked, read_state_dict
-    from ..scores import MaskScores
-    from .config import PruneConfig, RunConfig, validate
-    from .export import save_pruned_model
-    from .run_folder import check_writable
-
-    # every check first; the output folder is created only when the pruned model is ready
-    for flag, value in (("--num-classes", num_classes), ("--input-size", input_size)):
-        if value is not None and value < 1:
-            raise InputError(f"{flag} must be a positive integer, got {value}")
-    check_writable(out)
-    rule = PruneConfig.from_dict(_section(rule_options, "prune"))
-    validate(RunConfig(prune=rule))  # ranges, at most one unstructured rule, structured-only options
-    if os.path.isdir(out) and os.listdir(out) and not overwrite:
-        raise FileExistsError(f"output folder {out!r} already exists; pass --overwrite to replace its files")
-    _check_model_name(arch)
-    state = read_state_dict(model_file)
-    model = create_model(arch, num_classes or _num_classes_of(arch, state))
-    load_state_dict_checked(model, state, model_file)
-    scores = MaskScores.load(scores_path, model=model)
-    scored = set(scores.keys())
-    unscored = [k for k in MaskScores.from_model(model).keys() if k not in scored]
-    if unscored:
-        click.echo(
-            f"warning: {scores_path} has no scores for {len(unscored)} layer(s) that a run would score "
-            f"({', '.join(unscored[:5])}{', ...' if len(unscored) > 5 else ''}); they are left unpruned",
-            err=True,
-        )
-    size = input_size or (28 if arch in ("cnn", "mlp") else 224)
-    example = torch.zeros(1, 3, size, size)
-    if rule.structured:
-        from ..adapters.structured import prune_channels
-
-        result = prune_channels(model, scores, example, **rule.channel_options())
-        summary = dict(result.to_dict(), structured=True)
-        history: Optional[list] = result.history
-    else:
-        dcwp_global_unstructured(model, scores, **rule.rule())
-        summary = {"structured": False, "sparsity": pruned_sparsity(model), **rule.rule()}
-        history = None
-    os.makedirs(out, exist_ok=True)
-    save_pruned_model(
-        out,
-        model,
-        arch=arch,
-        num_classes=num_classes or _num_classes_of(arch, state),
-        input_shape=[3, size, size],
-        history=history,
-        extra={"scores": os.path.abspath(scores_path)},
-    )
-    write_json(os.path.join(out, "prune_report.json"), summary)
-    click.echo(json.dumps({k: v for k, v in summary.items() if k != "channels"}, indent=1))
-    click.echo(f"wrote {os.path.join(out, 'model.safetensors')}")
 
 
 @main.command("evaluate")
@@ -647,40 +339,18 @@ def evaluate_command(run_dir: str, device: str) -> None:
     from .lock import run_lock
 
     try:
-        with run_lock(run_dir, required=False), _echo_warnings():
-            metrics, skipped = _evaluate(run_dir, device)
+        with run_lock(run_dir, required=False), echo_warnings():
+            metrics, skipped = evaluate_run(run_dir, device)
     except _USER_ERRORS as err:
         raise _fail(err) from None
     for split in ("valid", "test"):
         m = metrics[split]
         click.echo(
-            f"{split:>5}: accuracy {_fmt(m['accuracy'])}, unbiased {_fmt(m['unbiased'])}, "
-            f"aligned {_fmt(m['aligned'])}, conflicting {_fmt(m['conflicting'])}, worst group {_fmt(m['worst_group'])}"
+            f"{split:>5}: accuracy {fmt(m['accuracy'])}, unbiased {fmt(m['unbiased'])}, "
+            f"aligned {fmt(m['aligned'])}, conflicting {fmt(m['conflicting'])}, worst group {fmt(m['worst_group'])}"
         )
     if skipped:
         click.echo(f"note: evaluation.json was not written ({skipped}); the figures above are complete", err=True)
-
-
-def _evaluate(run_dir: str, device: str) -> Tuple[Dict[str, Any], Optional[str]]:
-    from .._atomic import write_json
-    from ..training.engine import Runtime, resolve_device
-    from .config import RunConfig
-    from .export import load_pruned_model, require_registered
-    from .pipeline import RunLoaders, load_run_data, resolve_variant
-    from .report import load_results
-
-    results = load_results(run_dir)
-    config = RunConfig.from_dict(results["config"])
-    require_registered(run_dir, config.model, config.data.name)
-    rt = Runtime(device=resolve_device(device))
-    data = load_run_data(config, resolve_variant(config)["score_transform"])
-    model = load_pruned_model(run_dir).to(rt.device)
-    metrics = RunLoaders(config, data, rt).evaluate(model)
-    try:
-        write_json(os.path.join(run_dir, "evaluation.json"), {"selected": results["selected"], **metrics})
-    except OSError as err:  # a read-only run folder: the metrics are printed all the same
-        return metrics, f"{err.strerror or err}: {getattr(err, 'filename', None) or run_dir}"
-    return metrics, None
 
 
 @main.command("report")
@@ -695,7 +365,10 @@ def report_command(run_dir: str) -> None:
             held.enter_context(run_lock(run_dir, required=False))
         except _USER_ERRORS as err:
             raise _fail(err) from None
-        _report_and_summary(run_dir, rebuild=f"dcwp-prune report {shlex.quote(run_dir)}")
+        try:
+            report_and_summary(run_dir, rebuild=f"dcwp-prune report {shlex.quote(run_dir)}")
+        except _USER_ERRORS as err:
+            raise _fail(err) from None
 
 
 if __name__ == "__main__":
