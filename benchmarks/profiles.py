@@ -70,6 +70,7 @@ PLUS_STUDY = (
     "plus-mining-oracle",
     "plus-fb-longer",
     "plus-fb-1x",
+    "dcwp-plus-structured",
 )
 
 #: The sparsity sweep: DCWP's scores, magnitude and random at 50-98 % sparsity and 2x / 4x fewer MACs.

@@ -400,6 +400,7 @@ def test_a_method_starts_from_a_matching_stage1_or_trains_its_own(tmp_path):
             "dcwp-plus",
             "plus-fb-longer",
             "dcwp-plus-shuffle",
+            "dcwp-plus-structured",
             "official-cpu-bf16",
             "abl-mining-ensemble",
             "plus-fb-1x",
@@ -411,10 +412,11 @@ def test_a_method_starts_from_a_matching_stage1_or_trains_its_own(tmp_path):
 
     official = dict.fromkeys(("plus-fb-1x", "dcwp-clean", "abl-mining-oracle"), "dcwp-official")
     own = dict.fromkeys(("dcwp-official", "dcwp-plus", "official-cpu-bf16", "abl-mining-ensemble"))
-    assert sources() == {**own, **official, "plus-fb-longer": None, "dcwp-plus-shuffle": None}
+    plus_like = ("plus-fb-longer", "dcwp-plus-shuffle", "dcwp-plus-structured")
+    assert sources() == {**own, **official, **dict.fromkeys(plus_like)}
     os.makedirs(os.path.join(group, "dcwp-plus", "checkpoints"))
     open(os.path.join(group, "dcwp-plus", "checkpoints", "stage1_biased.pt"), "w").close()  # its stage 1 finished
-    assert sources() == {**own, **official, "plus-fb-longer": "dcwp-plus", "dcwp-plus-shuffle": "dcwp-plus"}
+    assert sources() == {**own, **official, **dict.fromkeys(plus_like, "dcwp-plus")}
 
 
 @pytest.mark.parametrize(
