@@ -91,9 +91,9 @@ def test_plus_is_official_training_with_rewinding_selection_and_a_longer_f_b():
         "finetune_lambda_con": 0.2,
         "fb_length": 2.0,
     }
-    # no rewinding where it cannot apply: a structured (physically smaller) model, an f_D given as a file
+    # no stage-1 rewinding where it cannot apply: an f_D given as a file (a structured run rewinds its channels)
     structured = build_config("cmnist", {"variant": "plus", "prune": {"structured": True}})
-    assert resolve_variant(structured)["rewind"] == "none"
+    assert resolve_variant(structured)["rewind"] == "auto"
     assert resolve_variant(build_config("cmnist", {"variant": "plus", "model_file": "f.pt"}))["rewind"] == "none"
     # an explicit value wins over the variant
     mine = build_config("cmnist", {"variant": "plus", "finetune": {"rewind": "fresh", "select": "last"}})

@@ -166,7 +166,6 @@ def test_shuffle_mask_keeps_each_layers_sparsity(base, tmp_path):
             {"finetune": {"rewind_point": 1.5}},
             r"rewind_point must be in \[0, 1\] \(a fraction of f_D.s schedule\), got 1.5 \(--rewind-point\)",
         ),
-        ({"finetune": {"rewind": "fresh"}, "prune": {"structured": True}}, "physically smaller"),
         ({"prune": {"structured": True, "shuffle": True}}, "re-draws unstructured masks"),
     ],
 )
@@ -174,6 +173,38 @@ def test_bad_rewind_and_shuffle_options_are_refused_before_anything_runs(tmp_pat
     with pytest.raises(InputError, match=message):
         run_dcwp(tiny(tmp_path / "bad", **over), report=False)
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_structured_run_rewinds_its_kept_channels_to_the_stage1_snapshot(base, tmp_path, monkeypatch):
+    """Structured (physically smaller) model: stage 4 starts from f_D's initialisation with the run's pruning
+    history replayed on it, i.e. exactly the kept channels' initial weights; DCWP+ rewinds structured runs too."""
+    from dcwp_prune.adapters.structured import load_pruning_history, read_history
+    from dcwp_prune.models import create_model
+    from dcwp_prune.run import dcwp_run
+    from dcwp_prune.run.config import resolve_variant
+
+    seen = {}
+    real = dcwp_run.finetune
+
+    def recording(model, *args, **kwargs):
+        seen.setdefault("start", {k: v.detach().clone() for k, v in model.state_dict().items()})
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(dcwp_run, "finetune", recording)
+    structured = {"structured": True, "pruning_ratio": 0.5, "global_pruning": False}
+    over = {"stage1_from": base.run_dir, "prune": structured, "finetune": {"rewind": "stage1"}}
+    run = run_dcwp(tiny(tmp_path / "s", **over), report=False)
+    init = load_checkpoint(f"{base.run_dir}/checkpoints/stage1_snapshots.pt")["snapshots"]["0"]
+    expected = create_model("mlp", 10)
+    expected.load_state_dict(init)
+    example = torch.zeros(1, 3, 28, 28)
+    load_pruning_history(expected, read_history(tmp_path / "s" / "pruning_history.json"), example)
+    want = expected.state_dict()
+    assert set(seen["start"]) == set(want) and all(torch.equal(seen["start"][k], want[k]) for k in want)
+    assert run.structured and seen["start"]["features.1.weight"].shape[0] < init["features.1.weight"].shape[0]
+    records = [json.loads(line) for line in open(tmp_path / "s" / "metrics.jsonl")]
+    assert [r["to"] for r in records if r["stage"] == "rewind"] == ["stage1"]
+    assert resolve_variant(tiny(tmp_path / "p", variant="plus", prune=structured))["rewind"] == "auto"
 
 
 def test_rewinding_a_stage1_without_snapshots_names_the_fix(base, tmp_path):

@@ -246,9 +246,10 @@ VARIANT_SETTINGS: Dict[str, Dict[str, Any]] = {
     },
     # DCWP+: official's training with a 4x stronger contrastive term in stages 3 and 4 (lambda_con 0.2); stage 4
     # run twice, on the trained f_D and on the subnetwork rewound to f_D's initialisation (lottery-ticket
-    # rewinding; unstructured runs with a trained stage 1 only), and the arm whose best iterate is better on
-    # valid kept, at that iterate; f_B trained twice its schedule's iterations (``biased.biased_length``: mining
-    # at tiny conflict ratios). Each setting won on valid in the benchmark (docs/benchmarks.md, "DCWP+")
+    # rewinding; runs with a trained stage 1; a structured run rewinds its kept channels), and the arm whose best
+    # iterate is better on valid kept, at that iterate; f_B trained twice its schedule's iterations
+    # (``biased.biased_length``: mining at tiny conflict ratios). Each setting won on valid in the benchmark
+    # (docs/benchmarks.md, "DCWP+")
     "plus": {
         "mask_upweight": 80.0,
         "positives": "official",
@@ -267,14 +268,13 @@ def resolve_variant(config: RunConfig) -> Dict[str, Any]:
     """The settings of ``config.variant`` (:data:`VARIANT_SETTINGS`) under the config's own values, which win:
     ``mask.upweight``, ``mask.positives``, ``mask.gumbel``, ``mask.lambda_con``, ``finetune.lambda_con``,
     ``finetune.select``, ``finetune.rewind``, ``finetune.rewind_point`` and ``biased.biased_length``
-    (``fb_length``). A variant's rewinding applies where
-    it can: not to a structured run (its model is physically smaller) nor, for a stage-1 rewind, to a run whose
-    f_D comes from ``model_file``."""
+    (``fb_length``). A variant's stage-1 rewinding applies where it can: not to a run whose f_D comes from
+    ``model_file`` (a structured run rewinds its kept channels)."""
     v = VARIANT_SETTINGS[config.variant]
     rewind = config.finetune.rewind
     if rewind is None:
         rewind = v["rewind"]
-        if config.prune.structured or (rewind in ("stage1", "auto") and config.model_file):
+        if rewind in ("stage1", "auto") and config.model_file:
             rewind = "none"
     point = config.finetune.rewind_point
     return {
@@ -369,11 +369,6 @@ def validate(config: RunConfig) -> None:
             "structured (--structured): drop one of them"
         )
     f, variant = config.finetune, resolve_variant(config)
-    if f.rewind not in (None, "none") and p.structured:
-        raise InputError(
-            f"finetune.rewind = {f.rewind!r} (--rewind) resets the weights of the dense architecture and "
-            "this run is structured (--structured), whose model is physically smaller: drop one of them"
-        )
     if f.rewind in ("stage1", "auto") and config.model_file:
         raise InputError(
             f"finetune.rewind = {f.rewind!r} (--rewind {f.rewind}) rewinds to f_D's stage-1 snapshots, and with "

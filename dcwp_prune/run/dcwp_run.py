@@ -40,6 +40,7 @@ class DCWPRun(StageRunner):
         self.variant = resolve_variant(config)
         self.loaders = RunLoaders(config, data, rt)
         self.select_metric = dataset_spec(config.data.name).select_metric
+        self.history: Optional[List[Any]] = None  # a structured run's pruning history (what rewinding replays)
 
     def new_model(self) -> nn.Module:
         c = self.config
@@ -217,6 +218,7 @@ class DCWPRun(StageRunner):
                     "--target-macs)"
                 ) from None
             info = dict(result.to_dict(), history=result.history)
+            self.history = result.history
         else:
             dcwp_global_unstructured(model, scores.probs(), **p.rule())
             info = None
@@ -317,7 +319,9 @@ class DCWPRun(StageRunner):
         return {**kept, "arms": arms, "chosen": chosen}
 
     def rewind(self, model: nn.Module, how: str) -> None:
-        """Reset the surviving weights of the pruned ``model`` (its masks stay) before stage 4."""
+        """Reset the surviving weights of the pruned ``model`` (its masks stay) before stage 4. A structurally
+        pruned model takes the dense state with the run's pruning history replayed on it: the kept channels'
+        weights as they were at that point."""
         from ..training.biased import snapshot_key
         from ..training.rewind import rewind_weights
 
@@ -337,6 +341,13 @@ class DCWPRun(StageRunner):
                     "--stage1-from), or --rewind fresh"
                 )
             state = snapshots[key]
+        if self.history is not None:  # structured: the same channels removed from the dense state first
+            from ..adapters.structured import load_pruning_history
+
+            dense = self.new_model()
+            dense.load_state_dict(state)
+            example = self.data.valid[0].image.unsqueeze(0).to(self.rt.device)
+            state = load_pruning_history(dense, self.history, example).state_dict()
         info = rewind_weights(model, state)
         self.rt.log(
             {"stage": "rewind", "to": how, "point": self.variant["rewind_point"] if how == "stage1" else None, **info}

@@ -34,7 +34,8 @@ def rewind_weights(model: nn.Module, state: Mapping[str, Tensor]) -> Dict[str, i
     A tensor pruned with ``torch.nn.utils.prune`` lives in ``NAME_orig`` (its mask in ``NAME_mask``): the
     state's ``NAME`` goes there, so the pruned positions stay zero in the forward. Every other parameter
     and buffer is copied by name. Returns ``{"copied": n, "pruned": k}``; a missing key or a shape that
-    differs (a physically smaller, structurally pruned model) is refused.
+    differs is refused (a physically smaller, structurally pruned model takes the dense state with its pruning
+    history replayed on it: ``DCWPRun.rewind``).
     """
     own = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     copied = pruned = 0
@@ -48,8 +49,8 @@ def rewind_weights(model: nn.Module, state: Mapping[str, Tensor]) -> Dict[str, i
         if tuple(source.shape) != tuple(target.shape):
             raise InputError(
                 f"rewind: {source_key!r} is {tuple(source.shape)} in the state and {tuple(target.shape)} "
-                "in the model; rewinding needs the dense architecture (unstructured pruning), not a "
-                "structurally pruned one"
+                "in the model; a structurally pruned model needs the state with its pruning history replayed "
+                "on it first (the run layer does that), not the dense one"
             )
         target.copy_(source.to(target.device, target.dtype))
         copied += 1
