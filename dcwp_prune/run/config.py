@@ -184,8 +184,9 @@ class RunConfig(Options):
         "official",
         flag="--variant",
         show_default=True,
-        help="official (the faithful reproduction), clean "
-        "(its quirks fixed) or plus (the settings that measured best).",
+        help="official (the default: the faithful reproduction of the paper's code, what published DCWP numbers "
+        "compare with), clean (its quirks fixed) or plus (recommended for accuracy: above official at every "
+        "measured ratio on both benchmark backbones; docs/benchmarks.md).",
     )
     preset: Optional[str] = option(
         None, flag="--preset", help="Hyperparameter preset (default: the dataset's): cmnist, cifar10c, bffhq, celeba."
