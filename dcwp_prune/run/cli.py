@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Literal, Optional, Tuple, Union
 import click
 
 from ..data.cmnist import DIGIT_SOURCES
-from ..errors import DCWPError
+from ..errors import DCWPError, InputError
 from ..options import OptionSpec, choices, option_specs
 from ..version import __version__
 from .commands import (
@@ -24,8 +24,10 @@ from .commands import (
     echo_warnings,
     evaluate_run,
     fmt,
+    import_modules,
     prune_files,
     read_toml,
+    registered_names,
     report_and_summary,
     run_config,
     run_locked,
@@ -75,14 +77,8 @@ class _DefaultGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (
-            click.exceptions.ClickException,
-            click.exceptions.Exit,
-            click.exceptions.Abort,
-            SystemExit,
-            KeyboardInterrupt,
-        ):
-            raise
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
+            raise  # (KeyboardInterrupt is no Exception: it passes through as well)
         except Exception:  # a bug: never shown as a user error
             import traceback
 
@@ -92,22 +88,11 @@ class _DefaultGroup(click.Group):
 
 
 def _import_modules(ctx: click.Context, param: click.Parameter, names: Tuple[str, ...]) -> None:
-    """``--import MODULE``: import the user's modules first, so that what they register exists (the
-    current folder is searched too, as ``python -m`` would)."""
-    import importlib
-
-    if names and os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.append(os.getcwd())
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except ImportError as err:
-            raise click.BadParameter(
-                f"cannot import {name!r} ({err}); pass a module name (mypkg.models, not a file "
-                "path) found in the current folder or on PYTHONPATH",
-                ctx=ctx,
-                param=param,
-            ) from None
+    """``--import MODULE``: the user's modules imported first (:func:`~.commands.import_modules`)."""
+    try:
+        import_modules(names)
+    except InputError as err:
+        raise click.BadParameter(str(err), ctx=ctx, param=param) from None
 
 
 #: ``--import MODULE`` of every command that builds a model or a dataset by name.
@@ -126,17 +111,9 @@ _import_option = click.option(
 
 def _list(kind: str) -> Any:
     def callback(ctx: click.Context, param: click.Parameter, value: bool) -> None:
-        if not value or ctx.resilient_parsing:
-            return
-        if kind == "models":
-            from ..models import list_models
-
-            click.echo("\n".join(list_models()))
-        else:
-            from ..data import list_datasets
-
-            click.echo("\n".join(list_datasets()))
-        ctx.exit(0)
+        if value and not ctx.resilient_parsing:
+            click.echo("\n".join(registered_names(kind)))
+            ctx.exit(0)
 
     return callback
 

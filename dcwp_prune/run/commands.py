@@ -25,6 +25,8 @@ __all__ = [
     "echo_warnings",
     "evaluate_run",
     "fmt",
+    "import_modules",
+    "registered_names",
     "print_summary",
     "prune_files",
     "read_toml",
@@ -386,3 +388,31 @@ def write_cmnist_folders(
     with open(os.path.join(targets[0], "generation.json")) as f:
         lines = [f"digits: {json.load(f)['source']}"]
     return lines + [f"wrote {p}" if p in written else f"kept {p} (already there, same generation)" for p in targets]
+
+
+def import_modules(names: Tuple[str, ...]) -> None:
+    """``--import MODULE``: import the user's modules first, so that what they register exists (the current
+    folder is searched too, as ``python -m`` would)."""
+    import importlib
+
+    if names and os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise InputError(
+                f"cannot import {name!r} ({err}); pass a module name (mypkg.models, not a file "
+                "path) found in the current folder or on PYTHONPATH"
+            ) from None
+
+
+def registered_names(kind: str) -> List[str]:
+    """``--list-models`` / ``--list-datasets``: every registered name of ``kind`` (``models`` or ``datasets``)."""
+    if kind == "models":
+        from ..models import list_models
+
+        return list(list_models())
+    from ..data import list_datasets
+
+    return list(list_datasets())
