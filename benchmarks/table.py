@@ -591,11 +591,16 @@ def headline_block(out: str, profile: Any) -> str:
         "so none selects under a rule the others were not allowed. `dcwp-plus` is this library's variant "
         "(`--variant plus`), `dcwp-official` the faithful reproduction; LC and DeNetDM are the strongest "
         "published peers, run in the same harness; sparsity: the mean over the method's runs. All rows, both "
-        "iterates and the controls: "
+        "iterates, the controls and the records of earlier schedules: "
         "[docs/benchmarks.md](docs/benchmarks.md).",
         "",
     ]
-    groups = sorted({k[:3] for k in summary})
+    from benchmarks.reproduce import schedule_label
+
+    def current(backbone: str) -> str:  # the schedule the profile runs now (older schedules: docs/benchmarks.md)
+        return schedule_label(profile.scale.get(backbone, 1.0)) if profile.quick else "paper"
+
+    groups = sorted({k[:3] for k in summary if k[2] == current(k[1])})
     # the most complete group first (the one with the most best-on-valid records)
     groups.sort(key=lambda g: -sum(len(v.get("best_valid", [])) for k, v in summary.items() if k[:3] == g))
     for dataset, backbone, schedule in groups:
