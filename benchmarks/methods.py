@@ -181,8 +181,8 @@ DCWP_CONFIGS: Dict[str, Dict[str, Any]] = {
     # the same run as today's dcwp-plus)
     "plus-fb-1x": {"variant": "plus", "biased": {"biased_length": 1.0}},
     # DCWP+ as a structured method (issue 21: within 3 points of its unstructured form at 2x fewer MACs): channels
-    # ranked within each layer to halve the MACs; no rewinding (the model is physically smaller), so its stage 4 is
-    # DCWP+'s fine-tuning arm, chosen on valid
+    # ranked within each layer to halve the MACs; both stage-4 arms, the rewound one reset to the kept channels'
+    # initial weights, the better on valid kept
     "dcwp-plus-structured": {
         "variant": "plus",
         "prune": {"structured": True, "pruning_ratio": 0.6, "target_macs": 2.0, "global_pruning": False},

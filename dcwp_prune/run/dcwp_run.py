@@ -344,7 +344,8 @@ class DCWPRun(StageRunner):
         if self.history is not None:  # structured: the same channels removed from the dense state first
             from ..adapters.structured import load_pruning_history
 
-            dense = self.new_model()
+            with torch.random.fork_rng(devices=[]):  # its initialisation is overwritten: the stage's RNG untouched
+                dense = self.new_model()
             dense.load_state_dict(state)
             example = self.data.valid[0].image.unsqueeze(0).to(self.rt.device)
             state = load_pruning_history(dense, self.history, example).state_dict()

@@ -14,7 +14,7 @@ from ..scores import MaskScores
 from .config import RunConfig
 from .data import RunData
 from .presets import quick_schedule
-from .stage1 import STAGE1_KEYS
+from .stage1 import LOADER_ONLY, STAGE1_KEYS
 from .stages import BIASED, MINING
 
 __all__ = ["check_model_fits", "finished_stage_keys", "load_model_file", "resume_config"]
@@ -47,10 +47,6 @@ def resume_config(given: RunConfig, saved: RunConfig, n_train: int, force_config
         )
     base = expected if diffs else saved
     return base.replace(resume=True, overwrite=False, **runtime)
-
-
-#: Data options that only change how the data is loaded, never what stage 1 learned from.
-LOADER_ONLY = ("data.num_workers", "data.eval_batch_size")
 
 
 def finished_stage_keys(out: str) -> Tuple[str, ...]:

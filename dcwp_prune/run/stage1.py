@@ -9,11 +9,14 @@ from ..errors import InputError
 from .config import RunConfig, resolve_variant
 from .data import resolve_data
 
-__all__ = ["STAGE1_KEYS", "check_stage1_source", "stage1_key"]
+__all__ = ["LOADER_ONLY", "STAGE1_KEYS", "check_stage1_source", "stage1_key"]
 
 
 #: What a run's stage 1 depends on: a run may start from another run's stage 1 only if these agree.
 STAGE1_KEYS = ("model", "weights", "model_file", "seed", "data", "biased", "cpu_amp")
+
+#: Data options that only change how the data is loaded, never what stage 1 learned from.
+LOADER_ONLY = ("data.num_workers", "data.eval_batch_size")
 
 
 def stage1_key(config: RunConfig) -> Dict[str, Any]:
@@ -21,7 +24,7 @@ def stage1_key(config: RunConfig) -> Dict[str, Any]:
     data-loading options that do not change the data left out): two runs with equal keys train the same stage 1."""
     d = config.to_dict()
     out = {k: d[k] for k in STAGE1_KEYS}
-    out["data"] = {**out["data"], "num_workers": 0, "eval_batch_size": 1}
+    out["data"] = {k: v for k, v in out["data"].items() if f"data.{k}" not in LOADER_ONLY}
     out["biased"] = {**out["biased"], "biased_length": resolve_variant(config)["fb_length"]}
     return out
 
